@@ -1,0 +1,108 @@
+"""The component contract: a params schema, declared ports, and an async run method.
+
+A component class is pure data plus behaviour; flowfleet never executes code that comes from a flow
+document. Built-in components live in this package; third-party packages add more through the
+entry-point group ``flowfleet.components`` (see ``registry.py``).
+
+    class Upper(Component):
+        type_name = "Upper"
+        description = "Upper-cases its input."
+        params_schema = {"type": "object", "additionalProperties": False, "properties": {}}
+
+        @classmethod
+        def ports(cls, params):
+            return Ports(inputs=("text",), required=frozenset({"text"}), default_input="text",
+                         outputs=("text",), default_output="text")
+
+        async def run(self, inputs, ctx):
+            return {"text": str(inputs["text"]).upper()}
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from cluster.errors import Problem
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The named inputs and outputs of one node, as derived from its params.
+
+    `required` inputs must be fed by an edge or, failing that, by the run's inputs under the same name.
+    An edge without `target_input` feeds `default_input`; one without `source_output` reads
+    `default_output`.
+    """
+
+    inputs: tuple[str, ...] = ()
+    required: frozenset[str] = frozenset()
+    default_input: str | None = None
+    outputs: tuple[str, ...] = ("output",)
+    default_output: str = "output"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a component may use while it is built (once per compile, never per run)."""
+
+    flow_name: str
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """Per-run state handed to every node: the run's inputs and its deadline (time.monotonic())."""
+
+    inputs: Mapping[str, Any]
+    deadline: float | None = None
+    run_id: str = ""
+
+    def remaining(self) -> float | None:
+        """Seconds left before the run's deadline, or None when the run has no deadline."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class Component(ABC):
+    """One node type. Instances are built once per compiled flow and shared by concurrent runs,
+    so `run` must not mutate instance state."""
+
+    type_name: ClassVar[str]
+    description: ClassVar[str] = ""
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    # Output nodes name the run's outputs; when a flow has none, its sink nodes count as outputs.
+    is_output: ClassVar[bool] = False
+    # Input nodes read a value from the run's inputs.
+    is_input: ClassVar[bool] = False
+
+    def __init__(self, node_id: str, params: Mapping[str, Any], build: BuildContext) -> None:
+        self.node_id = node_id
+        self.params = params
+
+    @classmethod
+    @abstractmethod
+    def ports(cls, params: Mapping[str, Any]) -> Ports:
+        """The node's ports for these (already schema-valid) params."""
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any], path: str) -> list[Problem]:
+        """Semantic checks beyond the JSON schema (e.g. template safety); `path` points at the params."""
+        return []
+
+    def output_name(self) -> str:
+        """For output nodes: the key of the run's outputs this node writes (defaults to the node id)."""
+        name = self.params.get("name")
+        return name if isinstance(name, str) and name else self.node_id
+
+    @abstractmethod
+    async def run(self, inputs: Mapping[str, Any], ctx: RunContext) -> Mapping[str, Any]:
+        """Compute the node's outputs, keyed by output port.
+
+        Returning only some ports is how a Router chooses a branch: nodes fed solely by ports that were
+        not returned are skipped. Raise ComponentError for expected failures.
+        """

@@ -1,0 +1,110 @@
+"""One frozen Settings object, read from the environment only by entry points.
+
+>>> Settings.from_env({"FLOWFLEET_NAMESPACE": "staging"}).namespace
+'staging'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.errors import FlowfleetError
+
+
+class SettingsError(FlowfleetError):
+    """An environment variable holds a value flowfleet cannot use."""
+
+    code = "bad_setting"
+    exit_code = 2
+
+
+def default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://localhost:6379/0"
+    namespace: str = "flowfleet"
+    # Control plane.
+    control_url: str = "http://127.0.0.1:8700"
+    token: str | None = None
+    admin_token: str | None = None
+    tokens_file: str | None = None
+    history_keep: int = 100
+    audit_keep: int = 10_000
+    max_body_bytes: int = 1024 * 1024
+    # Worker.
+    replica_id: str = field(default_factory=default_replica_id)
+    reconcile_s: float = 5.0
+    heartbeat_s: float = 2.0
+    status_ttl_s: float = 10.0
+    watchdog_s: float = 15.0
+    ping_s: float = 5.0
+    max_concurrent_runs: int = 64
+    run_timeout_s: float = 60.0
+    shutdown_grace_s: float = 30.0
+    # Rollouts.
+    prepare_timeout_s: float = 10.0
+    session_ttl_s: float = 1800.0
+
+    # env var name -> field name
+    ENV: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "FLOWFLEET_REDIS_URL": "redis_url",
+            "FLOWFLEET_NAMESPACE": "namespace",
+            "FLOWFLEET_URL": "control_url",
+            "FLOWFLEET_TOKEN": "token",
+            "FLOWFLEET_ADMIN_TOKEN": "admin_token",
+            "FLOWFLEET_TOKENS_FILE": "tokens_file",
+            "FLOWFLEET_HISTORY_KEEP": "history_keep",
+            "FLOWFLEET_AUDIT_KEEP": "audit_keep",
+            "FLOWFLEET_MAX_BODY_BYTES": "max_body_bytes",
+            "FLOWFLEET_REPLICA_ID": "replica_id",
+            "FLOWFLEET_RECONCILE_S": "reconcile_s",
+            "FLOWFLEET_HEARTBEAT_S": "heartbeat_s",
+            "FLOWFLEET_STATUS_TTL_S": "status_ttl_s",
+            "FLOWFLEET_WATCHDOG_S": "watchdog_s",
+            "FLOWFLEET_PING_S": "ping_s",
+            "FLOWFLEET_MAX_CONCURRENT_RUNS": "max_concurrent_runs",
+            "FLOWFLEET_RUN_TIMEOUT_S": "run_timeout_s",
+            "FLOWFLEET_SHUTDOWN_GRACE_S": "shutdown_grace_s",
+            "FLOWFLEET_PREPARE_TIMEOUT_S": "prepare_timeout_s",
+            "FLOWFLEET_SESSION_TTL_S": "session_ttl_s",
+        },
+        repr=False,
+        compare=False,
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from environment variables; explicit keyword overrides win over the environment."""
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for var, name in defaults.ENV.items():
+            raw = environ.get(var)
+            if raw is None or raw == "":
+                continue
+            values[name] = _convert(var, raw, type(getattr(defaults, name)))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return dataclasses.replace(defaults, **values)
+
+
+def _convert(var: str, raw: str, kind: type) -> Any:
+    try:
+        if kind is int:
+            value: Any = int(raw)
+        elif kind is float:
+            value = float(raw)
+        else:
+            return raw
+    except ValueError as e:
+        raise SettingsError(f"{var}={raw!r} is not a valid {kind.__name__}") from e
+    if value < 0:
+        raise SettingsError(f"{var}={raw!r} must not be negative")
+    return value

@@ -1,0 +1,1 @@
+"""The flowfleet control plane: HTTP API, CLI and rollout logic."""

@@ -1,0 +1,1 @@
+"""A flowfleet replica: serves flows and hot-swaps them from Redis."""
