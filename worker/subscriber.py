@@ -21,7 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from cluster import events
+from cluster.events import Ping, ReleaseChanged, decode
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
 from worker.ports import ReleaseReader
@@ -92,6 +92,7 @@ class Subscriber:
                 try:
                     await self._session()
                 except (RedisError, OSError, ChannelSilent) as e:
+                    self._disconnected()
                     self._failures += 1
                     delay = backoff_with_jitter(self._failures, self.timing, self.rng)
                     log.warning(
@@ -105,13 +106,16 @@ class Subscriber:
                     )
                     await self._sleep(delay)
                 finally:
-                    self.connected.clear()
-                    self.metrics.subscriber_connected.set(0)
+                    self._disconnected()
         finally:
             reconciler.cancel()
             for task in [reconciler, *self._tasks]:
                 task.cancel()
             await asyncio.gather(reconciler, *self._tasks, return_exceptions=True)
+
+    def _disconnected(self) -> None:
+        self.connected.clear()
+        self.metrics.subscriber_connected.set(0)
 
     def stop(self) -> None:
         self._stop.set()
@@ -173,16 +177,16 @@ class Subscriber:
                 self._on_event(data if isinstance(data, bytes) else data.encode())
 
     def _on_event(self, data: bytes) -> None:
-        event = events.decode(data)
+        event = decode(data)
         match event:
-            case events.ReleaseChanged():
+            case ReleaseChanged():
                 task = asyncio.create_task(
                     self.loader.apply(event, triggered_by=f"event:{event.action}", forced=True),
                     name=f"flowfleet-load-{event.flow}",
                 )
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
-            case events.Ping():
+            case Ping():
                 pass  # liveness only; already counted as traffic
             case _:
                 pass  # unknown or malformed: decode() logged it
