@@ -219,3 +219,32 @@ async def test_prepare_then_commit_is_the_two_phase_path(store, parts):
     assert loader.commit(prepared)
     assert state.snapshot.get("qa").hash == d1
     assert not loader.commit(prepared), "committing the same generation again is refused"
+
+
+async def test_a_release_record_that_went_backwards_wins_once_confirmed(store, parts, redis_client, keys):
+    """A reset or restored Redis restarts generations; reconcile follows the record, events do not."""
+    loader, state, _, _, _ = parts
+    await publish_activate(store, "qa", "v1")
+    await publish_activate(store, "qa", "v2")
+    await publish_activate(store, "qa", "v3")
+    await loader.apply(await store.get_release("qa"), triggered_by="test")
+    assert state.snapshot.get("qa").generation == 3
+    data, digest = toy_doc("after-reset")
+    await store.publish("qa", data, digest, author="t", message="m", node_count=1)
+    await redis_client.hset(keys.release("qa"), mapping={"hash": digest, "generation": 1})
+    record = await store.get_release("qa")
+    assert (await loader.apply(record, triggered_by="event", forced=True)).result == "ignored"
+    outcome = await loader.apply(record, triggered_by="reconcile", authoritative=True)
+    assert outcome.result == "loaded"
+    assert (state.snapshot.get("qa").hash, state.snapshot.get("qa").generation) == (digest, 1)
+
+
+async def test_a_stale_reconcile_read_never_moves_a_replica_backwards(store, parts):
+    loader, state, _, _, _ = parts
+    await publish_activate(store, "qa", "v1")
+    stale = await store.get_release("qa")
+    d2, _ = await publish_activate(store, "qa", "v2")
+    await loader.apply(await store.get_release("qa"), triggered_by="event")
+    outcome = await loader.apply(stale, triggered_by="reconcile", authoritative=True)
+    assert outcome.result == "ignored"
+    assert state.snapshot.get("qa").hash == d2

@@ -75,17 +75,30 @@ class Loader:
     def _lock(self, flow: str) -> asyncio.Lock:
         return self._locks.setdefault(flow, asyncio.Lock())
 
-    async def apply(self, target: Target, *, triggered_by: str, forced: bool = False) -> ReloadOutcome:
+    async def apply(
+        self, target: Target, *, triggered_by: str, forced: bool = False, authoritative: bool = False
+    ) -> ReloadOutcome:
         """Load `target` unless this replica already runs that generation or newer.
 
         `forced` (set for change events) retries a version that failed before its backoff expired.
+        `authoritative` (set for release records read by reconcile) lets a record whose generation went
+        backwards win once it is confirmed by a fresh read: the store was reset or restored, and the
+        record, not the replica's memory, is the truth.
         """
         self.state.note_target(target)
         async with self._lock(target.flow):
             current = self.state.snapshot.get(target.flow)
             old_hash = current.hash if current else None
+            regressed = False
             if current is not None and target.generation <= current.generation:
-                return ReloadOutcome(target.flow, "ignored", old_hash, target.hash, target.generation, 0.0)
+                confirmed = None
+                if authoritative and target.generation < current.generation:
+                    confirmed = await self._confirm_regression(target, current.generation)
+                if confirmed is None:
+                    return ReloadOutcome(
+                        target.flow, "ignored", old_hash, target.hash, target.generation, 0.0
+                    )
+                target, regressed = confirmed, True
             started = self._monotonic()
             if not self.state.health_of(target.flow).may_attempt(target, started, forced=forced):
                 return ReloadOutcome(target.flow, "skipped", old_hash, target.hash, target.generation, 0.0)
@@ -96,7 +109,7 @@ class Loader:
                     prepared = await self.prepare(target)
             except LoadFailure as e:
                 return self._failed(target, old_hash, e, started, triggered_by)
-            self.commit(prepared)
+            self.commit(prepared, allow_regression=regressed)
             duration = self._monotonic() - started
             self.metrics.reload_total.labels(target.flow, "loaded").inc()
             self.metrics.reload_duration.labels(target.flow).observe(duration)
@@ -132,10 +145,28 @@ class Loader:
             raise LoadFailure("compile_error", f"compile failed: {type(e).__name__}: {e}") from e
         return LoadedFlow(target.flow, compiled, target.hash, target.generation, self._clock())
 
-    def commit(self, prepared: LoadedFlow) -> bool:
+    async def _confirm_regression(self, target: Target, loaded_generation: int) -> Target | None:
+        try:
+            fresh = await self.store.get_release(target.flow)
+        except (RedisError, OSError):
+            return None
+        if fresh is None or fresh.generation >= loaded_generation:
+            return None  # a stale read raced a newer event; nothing went backwards
+        log.warning(
+            "flow=%s replica=%s release generation went back from %d to %d (store reset or restored?); "
+            "following the release record",
+            target.flow,
+            self.state.replica_id,
+            loaded_generation,
+            fresh.generation,
+        )
+        self.state.targets[target.flow] = fresh
+        return fresh
+
+    def commit(self, prepared: LoadedFlow, *, allow_regression: bool = False) -> bool:
         """Swap in a prepared version unless something newer is already serving. True if swapped."""
         current = self.state.snapshot.get(prepared.flow)
-        if current is not None and prepared.generation <= current.generation:
+        if current is not None and prepared.generation <= current.generation and not allow_regression:
             return False
         loaded = LoadedFlow(
             prepared.flow, prepared.compiled, prepared.hash, prepared.generation, self._clock()

@@ -221,6 +221,6 @@ class Subscriber:
         """Read every release record and bring each flow to it."""
         releases = await self.store.list_releases()
         for release in releases.values():
-            await self.loader.apply(release, triggered_by=triggered_by)
+            await self.loader.apply(release, triggered_by=triggered_by, authoritative=True)
         self.state.synced = True
         self.reconciles += 1
