@@ -77,8 +77,9 @@ async def read_audit(redis: aioredis.Redis, streams: Sequence[str], limit: int) 
             pipe.xrevrange(stream, count=limit)
         replies = await pipe.execute()
     entries = [_entry(entry_id, fields) for reply in replies for entry_id, fields in reply]
-    # Stream ids are "<unix ms>-<seq>": ordering by them merges the streams by time.
-    entries.sort(key=lambda e: _id_key(e["id"]), reverse=True)
+    # Stream ids are "<server unix ms>-<seq>" and seq counts per stream, so entries of different streams
+    # within one millisecond are ordered by the writer's higher-resolution `at`.
+    entries.sort(key=_order, reverse=True)
     return entries[:limit]
 
 
@@ -99,9 +100,10 @@ def _entry(entry_id: bytes | str, fields: dict[Any, Any]) -> dict[str, Any]:
     return entry
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+def _order(entry: dict[str, Any]) -> tuple[int, float, int]:
+    ms, _, seq = str(entry["id"]).partition("-")
+    at = entry.get("at")
+    return int(ms), at if isinstance(at, float) else 0.0, int(seq or 0)
 
 
 def _text(value: Any) -> str:
