@@ -30,8 +30,21 @@ from cluster.errors import (
 from cluster.events import Event, encode, release_payload_parts
 from cluster.hashing import is_full_hash, is_hash_prefix, sha256_hex
 from cluster.keys import Keys, check_flow_name
-from cluster.release import GcResult, PublishResult, Release, VersionMeta, rollback_target
+from cluster.release import (
+    GcResult,
+    NoPreviousRelease,
+    PublishResult,
+    Release,
+    ReleaseNotFound,
+    VersionMeta,
+    rollback_target,
+)
 from cluster.scripts import load
+
+# The value types are re-exported so callers can import the whole store API from this module.
+__all__ = [
+    "GcResult", "NoPreviousRelease", "PublishResult", "Release", "ReleaseNotFound", "Store", "VersionMeta",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
