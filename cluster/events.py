@@ -64,6 +64,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int": (int,),
     "float": (float, int),
+    "str | None": (str, type(None)),
+    "int | None": (int, type(None)),
+    "float | None": (float, int, type(None)),
 }
 
 
@@ -130,7 +133,10 @@ def _build(cls: type[Event], payload: dict[str, Any]) -> Event | None:
         if not _accepts(str(field.type), value):
             log.warning("dropping %s event: field %r has unusable value %.100r", cls.TYPE, field.name, value)
             return None
-        values[field.name] = float(value) if field.type == "float" else value
+        # JSON has one number type: an `at` of 1700000000 arrives as int and is still a float field.
+        values[field.name] = (
+            float(value) if str(field.type).startswith("float") and value is not None else value
+        )
     if cls is ReleaseChanged and not _valid_release(values):
         log.warning("dropping release event with invalid hash or generation: %.200r", payload)
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from cluster.settings import SettingsError
 
@@ -67,7 +68,7 @@ def connect(
     if scheme != "unix" and not _valid_db_path(parts.path):
         raise InvalidRedisUrl(f"Redis URL {safe!r}: the path must be a database number, as in /0")
     try:
-        return aioredis.Redis.from_url(
+        client = aioredis.Redis.from_url(
             url,
             socket_connect_timeout=connect_timeout,
             socket_timeout=socket_timeout,
@@ -75,8 +76,16 @@ def connect(
             client_name=client_name,
         )
     except ValueError as e:
-        # redis-py rejects e.g. a non-numeric database number or an unknown query option.
+        # redis-py rejects e.g. a non-numeric database number or a bad value for a known option.
         raise InvalidRedisUrl(f"invalid Redis URL {safe!r}: {e}") from e
+    pool = client.connection_pool
+    try:
+        # Connections are built lazily; build one now (no I/O) so an unknown query option fails here,
+        # at start-up, rather than as a TypeError on the first command.
+        pool.connection_class(**pool.connection_kwargs)
+    except (TypeError, ValueError, RedisError) as e:
+        raise InvalidRedisUrl(f"invalid Redis URL {safe!r}: {e}") from e
+    return client
 
 
 def _valid_db_path(path: str) -> bool:
