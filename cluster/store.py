@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from cluster import fleet
+from cluster import audit, fleet, gc
 from cluster.errors import (
     AmbiguousHash,
     BadRequest,
@@ -48,18 +48,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Candidates per gc script call: bounds the time one script blocks Redis.
-GC_BATCH = 200
+# Every command the store sends touches one slot or is a non-transactional pipeline, so a cluster client
+# works as well as a single-node one.
+RedisClient = aioredis.Redis | aioredis.RedisCluster
+
 # Prefix matches reported in an AmbiguousHash error.
 MAX_AMBIGUOUS = 10
 
 
 class Store:
-    """Async access to one namespace. Expects a client without `decode_responses` (blobs are bytes)."""
+    """Async access to one namespace through a Redis or RedisCluster client without `decode_responses`."""
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         history_keep: int = 100,
@@ -273,9 +275,9 @@ class Store:
     async def audit(self, flow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Audit entries newest first: one flow's, or the namespace's and every flow's merged."""
         if flow is not None:
-            return await fleet.read_audit(self.redis, [self.keys.flow_audit(flow)], limit)
+            return await audit.read_audit(self.redis, [self.keys.flow_audit(flow)], limit)
         streams = [self.keys.audit()] + [self.keys.flow_audit(f) for f in await self.list_flows()]
-        return await fleet.read_audit(self.redis, streams, limit)
+        return await audit.read_audit(self.redis, streams, limit)
 
     async def gc(self, *, by: str = "gc", min_age_s: float = 0.0) -> GcResult:
         """Delete versions no release record or history entry references, in every flow.
@@ -283,39 +285,11 @@ class Store:
         `min_age_s` spares versions published less than that long ago (a publish whose activation is
         still on its way); references are re-checked inside Redis, atomically with each delete.
         """
-        now = self.clock()
-        removed: dict[str, tuple[str, ...]] = {}
-        kept = freed = 0
-        for flow in await self.list_flows():
-            versions = self.keys.versions(flow)
-            total = int(await self.redis.zcard(versions))
-            candidates = [_text(d) for d in await self.redis.zrangebyscore(versions, "-inf", now - min_age_s)]
-            gone: list[str] = []
-            for start in range(0, len(candidates), GC_BATCH):
-                batch = candidates[start : start + GC_BATCH]
-                args: list[str | int] = [by, repr(now), self.audit_keep, flow, *batch]
-                reply = await self._gc(keys=self._gc_keys(flow, batch), args=args)
-                freed += int(reply[0])
-                gone.extend(_text(d) for d in reply[1:])
-            kept += max(0, total - len(gone))
-            if gone:
-                removed[flow] = tuple(gone)
-                log.info("gc flow=%s removed=%d by=%s", flow, len(gone), by)
-        result = GcResult(removed=removed, kept=kept, bytes_freed=freed)
-        await self.redis.xadd(
-            self.keys.audit(),
-            {"action": "gc", "by": by, "at": repr(now), "count": result.removed_count, "bytes": freed},
-            maxlen=self.audit_keep,
-            approximate=True,
-        )
-        return result
-
-    def _gc_keys(self, flow: str, digests: list[str]) -> list[str]:
-        k = self.keys
-        keys = [k.versions(flow), k.release(flow), k.history(flow), k.flow_audit(flow)]
-        for digest in digests:
-            keys += [k.blob(flow, digest), k.meta(flow, digest)]
-        return keys
+        flows = await self.list_flows()
+        return await gc.collect(
+            self.redis, self.keys, self._gc, flows, by=by, now=self.clock(), min_age_s=min_age_s,
+            audit_keep=self.audit_keep,
+        )  # fmt: skip
 
     async def write_replica_status(self, replica_id: str, status: dict[str, Any], ttl_s: float) -> None:
         """Heartbeat: the replica's status as JSON, expiring after `ttl_s` unless written again."""

@@ -139,7 +139,7 @@ async def test_activate_refuses_a_corrupt_blob_without_announcing_it(
         # The ping is published after the refused activation: if the refusal had announced anything,
         # that message would arrive first.
         await store.redis.publish(store.keys.channel(), b"marker")
-        messages = await _next_messages(pubsub, 1)
+        messages = await next_messages(pubsub, 1)
     assert messages == [b"marker"]
     assert await store.get_release(FLOW) is None
 
@@ -185,7 +185,7 @@ async def test_subscriber_sees_every_activation_after_its_release_record(store: 
                 )
 
             task = asyncio.create_task(activate_all())
-            for raw in await _next_messages(pubsub, count):
+            for raw in await next_messages(pubsub, count):
                 event = decode(raw)
                 assert isinstance(event, ReleaseChanged)
                 # Read in the handler: the record must already reflect this event (or a later one).
@@ -206,7 +206,7 @@ async def test_the_published_payload_is_exactly_what_encode_produces(store: Stor
     async with store.redis.pubsub() as pubsub:
         await pubsub.subscribe(store.keys.channel())
         release = await store.activate(FLOW, v1, by='o\'brien "ops" / ünïcode', reason="r")
-        [raw] = await _next_messages(pubsub, 1)
+        [raw] = await next_messages(pubsub, 1)
     expected = ReleaseChanged(FLOW, v1, release.generation, 'o\'brien "ops" / ünïcode', release.activated_at)
     assert decode(raw) == expected
     assert raw == encode(expected)
@@ -368,7 +368,7 @@ async def test_gc_spares_young_versions(store: Store) -> None:
     assert await store.get_blob(FLOW, digest) is not None
 
 
-async def _next_messages(pubsub: Any, count: int, timeout: float = 10.0) -> list[bytes]:
+async def next_messages(pubsub: Any, count: int, timeout: float = 10.0) -> list[bytes]:
     """The data of the next `count` channel messages, waiting at most `timeout` seconds in total."""
     messages: list[bytes] = []
     loop = asyncio.get_running_loop()
