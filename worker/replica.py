@@ -17,6 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from cluster.keys import Keys
+from cluster.redis_conn import connect, redact
 from cluster.settings import Settings
 from worker.heartbeat import Heartbeat
 from worker.loader import Loader
@@ -80,13 +81,19 @@ class RunGate:
         return True
 
 
-def redis_client(url: str, *, retries: int) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+def redis_client(
+    url: str, *, retries: int, name: str | None = None, health_check_s: int = 15
+) -> aioredis.Redis:
+    """A client that fails fast (short timeouts, `retries` immediate retries) so callers own backoff."""
+    client = connect(
         url,
+        connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=Retry(NoBackoff(), retries),
+        health_check_interval=health_check_s,
+        client_name=name,
     )
+    client.set_retry(Retry(NoBackoff(), retries))
+    return client
 
 
 class Replica:
@@ -114,9 +121,12 @@ class Replica:
 
     async def start(self) -> None:
         s = self.settings
-        redis = redis_client(s.redis_url, retries=1)
-        # The subscriber's connection never retries on its own: the subscriber owns reconnecting.
-        sub_redis = redis_client(s.redis_url, retries=0)
+        redis = redis_client(s.redis_url, retries=1, name=f"flowfleet-worker:{s.replica_id}")
+        # The subscriber's connection never retries or health-checks on its own: the subscriber owns
+        # reconnecting and its PING watchdog is the health check.
+        sub_redis = redis_client(
+            s.redis_url, retries=0, name=f"flowfleet-worker-sub:{s.replica_id}", health_check_s=0
+        )
         self._clients = [redis, sub_redis]
         store = self.store_factory(redis, self.keys, s)
         self.loader = Loader(store, self.state, self.compiler, self.metrics)
@@ -140,7 +150,7 @@ class Replica:
         log.info(
             "replica=%s starting: redis=%s namespace=%s channel=%s",
             s.replica_id,
-            _redact(s.redis_url),
+            redact(s.redis_url),
             s.namespace,
             self.keys.channel(),
         )
@@ -169,11 +179,3 @@ class Replica:
         for client in self._clients:
             await client.aclose()
         log.info("replica=%s stopped", s.replica_id)
-
-
-def _redact(url: str) -> str:
-    """Never log a Redis password."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
