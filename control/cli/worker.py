@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging.config
 import os
+from types import FrameType
 from typing import Any
 
 from cluster.settings import Settings
@@ -39,7 +40,15 @@ def serve(host: str, port: int, log_level: str = "INFO") -> int:
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
     )
-    uvicorn.Server(config).run()
+    replica = app.state.replica
+
+    class WorkerServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Not ready from the first signal on, so load balancers stop sending while runs finish.
+            replica.state.draining = True
+            super().handle_exit(sig, frame)
+
+    WorkerServer(config).run()
     return 0
 
 

@@ -7,6 +7,7 @@ Every test injects one fault, states what it checks, and stops every process it 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -305,7 +306,8 @@ async def test_sigterm_finishes_the_in_flight_run(redis_server, store, make_flee
         hold.release("inflight")
         r = await pending
         assert r.status_code == 200 and r.json()["outputs"] == {"hold": "v1:released"}
-        assert await asyncio.to_thread(worker.wait, 30) == 0
+        # uvicorn re-raises the captured SIGTERM after its graceful shutdown.
+        assert await asyncio.to_thread(worker.wait, 30) in (0, -signal.SIGTERM)
         assert "stopped" in worker.log()
     finally:
         await hold.stop()
