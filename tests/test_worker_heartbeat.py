@@ -95,3 +95,22 @@ async def test_heartbeat_survives_redis_outage_and_resumes(make_redis_server, na
         beat.stop()
         await asyncio.wait_for(task, timeout=5)
         await client.aclose()
+
+
+async def test_poke_writes_the_status_without_waiting_for_the_next_beat(redis_client, namespace):
+    import asyncio
+
+    keys = Keys(namespace)
+    state = WorkerState("r-poke")
+    beat = Heartbeat(Store(redis_client, keys), state, interval_s=3600.0, ttl_s=5.0, subscribed=lambda: True)
+    task = asyncio.create_task(beat.run())
+    try:
+        await wait_for(lambda: beat.beats == 1, what="first beat")
+        state.commit(LoadedFlow("qa", object(), H1, 1, 50.0))  # type: ignore[arg-type]
+        beat.poke()
+        await wait_for(lambda: beat.beats == 2, timeout=5, what="poked beat")
+        status = orjson.loads(await redis_client.get(keys.replica("r-poke")))
+        assert status["flows"]["qa"]["hash"] == H1
+    finally:
+        beat.stop()
+        await asyncio.wait_for(task, timeout=5)

@@ -82,6 +82,7 @@ class Heartbeat:
         self.beats = 0
         self._failing = False
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
 
     def status(self) -> dict[str, Any]:
         return build_status(
@@ -104,11 +105,18 @@ class Heartbeat:
 
     async def run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             await self.beat()
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.interval_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
             except TimeoutError:
                 pass
 
+    def poke(self) -> None:
+        """Write the status now rather than at the next beat (after a swap or a failed load), so the
+        fleet view shows a change within milliseconds instead of up to `interval_s` later."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()

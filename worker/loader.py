@@ -62,6 +62,7 @@ class Loader:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         thread_compile_bytes: int = THREAD_COMPILE_BYTES,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -71,6 +72,8 @@ class Loader:
         self._monotonic = monotonic
         self._thread_compile_bytes = thread_compile_bytes
         self._locks: dict[str, asyncio.Lock] = {}
+        # Called after every swap and every failed load (the heartbeat reports it at once).
+        self.on_change = on_change or (lambda: None)
 
     def _lock(self, flow: str) -> asyncio.Lock:
         return self._locks.setdefault(flow, asyncio.Lock())
@@ -178,6 +181,7 @@ class Loader:
             (current.hash, current.generation) if current else None,
             (loaded.hash, loaded.generation),
         )
+        self.on_change()
         return True
 
     def _failed(
@@ -188,6 +192,7 @@ class Loader:
         health = self.state.record_failure(error, now)
         self.metrics.reload_total.labels(target.flow, "failed").inc()
         self.metrics.reload_errors.labels(target.flow, e.reason).inc()
+        self.on_change()
         outcome = ReloadOutcome(
             target.flow, "failed", old_hash, target.hash, target.generation, (now - started) * 1000, error
         )

@@ -143,6 +143,7 @@ class Replica:
             subscribed=lambda: subscriber.connected.is_set(),
         )
         self.heartbeat.started_at = self.started_at
+        self.loader.on_change = self.heartbeat.poke
         self._tasks = [
             asyncio.create_task(self.subscriber.run(), name="flowfleet-subscriber"),
             asyncio.create_task(self.heartbeat.run(), name="flowfleet-heartbeat"),
