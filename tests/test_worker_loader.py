@@ -248,3 +248,18 @@ async def test_a_stale_reconcile_read_never_moves_a_replica_backwards(store, par
     outcome = await loader.apply(stale, triggered_by="reconcile", authoritative=True)
     assert outcome.result == "ignored"
     assert state.snapshot.get("qa").hash == d2
+
+
+async def test_a_burst_of_events_compiles_only_the_newest(store, parts):
+    import asyncio
+
+    loader, state, _, compiler, _ = parts
+    releases = []
+    for label in ("v1", "v2", "v3"):
+        await publish_activate(store, "qa", label)
+        releases.append(await store.get_release("qa"))
+    outcomes = await asyncio.gather(*(loader.apply(r, triggered_by="event", forced=True) for r in releases))
+    # v1 was already being fetched when v2 and v3 arrived; v2 waited behind it and was superseded.
+    assert [o.result for o in outcomes] == ["loaded", "ignored", "loaded"]
+    assert compiler.compiled == ["v1", "v3"]
+    assert state.snapshot.get("qa").generation == 3

@@ -109,12 +109,11 @@ async def readyz(request: Request) -> Response:
         }
         for r in state.readiness()
     ]
-    subscriber = replica.subscriber
     details = {
         "replica": replica.settings.replica_id,
         "synced": state.synced,
         "draining": state.draining,
-        "subscribed": subscriber is not None and subscriber.connected.is_set(),
+        "subscribed": replica.subscriber.connected.is_set(),
         "flows": flows,
     }
     if state.is_ready():

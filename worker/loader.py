@@ -92,6 +92,10 @@ class Loader:
         async with self._lock(target.flow):
             current = self.state.snapshot.get(target.flow)
             old_hash = current.hash if current else None
+            latest = self.state.targets.get(target.flow)
+            if not authoritative and latest is not None and latest.generation > target.generation:
+                # A newer release was announced while this one waited for the lock: skip the work.
+                return ReloadOutcome(target.flow, "ignored", old_hash, target.hash, target.generation, 0.0)
             regressed = False
             if current is not None and target.generation <= current.generation:
                 confirmed = None
