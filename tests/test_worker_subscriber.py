@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 import redis.asyncio as aioredis
 
+from cluster.events import ReleaseChanged, encode
 from cluster.keys import Keys
 from cluster.store import Store
 from tests.worker_support import ToyCompiler, publish_activate, toy_doc, wait_for
@@ -112,16 +113,27 @@ async def test_activation_lost_during_the_disconnect_is_caught_by_the_resubscrib
         await wait_for(lambda: served(state, "qa") == d1, what="convergence after resubscribe")
 
 
-async def test_malformed_and_unknown_events_do_not_kill_the_subscriber(redis_server, namespace, redis_client):
+async def test_malformed_and_unknown_events_do_not_kill_the_subscriber(
+    redis_server, namespace, redis_client, caplog
+):
     keys = Keys(namespace)
     store = Store(redis_client, keys)
     async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
         await wait_for(lambda: sub.connected.is_set(), what="subscribed")
-        for junk in (b"not json", b"[]", b'{"v": 1, "type": "teleport"}', b'{"v": 99, "type": "release"}'):
+        bad_name = ReleaseChanged(flow="../etc", hash="a" * 64, generation=9, by="x", at=0.0)
+        for junk in (
+            b"not json",
+            b"[]",
+            b'{"v": 1, "type": "teleport"}',
+            b'{"v": 99, "type": "release"}',
+            encode(bad_name),
+        ):
             await redis_client.publish(keys.channel(), junk)
         d1, _ = await publish_activate(store, "qa", "v1")
         await wait_for(lambda: served(state, "qa") == d1, what="event after junk")
         assert sub.connected.is_set()
+        assert "invalid flow name" in caplog.text
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], "junk is dropped, not an error"
 
 
 async def test_silent_connection_trips_the_watchdog_and_reconnects(make_redis_server, namespace):

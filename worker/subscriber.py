@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cluster.events import Ping, ReleaseChanged, decode
+from cluster.keys import FLOW_NAME
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
 from worker.ports import ReleaseReader
@@ -179,6 +180,8 @@ class Subscriber:
     def _on_event(self, data: bytes) -> None:
         event = decode(data)
         match event:
+            case ReleaseChanged() if not FLOW_NAME.match(event.flow):
+                log.warning("dropping release event for an invalid flow name %.100r", event.flow)
             case ReleaseChanged():
                 task = asyncio.create_task(
                     self.loader.apply(event, triggered_by=f"event:{event.action}", forced=True),
