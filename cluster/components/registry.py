@@ -81,9 +81,22 @@ def builtin_components() -> list[type[Component]]:
     # Imported here so that importing the registry module stays cheap and free of cycles.
     from cluster.components.io import ChatInput, ChatOutput, TextInput, TextOutput
     from cluster.components.llm import LLM
+    from cluster.components.parser import OutputParser
     from cluster.components.prompt import PromptTemplate
+    from cluster.components.retriever import Retriever
+    from cluster.components.router import Router
 
-    return [ChatInput, TextInput, ChatOutput, TextOutput, PromptTemplate, LLM]
+    return [
+        ChatInput,
+        TextInput,
+        ChatOutput,
+        TextOutput,
+        PromptTemplate,
+        LLM,
+        Retriever,
+        Router,
+        OutputParser,
+    ]
 
 
 def _plugin_classes(loaded: object) -> list[object]:
