@@ -117,7 +117,10 @@ class Fail(Component):
     type_name = "Fail"
     params_schema = {
         "type": "object",
-        "properties": {"kind": {"enum": ["component", "bug", "not_mapping", "bad_port", "timeout"]}},
+        "properties": {
+            "kind": {"enum": ["component", "bug", "not_mapping", "bad_port", "timeout"]},
+            "after": {"type": "string"},
+        },
     }
 
     @classmethod
@@ -126,6 +129,8 @@ class Fail(Component):
 
     async def run(self, inputs, ctx):
         kind = self.params.get("kind", "component")
+        if "after" in self.params:  # fail only once another node is known to be running
+            await EVENTS.setdefault(self.params["after"], asyncio.Event()).wait()
         if kind == "component":
             raise ComponentError("upstream said no")
         if kind == "bug":
@@ -253,6 +258,21 @@ class Deadline(Component):
 
     async def run(self, inputs, ctx: RunContext):
         return {"remaining": ctx.remaining(), "run_id": ctx.run_id}
+
+
+def node(node_id: str, type_name: str = "Upper", **params: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": type_name, "params": params}
+
+
+def edge(
+    source: str, target: str, source_output: str | None = None, target_input: str | None = None
+) -> dict[str, Any]:
+    e = {"source": source, "target": target}
+    if source_output:
+        e["source_output"] = source_output
+    if target_input:
+        e["target_input"] = target_input
+    return e
 
 
 ALL = [Const, Upper, Join, Meet, Hang, Fail, Switch, Out, Picky, Broken, BadSchema, Deadline]
