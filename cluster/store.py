@@ -127,6 +127,8 @@ class Store:
 
     async def list_versions(self, flow: str, limit: int = 100) -> list[VersionMeta]:
         """Stored versions of a flow, newest first."""
+        if limit < 1:
+            return []
         digests = [_text(d) for d in await self.redis.zrevrange(self.keys.versions(flow), 0, limit - 1)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for digest in digests:

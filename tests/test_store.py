@@ -71,6 +71,8 @@ async def test_publish_records_metadata_with_the_current_release_as_parent(store
     meta2 = await store.get_meta(FLOW, v2)
     assert meta2 is not None and meta2.parent == v1 and meta2.author == "bob"
     assert [m.hash for m in await store.list_versions(FLOW)] == [v2, v1]
+    assert [m.hash for m in await store.list_versions(FLOW, limit=1)] == [v2]
+    assert await store.list_versions(FLOW, limit=0) == []
     entry = (await store.audit(FLOW))[0]
     assert (entry["action"], entry["hash"], entry["by"], entry["parent"]) == ("publish", v2, "bob", v1)
 
@@ -108,6 +110,16 @@ async def test_activate_writes_release_history_and_audit(store: Store) -> None:
     entry = (await store.audit(FLOW))[0]
     assert (entry["action"], entry["hash"], entry["generation"], entry["by"]) == ("activate", v2, 2, "bob")
     assert entry["previous_hash"] == v1 and entry["reason"] == "better prompt"
+
+
+async def test_expected_generation_zero_means_never_activated(store: Store) -> None:
+    v1, v2 = await put(store, 1), await put(store, 2)
+    first = await store.activate(FLOW, v1, by="a", reason="", expected_generation=0)
+    assert first.generation == 1
+    with pytest.raises(GenerationConflict) as caught:
+        await store.activate(FLOW, v2, by="b", reason="", expected_generation=0)
+    assert (caught.value.expected, caught.value.actual) == (0, 1)
+    assert caught.value.details == {"flow": FLOW, "expected_generation": 0, "actual_generation": 1}
 
 
 async def test_activate_refuses_a_missing_blob(store: Store, redis_client: aioredis.Redis) -> None:
@@ -156,7 +168,15 @@ async def test_concurrent_activations_with_the_same_expectation_only_one_wins(
         except GenerationConflict as e:
             return e
 
-    outcomes = await asyncio.gather(*(attempt(n) for n in range(1, 51)))
+    async with redis_client.pubsub() as pubsub:
+        await pubsub.subscribe(store.keys.channel())
+        outcomes = await asyncio.gather(*(attempt(n) for n in range(1, 51)))
+        await redis_client.publish(store.keys.channel(), b"marker")
+        # Everything published before the marker arrives before it: only the winner announced anything.
+        announced = await next_messages(pubsub, 2)
+    assert announced[1] == b"marker"
+    event = decode(announced[0])
+    assert isinstance(event, ReleaseChanged) and event.generation == 2
 
     winners = [o for o in outcomes if isinstance(o, Release)]
     conflicts = [o for o in outcomes if isinstance(o, GenerationConflict)]
@@ -164,6 +184,7 @@ async def test_concurrent_activations_with_the_same_expectation_only_one_wins(
     assert all(c.expected == 1 and c.actual == 2 for c in conflicts)
     current = await store.get_release(FLOW)
     assert current == winners[0] and current.generation == 2 and current.previous_hash == digests[0]
+    assert event.hash == current.hash and event.by == current.activated_by
     history = await store.history(FLOW)
     assert [r.generation for r in history] == [2, 1] and history[0] == current
     assert await redis_client.llen(store.keys.history(FLOW)) == 2
