@@ -56,6 +56,20 @@ async def test_startup_reads_existing_releases_after_subscribing(redis_server, n
         assert metrics.registry.get_sample_value("flowfleet_subscriber_connected") == 1
 
 
+async def test_the_first_read_happens_only_once_subscribed(redis_server, namespace, redis_client):
+    async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
+        seen: list[bool] = []
+        original = sub.store.list_releases
+
+        async def recording():
+            seen.append(sub.connected.is_set())
+            return await original()
+
+        sub.store.list_releases = recording
+        await wait_for(lambda: state.synced, what="first reconcile")
+        assert seen and all(seen)
+
+
 async def test_activation_event_is_applied(redis_server, namespace, redis_client):
     store = Store(redis_client, Keys(namespace))
     async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
@@ -181,7 +195,7 @@ def test_backoff_is_jittered_and_capped():
     assert max(late) <= 5.0 and min(late) < 2.5
 
 
-@pytest.mark.parametrize("reason", ["subscribe", "startup"])
+@pytest.mark.parametrize("reason", ["subscribe", "reconcile"])
 async def test_request_reconcile_runs_a_pass(redis_server, namespace, reason):
     async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
         await wait_for(lambda: sub.reconciles >= 1, what="startup reconcile")

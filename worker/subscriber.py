@@ -81,7 +81,7 @@ class Subscriber:
         self.reconciles = 0  # completed reconcile passes (tests wait on it)
         self._stop = asyncio.Event()
         self._reconcile_wanted = asyncio.Event()
-        self._pending_reason = "startup"
+        self._pending_reason = "subscribe"
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failures = 0
 
@@ -201,7 +201,8 @@ class Subscriber:
 
     # -- reconcile ----------------------------------------------------------------------------------
     async def _reconcile_loop(self) -> None:
-        self.request_reconcile("startup")
+        # No pass before the first subscribe confirmation: subscribing first, then reading, means nothing
+        # activated in between can be missed. If subscribing keeps failing, the timer still reads.
         while True:
             interval = self.timing.reconcile_s * self.rng.uniform(0.75, 1.0)
             try:
