@@ -202,3 +202,24 @@ async def test_request_reconcile_runs_a_pass(redis_server, namespace, reason):
         before = sub.reconciles
         sub.request_reconcile(reason)
         await wait_for(lambda: sub.reconciles > before, what="requested reconcile")
+
+
+async def test_half_open_connection_is_detected_by_the_watchdog(redis_server, namespace, redis_client):
+    """Injected: every proxied connection silently stops carrying bytes (sockets stay open).
+    Checked: the PING watchdog notices, the subscriber reconnects, and an activation converges."""
+    from tests.blackhole_proxy import BlackholeProxy
+
+    proxy = await BlackholeProxy(redis_server.port).start()
+    timing = Timing(reconcile_s=60.0, watchdog_s=0.8, ping_s=0.2, backoff_base_s=0.05, backoff_cap_s=0.2)
+    try:
+        async with running_subscriber(proxy.url, namespace, timing) as (sub, state, metrics):
+            await wait_for(lambda: sub.connected.is_set() and state.synced, what="subscribed via the proxy")
+            assert proxy.blackhole() >= 1
+            await wait_for(lambda: not sub.connected.is_set(), timeout=10, what="watchdog firing")
+            await wait_for(
+                lambda: sub.connected.is_set(), timeout=10, what="resubscribed on a new connection"
+            )
+            d1, _ = await publish_activate(Store(redis_client, Keys(namespace)), "qa", "v1")
+            await wait_for(lambda: served(state, "qa") == d1, timeout=20, what="activation after half-open")
+    finally:
+        await proxy.stop()
