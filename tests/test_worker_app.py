@@ -176,7 +176,9 @@ async def test_a_refused_only_version_does_not_hold_readiness_back(redis_server,
         await wait_for(lambda: ready(client), what="ready")
         body = (await client.get("/readyz")).json()
         assert body["flows"][0]["state"] == "refused"
-        assert (await client.post("/v1/flows/qa/run", json={"inputs": {}})).status_code == 404
+        r = await client.post("/v1/flows/qa/run", json={"inputs": {}})
+        assert r.status_code == 503 and r.json()["error"] == "flow_not_loaded"
+        assert r.json()["details"]["reason"] == "invalid_document" and r.headers["retry-after"] == "1"
 
 
 async def test_shutdown_waits_for_the_in_flight_run(redis_server, namespace, store):

@@ -50,7 +50,7 @@ async def run_flow(request: Request) -> Response:
     # The one read of the snapshot for this run: everything below uses `loaded`, whatever swaps later.
     loaded = replica.state.snapshot.get(name)
     if loaded is None:
-        raise FlowNotFound(name)
+        return not_loaded(replica, name)
     metrics = replica.metrics
     if not replica.gate.try_enter():
         metrics.runs_total.labels(name, loaded.hash, "overloaded").inc()
@@ -83,6 +83,20 @@ async def run_flow(request: Request) -> Response:
     if trace:
         payload["trace"] = result.trace
     return JSONResponse(payload, headers={"X-Flowfleet-Version": loaded.hash})
+
+
+def not_loaded(replica: Replica, name: str) -> Response:
+    """404 for a flow this replica never heard of; 503 for one with a release it could not load."""
+    target = replica.state.targets.get(name)
+    if target is None:
+        raise FlowNotFound(name)
+    err = replica.state.health_of(name).last_error
+    details: dict[str, Any] = {"flow": name, "hash": target.hash, "generation": target.generation}
+    if err is not None:
+        details["reason"] = err.reason
+        details["error"] = err.message
+    message = f"flow {name!r} has a release, but no version of it is loaded on this replica"
+    return error_response(503, "flow_not_loaded", message, details, headers={"Retry-After": RETRY_AFTER_S})
 
 
 async def list_flows(request: Request) -> Response:

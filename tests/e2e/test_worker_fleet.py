@@ -107,7 +107,12 @@ async def test_three_replicas_serve_every_activation_and_rollback_brings_them_ba
 
     v2, gen2 = await release(store, qa_doc("v2"))
     took = await wait_all_serve(http, fleet, FLOW, v2)
-    print(f"activation reached 3 replicas in {took * 1000:.1f} ms")
+    activated_at = (await store.get_release(FLOW)).activated_at
+    swaps = [await swap_delay(http, w, activated_at) for w in fleet]
+    print(
+        f"activation reached 3 replicas in {took * 1000:.1f} ms (observed by polling); swapped "
+        f"{', '.join(f'{d * 1000:.1f}' for d in swaps)} ms after the activation was recorded"
+    )
     for w in fleet:
         r = await run(http, w)
         assert r.status_code == 200, r.text
@@ -131,6 +136,13 @@ async def test_three_replicas_serve_every_activation_and_rollback_brings_them_ba
         )
 
     await poll(fleet_on_rollback, what="fleet status on the rollback generation")
+
+
+async def swap_delay(http: httpx.AsyncClient, worker: WorkerProcess, activated_at: float) -> float:
+    """Seconds from the release record's activated_at to this replica's swap (same machine clock)."""
+    body = await get_json(http, f"{worker.url}/v1/flows")
+    [entry] = [f for f in body["flows"] if f["flow"] == FLOW]
+    return float(entry["loaded_at"]) - activated_at
 
 
 async def test_slow_run_finishes_on_v1_while_a_run_started_after_the_swap_gets_v2(
