@@ -223,3 +223,23 @@ async def test_half_open_connection_is_detected_by_the_watchdog(redis_server, na
             await wait_for(lambda: served(state, "qa") == d1, timeout=20, what="activation after half-open")
     finally:
         await proxy.stop()
+
+
+async def test_an_unexpected_reconcile_error_does_not_stop_later_passes(
+    redis_server, namespace, redis_client
+):
+    timing = Timing(reconcile_s=0.2, watchdog_s=30.0, ping_s=10.0)
+    async with running_subscriber(redis_server.url, namespace, timing) as (sub, state, _):
+        original = sub.store.list_releases
+        calls = 0
+
+        async def flaky():
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise ValueError("a bug somewhere below")
+            return await original()
+
+        sub.store.list_releases = flaky
+        d1, _ = await publish_activate(Store(redis_client, Keys(namespace)), "qa", "v1")
+        await wait_for(lambda: served(state, "qa") == d1 and calls >= 2, what="a later pass")

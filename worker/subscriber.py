@@ -39,6 +39,10 @@ class ChannelSilent(Exception):
     """Nothing at all (event, ping or pong) arrived for longer than the watchdog allows."""
 
 
+# Failures that are part of life (Redis restarts, network cuts); anything else is logged with a traceback.
+EXPECTED = (RedisError, OSError, ChannelSilent)
+
+
 @dataclass(frozen=True)
 class Timing:
     reconcile_s: float = 5.0
@@ -92,11 +96,12 @@ class Subscriber:
             while not self._stop.is_set():
                 try:
                     await self._session()
-                except (RedisError, OSError, ChannelSilent) as e:
+                except Exception as e:  # whatever breaks a session, the next one must still come
                     self._disconnected()
                     self._failures += 1
                     delay = backoff_with_jitter(self._failures, self.timing, self.rng)
-                    log.warning(
+                    log.log(
+                        logging.WARNING if isinstance(e, EXPECTED) else logging.ERROR,
                         "subscriber replica=%s lost %s (%s: %s); reconnecting in %.2fs (attempt %d)",
                         self.state.replica_id,
                         self.channel,
@@ -104,6 +109,7 @@ class Subscriber:
                         e,
                         delay,
                         self._failures,
+                        exc_info=not isinstance(e, EXPECTED),
                     )
                     await self._sleep(delay)
                 finally:
@@ -213,12 +219,14 @@ class Subscriber:
             self._reconcile_wanted.clear()
             try:
                 await self.reconcile(reason)
-            except (RedisError, OSError) as e:
-                log.warning(
+            except Exception as e:  # the periodic pass must survive anything, or convergence stops
+                log.log(
+                    logging.WARNING if isinstance(e, EXPECTED) else logging.ERROR,
                     "reconcile replica=%s failed (%s: %s); serving what is loaded",
                     self.state.replica_id,
                     type(e).__name__,
                     e,
+                    exc_info=not isinstance(e, EXPECTED),
                 )
 
     async def reconcile(self, triggered_by: str) -> None:
