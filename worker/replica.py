@@ -179,7 +179,11 @@ class Replica:
         for task in pending:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.heartbeat.beat()  # last word: "draining", expires with the TTL
+        try:
+            # Last word: "draining", expiring with the TTL; never worth delaying the exit for.
+            await asyncio.wait_for(self.heartbeat.beat(), timeout=2.0)
+        except TimeoutError:
+            pass
         for client in self._clients:
             await client.aclose()
         log.info("replica=%s stopped", s.replica_id)
