@@ -8,6 +8,7 @@ it, so a swap during the run never changes what that run executes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -68,6 +69,9 @@ async def run_flow(request: Request) -> Response:
         outcome = "ok"
     except FlowfleetError as e:
         outcome = e.code
+        raise
+    except asyncio.CancelledError:
+        outcome = "cancelled"  # the client went away, or shutdown ran out of grace
         raise
     finally:
         replica.gate.leave()
