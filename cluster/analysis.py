@@ -14,15 +14,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from cluster import graph
 from cluster.components.base import Component, Ports
 from cluster.errors import Problem
 from cluster.examples import check_examples
 from cluster.model import BoundEdge, Flow, UnboundPort, bind_ports, parse_flow
-from cluster.validation import pointer, schema_problems, shorten
+from cluster.validation import SchemaChecker, pointer, shorten
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +54,8 @@ class Analysis:
 
 
 @lru_cache(maxsize=256)
-def _params_validator(cls: type[Component]) -> Draft202012Validator:
-    Draft202012Validator.check_schema(cls.params_schema)
-    return Draft202012Validator(cls.params_schema)
+def _params_checker(cls: type[Component]) -> SchemaChecker:
+    return SchemaChecker(cls.params_schema, "invalid_params")
 
 
 def _suggestion(name: str, known: Sequence[str]) -> str:
@@ -87,8 +83,8 @@ def _node_problems(
     """Params schema, the component's own checks, then its ports; plugin bugs become problems."""
     path = pointer("nodes", index, "params")
     try:
-        problems = schema_problems(_params_validator(cls), params, "nodes", index, "params")
-    except (SchemaError, Exception) as e:  # a plugin's schema is code we do not control
+        problems = _params_checker(cls).problems(params, "nodes", index, "params")
+    except Exception as e:  # a plugin's schema (SchemaError, a bad regex) is code we do not control
         logger.warning("params schema of component %s is unusable: %s", cls.type_name, e)
         return [
             Problem(path, "component_error", shorten(f"{cls.type_name} has an unusable params schema: {e}"))
@@ -190,16 +186,14 @@ def _edges(
     seen: set[tuple[int, str, int, str]] = set()
     ids = list(index_of)
     for edge in flow.edges:
-        ends = []
-        for side, node_id in (("source", edge.source), ("target", edge.target)):
-            found = index_of.get(node_id)
-            if found is None:
-                message = f"no node has id {node_id!r}{_suggestion(node_id, ids)}"
-                problems.append(Problem(pointer("edges", edge.index, side), "unknown_node", message))
-            ends.append(found)
-        source, target = ends
+        source, target = index_of.get(edge.source), index_of.get(edge.target)
         if source is None or target is None:
-            g.half_connected.update(i for i in ends if i is not None)
+            for side, node_id, found in (("source", edge.source, source), ("target", edge.target, target)):
+                if found is None:
+                    message = f"no node has id {node_id!r}{_suggestion(node_id, ids)}"
+                    problems.append(Problem(pointer("edges", edge.index, side), "unknown_node", message))
+                else:
+                    g.half_connected.add(found)
             continue
         g.successors[source].append(target)
         g.predecessors[target].append(source)
@@ -218,7 +212,11 @@ def _edges(
     return g
 
 
-def _cycles(flow: Flow, g: _Graph, problems: list[Problem]) -> None:
+def _cycles(flow: Flow, g: _Graph, problems: list[Problem]) -> tuple[int, ...] | None:
+    """The topological order, or None after reporting every cycle."""
+    order = graph.topological_order(len(flow.nodes), g.successors)
+    if order is not None:
+        return tuple(order)
     cycles = graph.find_cycles(len(flow.nodes), g.successors)
     for cycle in cycles:
         g.half_connected.update(cycle)  # a node on a cycle is reported once, as part of it
@@ -226,6 +224,7 @@ def _cycles(flow: Flow, g: _Graph, problems: list[Problem]) -> None:
         edge_index = g.first_edge[(cycle[0], cycle[1 % len(cycle)])]
         message = "cycle: " + " -> ".join([*names, names[0]])
         problems.append(Problem(pointer("edges", edge_index), "cycle", message))
+    return None
 
 
 def output_key(node_id: str, params: Mapping[str, Any]) -> str:
@@ -305,21 +304,19 @@ def analyse(
     index_of = _ids(flow, problems)
     classes, ports = _components(flow, registry, problems)
     g = _edges(flow, index_of, ports, problems)
-    _cycles(flow, g, problems)
+    order = _cycles(flow, g, problems)
     outputs, keys = _outputs(flow, index_of, classes, g, problems)
     _dead_nodes(flow, outputs, g, problems)
     run_inputs, required, optional = _run_inputs(ports, g.bound)
     problems.extend(check_examples(flow, keys, required))
-    if problems:
+    if problems or order is None:
         return problems, None
-    order = graph.topological_order(len(flow.nodes), g.successors)
-    assert order is not None, "cycles were reported above"
     analysis = Analysis(
         flow=flow,
         classes=tuple(c for c in classes if c is not None),
         ports=tuple(p for p in ports if p is not None),
         edges=tuple(g.bound),
-        order=tuple(order),
+        order=order,
         output_nodes=tuple(outputs),
         run_inputs=tuple(run_inputs),
         required_inputs=required,

@@ -384,7 +384,7 @@ def test_values_that_are_not_json(value: Any) -> None:
         ("{x[0]}", "unsafe_template"),
         ("{x!r}", "unsafe_template"),
         ("{x:>10}", "unsafe_template"),
-        ("{x:>{y}}", "template_syntax"),
+        ("{x:>{y}}", "unsafe_template"),
         ("{}", "template_syntax"),
         ("{0}", "template_syntax"),
         ("{ x }", "template_syntax"),
