@@ -28,13 +28,19 @@ async def test_echo_defaults() -> None:
     assert await run(build(LLM, {}), {"prompt": "x"}) == {"text": "[echo-1] x"}
 
 
-async def test_system_from_params_and_from_input() -> None:
+async def test_system_from_params() -> None:
     component = build(LLM, {"system": "be brief"})
     assert await run(component, {"prompt": "p"}) == {"text": "[echo-1] (system: be brief) p"}
-    # A fed `system` input wins over the params.
+    # Fixed in the params, the system message has no port, so neither an edge nor a run input can replace it.
+    assert LLM.ports({"system": "be brief"}).inputs == ("prompt",)
+
+
+async def test_system_from_input() -> None:
+    component = build(LLM, {})
     assert await run(component, {"prompt": "p", "system": "be loud"}) == {
         "text": "[echo-1] (system: be loud) p"
     }
+    assert await run(component, {"prompt": "p", "system": None}) == {"text": "[echo-1] p"}
 
 
 async def test_non_text_prompt_is_rendered_as_json() -> None:
