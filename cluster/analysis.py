@@ -149,21 +149,29 @@ def _components(
     return classes, ports
 
 
+_PortSets = tuple[frozenset[str], frozenset[str]]  # (inputs, outputs): a join may have 1,000 inputs
+
+
 def _edge_ports(
-    flow: Flow, edge_index: int, source: int, target: int, ports: Sequence[Ports | None]
+    flow: Flow,
+    edge_index: int,
+    source: int,
+    target: int,
+    ports: Sequence[Ports | None],
+    sets: Sequence[_PortSets],
 ) -> tuple[list[Problem], tuple[str, str] | None]:
     edge = flow.edges[edge_index]
     source_ports, target_ports = ports[source], ports[target]
     if source_ports is None or target_ports is None:
         return [], None  # the node's own problem is already reported
     problems = []
-    if edge.source_output is not None and edge.source_output not in source_ports.outputs:
+    if edge.source_output is not None and edge.source_output not in sets[source][1]:
         message = (
             f"node {edge.source!r} has no output {edge.source_output!r} "
             f"(outputs are: {_listing(source_ports.outputs)})"
         )
         problems.append(Problem(pointer("edges", edge_index, "source_output"), "unknown_port", message))
-    if edge.target_input is not None and edge.target_input not in target_ports.inputs:
+    if edge.target_input is not None and edge.target_input not in sets[target][0]:
         message = (
             f"node {edge.target!r} has no input {edge.target_input!r} "
             f"(inputs are: {_listing(target_ports.inputs)})"
@@ -185,6 +193,8 @@ def _edges(
     g = _Graph([[] for _ in range(count)], [[] for _ in range(count)], [], {}, set())
     seen: set[tuple[int, str, int, str]] = set()
     ids = list(index_of)
+    empty: frozenset[str] = frozenset()
+    sets = [(frozenset(p.inputs), frozenset(p.outputs)) if p else (empty, empty) for p in ports]
     for edge in flow.edges:
         source, target = index_of.get(edge.source), index_of.get(edge.target)
         if source is None or target is None:
@@ -198,7 +208,7 @@ def _edges(
         g.successors[source].append(target)
         g.predecessors[target].append(source)
         g.first_edge.setdefault((source, target), edge.index)
-        edge_problems, bound = _edge_ports(flow, edge.index, source, target, ports)
+        edge_problems, bound = _edge_ports(flow, edge.index, source, target, ports, sets)
         problems.extend(edge_problems)
         if bound is None:
             continue

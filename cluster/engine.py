@@ -12,8 +12,8 @@ caller cancels every running node.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -64,7 +64,7 @@ class CompiledFlow:
 
         Inputs the flow does not read are ignored, so callers may send more than one flow version needs.
         """
-        if not isinstance(inputs, Mapping):
+        if type(inputs) is not dict and not isinstance(inputs, Mapping):  # skip the ABC check for dicts
             raise RunInputError(f"run inputs must be an object of name -> value, not {type(inputs).__name__}")
         bad = [k for k in inputs if not isinstance(k, str)]
         if bad:
@@ -99,7 +99,7 @@ class CompiledFlow:
         self.check_inputs(inputs)
         started = time.perf_counter()
         deadline = None if timeout is None else time.monotonic() + timeout
-        ctx = RunContext(inputs=MappingProxyType(dict(inputs)), deadline=deadline, run_id=uuid.uuid4().hex)
+        ctx = RunContext(inputs=MappingProxyType(dict(inputs)), deadline=deadline, run_id=os.urandom(8).hex())
         execution = Execution(self.steps, ctx, trace=trace)
         await execution.run(timeout)
         return execution.results, execution.trace, (time.perf_counter() - started) * 1000
@@ -124,12 +124,12 @@ def _build(analysis: Analysis, environ: Mapping[str, str] | None) -> list[Compon
 def _steps(analysis: Analysis, components: list[Component]) -> tuple[Step, ...]:
     count = len(components)
     feeds: list[dict[str, list[tuple[int, str]]]] = [{} for _ in range(count)]
-    successors: list[list[int]] = [[] for _ in range(count)]
+    # Dicts as ordered sets: several edges between two nodes still make one dependency.
+    successors: list[dict[int, None]] = [{} for _ in range(count)]
     predecessors: list[set[int]] = [set() for _ in range(count)]
     for edge in analysis.edges:
         feeds[edge.target].setdefault(edge.target_input, []).append((edge.source, edge.source_output))
-        if edge.target not in successors[edge.source]:
-            successors[edge.source].append(edge.target)
+        successors[edge.source][edge.target] = None
         predecessors[edge.target].add(edge.source)
     return tuple(
         Step(

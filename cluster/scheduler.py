@@ -99,7 +99,8 @@ class Execution:
                 while self._ready:
                     index = self._ready.popleft()
                     if self._skippable(self.steps[index]):
-                        self._record(index, "skipped", time.perf_counter())
+                        if self.trace is not None:
+                            self._record(index, "skipped", time.perf_counter())
                         self._settle(index)
                     elif not self._ready and not running:
                         # The only runnable step: await it here, sparing a task for chains.
@@ -157,10 +158,12 @@ class Execution:
             inputs = self._inputs(step)
             produced = await self._call(step, inputs)
         except FlowfleetError as e:
-            self._record(step.index, "failed", started, error=str(e))
+            if self.trace is not None:
+                self._record(step.index, "failed", started, error=str(e))
             raise
         self.results[step.index] = produced
-        self._record(step.index, "ok", started)
+        if self.trace is not None:
+            self._record(step.index, "ok", started)
 
     async def _call(self, step: Step, inputs: dict[str, Any]) -> Mapping[str, Any]:
         timeout = step.timeout_s
@@ -182,7 +185,7 @@ class Execution:
         except Exception as e:
             logger.warning("node %s (%s) raised unexpectedly", step.node_id, step.type_name, exc_info=True)
             raise NodeFailed(step.node_id, f"{type(e).__name__}: {e}") from e
-        if not isinstance(produced, Mapping):
+        if type(produced) is not dict and not isinstance(produced, Mapping):  # skip the ABC check for dicts
             raise NodeFailed(
                 step.node_id, f"returned {type(produced).__name__}, not a mapping of output ports"
             )
@@ -194,8 +197,7 @@ class Execution:
         return produced
 
     def _record(self, index: int, status: str, started: float, *, error: str | None = None) -> None:
-        if self.trace is None:
-            return
+        assert self.trace is not None
         now = time.perf_counter()
         step = self.steps[index]
         entry: dict[str, Any] = {
