@@ -12,6 +12,7 @@ caller cancels every running node.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,8 @@ from cluster.scheduler import Execution, Step
 from cluster.validation import Limits, check_and_analyse, pointer
 
 __all__ = ["CompiledFlow", "RunResult", "compile_flow", "run_examples"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,16 @@ class CompiledFlow:
             raise RunInputError(
                 f"missing required input(s): {', '.join(missing)} (inputs are: {known})", missing=missing
             )
+
+    async def aclose(self) -> None:
+        """Release what the components acquired at build time (HTTP clients). Call once, after the last
+        run of this flow finished; a component failing to close is logged, never raised, so retiring a
+        flow always completes."""
+        for step in self.steps:
+            try:
+                await step.component.aclose()
+            except Exception:
+                logger.warning("closing node %s of flow %s failed", step.node_id, self.name, exc_info=True)
 
     async def run(
         self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False

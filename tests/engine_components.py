@@ -246,6 +246,28 @@ class BadSchema(Component):
         return {}
 
 
+CLOSED: list[str] = []
+
+
+class Closing(Component):
+    """Records its node id in CLOSED when closed; params.fail makes aclose raise instead."""
+
+    type_name = "Closing"
+    params_schema = {"type": "object", "properties": {"fail": {"type": "boolean"}}}
+
+    @classmethod
+    def ports(cls, params):
+        return Ports(inputs=("text",), default_input="text", outputs=("text",), default_output="text")
+
+    async def run(self, inputs, ctx):
+        return {"text": inputs.get("text")}
+
+    async def aclose(self) -> None:
+        if self.params.get("fail"):
+            raise OSError("socket already gone")
+        CLOSED.append(self.node_id)
+
+
 class Deadline(Component):
     """Reports the run context it got: the remaining budget and the run id."""
 
@@ -275,7 +297,7 @@ def edge(
     return e
 
 
-ALL = [Const, Upper, Join, Meet, Hang, Fail, Switch, Out, Picky, Broken, BadSchema, Deadline]
+ALL = [Closing, Const, Upper, Join, Meet, Hang, Fail, Switch, Out, Picky, Broken, BadSchema, Deadline]
 
 
 def registry() -> Registry:

@@ -11,7 +11,7 @@ import pytest
 from cluster.engine import CompiledFlow, compile_flow, run_examples
 from cluster.errors import FlowValidationError, NodeFailed, RunInputError, RunTimeout
 from cluster.hashing import content_address
-from tests.engine_components import BARRIERS, CALLS, EVENTS, edge, node, registry
+from tests.engine_components import BARRIERS, CALLS, CLOSED, EVENTS, edge, node, registry
 
 REGISTRY = registry()
 
@@ -81,6 +81,17 @@ async def test_components_are_built_once_per_compile_not_per_run() -> None:
     for _ in range(3):
         await flow.run({"text": "x"})
     assert CALLS[counter] == 3  # reset to 0 in the one constructor call, then three runs
+
+
+async def test_aclose_closes_every_component_even_if_one_fails(caplog: pytest.LogCaptureFixture) -> None:
+    a, b = key(), key()
+    document = {
+        "nodes": [node(a, "Closing"), node("bad", "Closing", fail=True), node(b, "Closing")],
+        "edges": [edge(a, "bad"), edge("bad", b)],
+    }
+    await compiled(document).aclose()
+    assert [n for n in CLOSED if n in (a, b)] == [a, b]
+    assert "closing node bad of flow None failed" in caplog.text
 
 
 # --- running --------------------------------------------------------------------------------------------
