@@ -166,6 +166,12 @@ async def test_request_timeout_is_capped_by_the_deadline(
     assert time.monotonic() < deadline + 1.0
 
 
+async def test_spent_deadline_sends_nothing(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
+    with pytest.raises(ComponentError, match=r"run deadline reached after 0 attempt\(s\)$"):
+        await make_provider().complete("p", None, lambda: 0.0)
+    assert fake.requests == []
+
+
 async def test_connection_refused_is_retried_then_reported(make_provider: MakeProvider) -> None:
     provider = make_provider(base_url="http://127.0.0.1:9/v1", retries=1)
     with pytest.raises(ComponentError, match="connection failed"):
