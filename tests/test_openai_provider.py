@@ -205,8 +205,9 @@ async def test_llm_node_in_a_compiled_flow(fake: FakeOpenAI) -> None:
             await flow.run({"country": "France"})
         assert info.value.node_id == "llm"
     finally:
-        for step in flow.steps:
-            await step.component.aclose()
+        await flow.aclose()
+    llm = next(step.component for step in flow.steps if step.node_id == "llm")
+    assert llm.provider._client.is_closed
 
 
 def test_retry_after_parsing() -> None:
