@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cluster.components.parser import OutputParser, extract_json
 from cluster.errors import ComponentError
@@ -125,3 +129,28 @@ def test_ports() -> None:
 def test_bad_params(params: dict[str, object], path: str, code: str) -> None:
     problems = problems_of(OutputParser, params)
     assert [(p.path, p.code) for p in problems] == [(path, code)]
+
+
+@given(st.text(alphabet='{}[]"`json:,0123456789 \nabc\\', max_size=120))
+@settings(max_examples=300, deadline=None)
+def test_extract_json_only_ever_raises_component_error(text: str) -> None:
+    try:
+        value, fragment = extract_json(text)
+    except ComponentError:
+        return
+    assert fragment in text
+    assert json.loads(fragment) == value
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+        max_leaves=10,
+    )
+)
+def test_json_survives_surrounding_prose(value: object) -> None:
+    if not isinstance(value, dict | list):
+        value = {"v": value}
+    text = "Sure, here it is: " + json.dumps(value) + " Hope this helps."
+    assert extract_json(text)[0] == value

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cluster.components.regexes import MAX_PATTERN_CHARS, regex_problems
 from cluster.components.router import Router
@@ -110,6 +112,11 @@ def test_refused_pattern_would_really_have_been_slow() -> None:
     assert time.perf_counter() - started > 0.05
 
 
+def test_ambiguous_pattern_is_refused() -> None:
+    (problem,) = regex_problems("[[a]", "/p")
+    assert problem.code == "invalid_regex" and "nested set" in problem.message
+
+
 def test_overlong_pattern() -> None:
     assert [p.code for p in regex_problems("a" * (MAX_PATTERN_CHARS + 1), "/p")] == ["too_long"]
 
@@ -156,3 +163,18 @@ async def test_only_the_chosen_branch_runs_in_a_flow() -> None:
     statuses = {entry["node"]: entry["status"] for entry in result.trace}
     assert statuses["billing"] == "ok"
     assert statuses["general"] != "ok" and statuses["outage"] != "ok"
+
+
+@given(st.text(alphabet="ab(){}[]*+?|\\^$.:!<>=P0123456789,-", max_size=30))
+@settings(max_examples=500, deadline=None)
+def test_regex_checks_never_raise(pattern: str) -> None:
+    for problem in regex_problems(pattern, "/p"):
+        assert problem.code in {"invalid_regex", "unsafe_regex", "too_long"}
+
+
+@given(st.text(max_size=200))
+async def test_router_always_returns_exactly_one_known_port(text: str) -> None:
+    component = build(Router, RULES)
+    out = await run(component, {"text": text})
+    assert len(out) == 1 and set(out) <= set(Router.ports(RULES).outputs)
+    assert list(out.values()) == [text]
