@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cluster.components.bm25 import BM25Index, tokenize
 from cluster.components.retriever import Retriever
@@ -113,3 +115,22 @@ def test_index_is_built_once_at_construction() -> None:
 def test_bad_params(params: dict[str, object], path: str, code: str) -> None:
     problems = problems_of(Retriever, params)
     assert [(p.path, p.code) for p in problems] == [(path, code)]
+
+
+@given(
+    st.lists(st.text(alphabet="abc d", max_size=20), min_size=1, max_size=12),
+    st.text(alphabet="abc d", max_size=10),
+    st.integers(min_value=1, max_value=5),
+)
+def test_search_invariants(texts: list[str], query: str, top_k: int) -> None:
+    index = BM25Index(texts)
+    hits = index.search(query, top_k)
+    assert len(hits) <= top_k
+    assert all(score > 0 for _, score in hits)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    # Every returned document shares a term with the query, and no better one was left out.
+    terms = set(tokenize(query))
+    assert all(terms & set(tokenize(texts[n])) for n, _ in hits)
+    scores = index.scores(query)
+    if hits:
+        assert all(s <= hits[-1][1] or n in dict(hits) for n, s in scores.items())
