@@ -12,7 +12,7 @@ from typing import Any
 
 from cluster.components.base import BuildContext, Component, Ports, RunContext
 from cluster.components.registry import Registry
-from cluster.errors import ComponentError, Problem
+from cluster.errors import ComponentError, Problem, RunInputError
 
 BARRIERS: dict[str, asyncio.Barrier] = {}
 EVENTS: dict[str, asyncio.Event] = {}
@@ -118,7 +118,7 @@ class Fail(Component):
     params_schema = {
         "type": "object",
         "properties": {
-            "kind": {"enum": ["component", "bug", "not_mapping", "bad_port", "timeout"]},
+            "kind": {"enum": ["component", "bug", "not_mapping", "bad_port", "timeout", "input"]},
             "after": {"type": "string"},
         },
     }
@@ -137,6 +137,8 @@ class Fail(Component):
             raise ZeroDivisionError("division by zero")
         if kind == "timeout":
             raise TimeoutError("socket read timed out")
+        if kind == "input":
+            raise RunInputError("input 'when' is not a date")
         if kind == "not_mapping":
             return "oops"  # type: ignore[return-value]
         return {"nope": 1}
@@ -208,7 +210,7 @@ class Broken(Component):
     type_name = "Broken"
     params_schema = {
         "type": "object",
-        "properties": {"where": {"enum": ["ports", "init", "check", "defaults"]}},
+        "properties": {"where": {"enum": ["ports", "init", "check", "defaults", "output", "required"]}},
     }
 
     def __init__(self, node_id, params, build):
@@ -228,6 +230,10 @@ class Broken(Component):
             raise RuntimeError("ports exploded")
         if params.get("where") == "defaults":
             return Ports(inputs=("a",), default_input="b")
+        if params.get("where") == "output":
+            return Ports(outputs=("a",), default_output="b")
+        if params.get("where") == "required":
+            return Ports(inputs=("a",), required=frozenset({"b"}))
         return Ports(inputs=("text",), default_input="text")
 
     async def run(self, inputs, ctx):
@@ -244,6 +250,15 @@ class BadSchema(Component):
 
     async def run(self, inputs, ctx):  # pragma: no cover
         return {}
+
+
+class FixedName(Out):
+    """An output node whose key ignores params: two of them clash only once built."""
+
+    type_name = "FixedName"
+
+    def output_name(self) -> str:
+        return "fixed"
 
 
 CLOSED: list[str] = []
@@ -297,7 +312,22 @@ def edge(
     return e
 
 
-ALL = [Closing, Const, Upper, Join, Meet, Hang, Fail, Switch, Out, Picky, Broken, BadSchema, Deadline]
+ALL = [
+    FixedName,
+    Closing,
+    Const,
+    Upper,
+    Join,
+    Meet,
+    Hang,
+    Fail,
+    Switch,
+    Out,
+    Picky,
+    Broken,
+    BadSchema,
+    Deadline,
+]
 
 
 def registry() -> Registry:

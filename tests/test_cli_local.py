@@ -115,9 +115,10 @@ def test_run_usage_errors(
     assert err.startswith("flowfleet: ") and message in err and err.count("\n") == 1
 
 
-def test_run_bad_timeout_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_run_bad_timeout_is_a_usage_error(tmp_path: Path, value: str) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["run", write(tmp_path, "flow.json", FLOW), "--timeout", "0"])
+        main(["run", write(tmp_path, "flow.json", FLOW), "--timeout", value])
     assert info.value.code == 2
 
 

@@ -199,6 +199,24 @@ async def test_failing_node_fails_the_run_with_its_id(kind: str, reason: str) ->
     assert (info.value.node_id, info.value.reason) == ("boom", reason)
 
 
+async def test_flowfleet_errors_from_a_component_pass_through() -> None:
+    flow = compiled(
+        {"nodes": [node("a"), node("check", "Fail", kind="input")], "edges": [edge("a", "check")]}
+    )
+    with pytest.raises(RunInputError, match="input 'when' is not a date"):
+        await flow.run({"text": "x"})
+
+
+def test_output_keys_come_from_the_built_components() -> None:
+    document = {
+        "nodes": [node("a"), node("o1", "FixedName"), node("o2", "FixedName")],
+        "edges": [edge("a", "o1"), edge("a", "o2")],
+    }
+    with pytest.raises(FlowValidationError) as info:
+        compiled(document)
+    assert [(p.path, p.code) for p in info.value.problems] == [("/nodes/2", "duplicate_output")]
+
+
 async def test_failing_node_cancels_its_running_siblings() -> None:
     hang = key()
     document = {
@@ -337,19 +355,27 @@ async def test_two_values_for_one_input_fail_the_node() -> None:
 async def test_trace_has_per_node_duration_and_output_summary() -> None:
     long = "z" * 500
     document = {
-        "nodes": [node("c", "Const", value=long), node("u"), node("d", "Const", value={"k": [1, 2]})],
+        "nodes": [
+            node("c", "Const", value=long),
+            node("u"),
+            node("d", "Const", value={"k": [1, 2]}),
+            node("n", "Const", value=2.5),
+            node("big", "Const", value=list(range(100))),
+        ],
         "edges": [edge("c", "u", "value")],
     }
     result = await compiled(document).run({}, trace=True)
     assert result.trace is not None
     by_node = {entry["node"]: entry for entry in result.trace}
-    assert set(by_node) == {"c", "u", "d"}
+    assert set(by_node) == {"c", "u", "d", "n", "big"}
     for entry in result.trace:
         assert entry["status"] == "ok"
         assert entry["duration_ms"] >= 0 and entry["started_ms"] >= 0
     assert by_node["u"]["type"] == "Upper"
     assert by_node["u"]["outputs"]["text"] == "Z" * 200 + "... (500 chars)"
     assert by_node["d"]["outputs"] == {"value": {"k": [1, 2]}}
+    assert by_node["n"]["outputs"] == {"value": 2.5}
+    assert by_node["big"]["outputs"]["value"].endswith("... (291 chars)")
     assert by_node["u"]["started_ms"] >= by_node["c"]["started_ms"] + by_node["c"]["duration_ms"]
 
 
