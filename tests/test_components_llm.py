@@ -25,7 +25,9 @@ async def test_echo_shows_model_and_prompt() -> None:
 
 
 async def test_echo_defaults() -> None:
-    assert await run(build(LLM, {}), {"prompt": "x"}) == {"text": "[echo-1] x"}
+    component = build(LLM, {})
+    assert await run(component, {"prompt": "x"}) == {"text": "[echo-1] x"}
+    await component.aclose()  # nothing to release, and harmless
 
 
 async def test_system_from_params() -> None:
