@@ -23,6 +23,7 @@ from cluster.errors import ComponentError, FlowfleetError, NodeFailed, RunTimeou
 logger = logging.getLogger(__name__)
 
 SUMMARY_CHARS = 200
+CANCEL_GRACE_S = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +116,28 @@ class Execution:
                         task.result()
                         self._settle(index)
         finally:
-            await _cancel_all(running)
+            await self._cancel_all(running)
+
+    async def _cancel_all(self, running: Mapping[asyncio.Task[None], int]) -> None:
+        """Cancel and reap sibling tasks, so no node outlives its run and no exception goes unretrieved.
+
+        A component that swallows cancellation gets CANCEL_GRACE_S, then is left behind (and logged):
+        one broken plugin must not hold a run past its timeout.
+        """
+        if not running:
+            return
+        for task in running:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+        _, stuck = await asyncio.wait(running, timeout=CANCEL_GRACE_S)
+        for task in stuck:
+            step = self.steps[running[task]]
+            logger.error(
+                "node %s (%s) ignored cancellation for %ss; leaving it behind",
+                step.node_id,
+                step.type_name,
+                CANCEL_GRACE_S,
+            )
 
     def _settle(self, index: int) -> None:
         for successor in self.steps[index].successors:
@@ -215,13 +237,6 @@ class Execution:
         self.trace.append(entry)
 
 
-async def _cancel_all(running: Mapping[asyncio.Task[None], int]) -> None:
-    """Cancel and reap sibling tasks, so no node outlives its run and no exception goes unretrieved."""
-    if not running:
-        return
-    for task in running:
-        task.cancel()
-    await asyncio.wait(running)
-    for task in running:
-        if not task.cancelled():
-            task.exception()
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # marks it retrieved; the run already failed or finished without it

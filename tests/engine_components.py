@@ -113,6 +113,30 @@ class Hang(Component):
         return {}  # pragma: no cover
 
 
+class Stubborn(Component):
+    """Ignores cancellation until EVENTS[key:release] is set (a broken plugin); sets key:started and
+    key:finished."""
+
+    type_name = "Stubborn"
+    params_schema = {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}
+
+    @classmethod
+    def ports(cls, params):
+        return Ports(inputs=("text",), default_input="text", outputs=("text",), default_output="text")
+
+    async def run(self, inputs, ctx):
+        key = self.params["key"]
+        EVENTS.setdefault(key + ":started", asyncio.Event()).set()
+        release = EVENTS.setdefault(key + ":release", asyncio.Event())
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue
+        EVENTS.setdefault(key + ":finished", asyncio.Event()).set()
+        return {"text": "late"}
+
+
 class Fail(Component):
     type_name = "Fail"
     params_schema = {
@@ -313,6 +337,7 @@ def edge(
 
 
 ALL = [
+    Stubborn,
     FixedName,
     Closing,
     Const,

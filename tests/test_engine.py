@@ -254,6 +254,23 @@ async def test_run_timeout_cancels_every_running_node() -> None:
     assert event(one + ":cancelled").is_set() and event(two + ":cancelled").is_set()
 
 
+async def test_a_node_ignoring_cancellation_does_not_hold_the_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("cluster.scheduler.CANCEL_GRACE_S", 0.05)
+    stubborn, other = key(), key()
+    document = {
+        "nodes": [node("s", "Stubborn", key=stubborn), node("h", "Hang", key=other), node("j", "Join")],
+        "edges": [edge("s", "j", None, "a"), edge("h", "j", None, "b")],
+    }
+    with pytest.raises(RunTimeout):
+        await compiled(document).run({"text": "x"}, timeout=0.05)
+    assert "node s (Stubborn) ignored cancellation" in caplog.text
+    assert event(other + ":cancelled").is_set()
+    event(stubborn + ":release").set()
+    await asyncio.wait_for(event(stubborn + ":finished").wait(), timeout=10)
+
+
 @pytest.mark.parametrize("parallel", [False, True])
 async def test_cancelling_the_caller_cancels_the_nodes(parallel: bool) -> None:
     one, two = key(), key()
