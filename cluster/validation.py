@@ -193,7 +193,11 @@ def _analyse(
     problems = _length_problems(document, limits)
     if problems:
         return problems, None
-    return analyse(document, registry if registry is not None else default_registry())
+    try:
+        return analyse(document, registry if registry is not None else default_registry())
+    except Exception as e:  # a bug here or in a plugin must still come out as a problem, not a crash
+        logger.exception("validation failed unexpectedly")
+        return [Problem("", "internal_error", shorten(f"validation failed unexpectedly: {e!r}"))], None
 
 
 def validate(

@@ -123,6 +123,23 @@ def test_a_component_with_an_invalid_params_schema_is_a_problem() -> None:
     assert problems({"nodes": [node("a", "BadSchema")]}) == [("/nodes/0/params", "component_error")]
 
 
+class ExplodingRegistry:
+    def get(self, type_name: str) -> None:
+        raise RuntimeError("registry exploded")
+
+    def names(self) -> list[str]:
+        return []
+
+    def suggest(self, name: str) -> None:
+        return None
+
+
+def test_an_unexpected_failure_is_a_problem_not_an_exception(caplog: pytest.LogCaptureFixture) -> None:
+    found = validate({"nodes": [node("a")]}, registry=ExplodingRegistry())  # type: ignore[arg-type]
+    assert [(p.path, p.code) for p in found] == [("", "internal_error")]
+    assert "validation failed unexpectedly" in caplog.text
+
+
 # --- ids, types, edges ---------------------------------------------------------------------------------
 
 
