@@ -67,7 +67,9 @@ def _listing(names: Sequence[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
-def _check_ports(cls: type[Component], ports: Ports) -> str | None:
+def _check_ports(ports: Ports) -> str | None:
+    if not isinstance(ports, Ports):
+        return f"declared ports as {type(ports).__name__}, not Ports"
     if ports.default_input is not None and ports.default_input not in ports.inputs:
         return f"default input {ports.default_input!r} is not one of its inputs"
     if ports.default_output not in ports.outputs:
@@ -93,16 +95,18 @@ def _node_problems(
         return problems, None
     try:
         problems = list(cls.check_params(params, path))
+        if problems:
+            return problems, None  # ports of params with problems would only add noise
         ports = cls.ports(params)
+        broken = _check_ports(ports)
     except Exception as e:
         logger.warning("component %s failed to check its params: %r", cls.type_name, e)
         return [
             Problem(path, "component_error", shorten(f"{cls.type_name} could not check its params: {e}"))
         ], None
-    broken = _check_ports(cls, ports)
     if broken:
         return [Problem(path, "component_error", f"{cls.type_name} {broken}")], None
-    return problems, None if problems else ports
+    return [], ports
 
 
 @dataclass

@@ -234,7 +234,9 @@ class Broken(Component):
     type_name = "Broken"
     params_schema = {
         "type": "object",
-        "properties": {"where": {"enum": ["ports", "init", "check", "defaults", "output", "required"]}},
+        "properties": {
+            "where": {"enum": ["ports", "init", "check", "defaults", "output", "required", "not_ports"]}
+        },
     }
 
     def __init__(self, node_id, params, build):
@@ -254,6 +256,8 @@ class Broken(Component):
             raise RuntimeError("ports exploded")
         if params.get("where") == "defaults":
             return Ports(inputs=("a",), default_input="b")
+        if params.get("where") == "not_ports":
+            return {"inputs": ["a"]}
         if params.get("where") == "output":
             return Ports(outputs=("a",), default_output="b")
         if params.get("where") == "required":

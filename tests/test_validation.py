@@ -114,7 +114,7 @@ def test_component_check_params_hook_reports_its_problems() -> None:
     assert problems({"nodes": [node("a", "Picky", word="bad")]}) == [("/nodes/0/params/word", "bad_word")]
 
 
-@pytest.mark.parametrize("where", ["ports", "check", "defaults", "output", "required"])
+@pytest.mark.parametrize("where", ["ports", "check", "defaults", "output", "required", "not_ports"])
 def test_a_buggy_component_is_a_problem_not_a_crash(where: str) -> None:
     assert problems({"nodes": [node("a", "Broken", where=where)]}) == [("/nodes/0/params", "component_error")]
 
