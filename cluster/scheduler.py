@@ -77,20 +77,25 @@ class Execution:
         self._started = time.perf_counter()
 
     async def run(self, timeout: float | None) -> None:
-        """Run every step; raises NodeFailed or RunTimeout, and on any exit cancels what still runs."""
+        """Run every step; raises NodeFailed or RunTimeout (carrying the partial trace when one is kept),
+        and on any exit cancels what still runs."""
         try:
-            if timeout is None:
-                await self._schedule()
-                return
-            async with asyncio.timeout(timeout) as budget:
-                await self._schedule()
-        except TimeoutError as e:
-            if timeout is not None and budget.expired():
-                raise RunTimeout(f"run exceeded its timeout of {timeout:g}s", timeout_s=timeout) from e
-            raise
+            await self._run_within(timeout)
         except FlowfleetError as e:
             if self.trace is not None:
                 e.details["trace"] = self.trace
+            raise
+
+    async def _run_within(self, timeout: float | None) -> None:
+        if timeout is None:
+            await self._schedule()
+            return
+        try:
+            async with asyncio.timeout(timeout) as budget:
+                await self._schedule()
+        except TimeoutError as e:
+            if budget.expired():
+                raise RunTimeout(f"run exceeded its timeout of {timeout:g}s", timeout_s=timeout) from e
             raise
 
     async def _schedule(self) -> None:
@@ -182,6 +187,10 @@ class Execution:
         except FlowfleetError as e:
             if self.trace is not None:
                 self._record(step.index, "failed", started, error=str(e))
+            raise
+        except asyncio.CancelledError:
+            if self.trace is not None:
+                self._record(step.index, "cancelled", started)
             raise
         self.results[step.index] = produced
         if self.trace is not None:

@@ -249,8 +249,10 @@ async def test_run_timeout_cancels_every_running_node() -> None:
         "edges": [edge("h1", "j", None, "a"), edge("h2", "j", None, "b")],
     }
     with pytest.raises(RunTimeout) as info:
-        await compiled(document).run({"text": "x"}, timeout=0.05)
+        await compiled(document).run({"text": "x"}, timeout=0.05, trace=True)
     assert (info.value.node_id, info.value.timeout_s) == (None, 0.05)
+    trace = info.value.details["trace"]
+    assert sorted((e["node"], e["status"]) for e in trace) == [("h1", "cancelled"), ("h2", "cancelled")]
     assert event(one + ":cancelled").is_set() and event(two + ":cancelled").is_set()
 
 
