@@ -311,9 +311,9 @@ def _run_inputs(
 def analyse(
     document: Mapping[str, Any], registry: ComponentRegistry
 ) -> tuple[list[Problem], Analysis | None]:
-    """Apply every semantic rule to a schema-valid document; the Analysis is returned only if none
-    failed."""
-    flow = parse_flow(document)
+    """Apply every semantic rule to a schema-valid document the caller no longer touches (the model
+    keeps it); the Analysis is returned only if no rule failed."""
+    flow = parse_flow(document, copy=False)
     problems: list[Problem] = []
     index_of = _ids(flow, problems)
     classes, ports = _components(flow, registry, problems)

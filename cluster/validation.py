@@ -84,26 +84,23 @@ def _exceeds_depth(value: Any, max_depth: int, budget: int) -> bool | None:
     return False
 
 
-def _structure_problems(document: Any, limits: Limits) -> list[Problem]:
-    """Depth and size, checked before anything that recurses or scales with the document."""
+def _structure_problems(document: Any, limits: Limits) -> tuple[list[Problem], bytes]:
+    """Depth and size, checked before anything that recurses or scales with the document; also returns
+    the document's compact JSON (a private copy for the analysis to parse)."""
     # Every JSON container takes at least two bytes, so more containers than half the byte limit means
     # the document is too large whatever its depth.
     deep = _exceeds_depth(document, limits.max_depth, limits.max_document_bytes // 2)
     if deep is None:
-        return [Problem("", "too_large", f"document is larger than {limits.max_document_bytes} bytes")]
+        return [Problem("", "too_large", f"document is larger than {limits.max_document_bytes} bytes")], b""
     if deep:
-        return [Problem("", "too_deep", f"document nests deeper than {limits.max_depth} levels")]
+        return [Problem("", "too_deep", f"document nests deeper than {limits.max_depth} levels")], b""
     try:
-        size = len(orjson.dumps(document))
+        data = orjson.dumps(document)
     except (TypeError, orjson.JSONEncodeError) as e:
-        return [Problem("", "not_json", shorten(f"document is not a JSON value: {e}"))]
-    if size > limits.max_document_bytes:
-        return [
-            Problem(
-                "", "too_large", f"document is {size} bytes; the limit is {limits.max_document_bytes} bytes"
-            )
-        ]
-    return []
+        return [Problem("", "not_json", shorten(f"document is not a JSON value: {e}"))], b""
+    if len(data) > limits.max_document_bytes:
+        return [_too_large(len(data), limits)], b""
+    return [], data
 
 
 def _count_problems(document: Any, limits: Limits) -> list[Problem]:
@@ -184,7 +181,8 @@ def _analyse(
     from cluster.components.registry import default_registry
 
     limits = limits or DEFAULT_LIMITS
-    problems = _structure_problems(document, limits) or _count_problems(document, limits)
+    problems, data = _structure_problems(document, limits)
+    problems = problems or _count_problems(document, limits)
     if problems:
         return problems, None
     problems = _DOCUMENT.problems(document)
@@ -194,7 +192,7 @@ def _analyse(
     if problems:
         return problems, None
     try:
-        return analyse(document, registry if registry is not None else default_registry())
+        return analyse(orjson.loads(data), registry if registry is not None else default_registry())
     except Exception as e:  # a bug here or in a plugin must still come out as a problem, not a crash
         logger.exception("validation failed unexpectedly")
         return [Problem("", "internal_error", shorten(f"validation failed unexpectedly: {e!r}"))], None
