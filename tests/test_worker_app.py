@@ -205,3 +205,24 @@ async def test_shutdown_waits_for_the_in_flight_run(redis_server, namespace, sto
         compiler.gates["v1"].set()
         assert (await run).status_code == 200
         await asyncio.wait_for(stopping, timeout=10)
+
+
+async def test_shutdown_gives_up_on_a_run_that_outlasts_the_grace(redis_server, namespace, store, caplog):
+    compiler = ToyCompiler()
+    compiler.gates["stuck"] = asyncio.Event()
+    await publish_activate(store, "qa", "stuck")
+    settings = Settings.from_env(
+        {}, redis_url=redis_server.url, namespace=namespace, replica_id="r-grace", shutdown_grace_s=0.2
+    )
+    app = create_app(settings, compiler=compiler)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://w") as client:
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        await wait_for(lambda: ready(client), what="ready")
+        run = asyncio.create_task(client.post("/v1/flows/qa/run", json={"inputs": {}}))
+        await asyncio.wait_for(compiler.started.setdefault("stuck", asyncio.Event()).wait(), timeout=10)
+        await asyncio.wait_for(lifespan.__aexit__(None, None, None), timeout=15)
+        assert "shutdown grace 0.2s over with 1 run(s) still in flight" in caplog.text
+        compiler.gates["stuck"].set()
+        assert (await run).status_code == 200
