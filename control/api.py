@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -86,6 +87,14 @@ class MetricsMiddleware:
             self.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
 
+async def redis_unavailable(request: Request, exc: Exception) -> Response:
+    """Redis down or unreachable is the service being unavailable (503, retry later), not a bug (500)."""
+    log.warning("redis error on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503, "redis_unavailable", "the version store (Redis) is unavailable; retry later", {}
+    )
+
+
 def build_routes() -> list[BaseRoute]:
     r = routes
     v, d, a = Role.VIEWER, Role.DEPLOYER, Role.ADMIN
@@ -147,7 +156,7 @@ def create_app(
     app = Starlette(
         routes=build_routes(),
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, RedisError: redis_unavailable},
         lifespan=lifespan,
     )
     app.state.control = state

@@ -141,6 +141,8 @@ async def test_document_name_must_match_the_url(http: httpx.AsyncClient) -> None
         (b"{not json", {}, 400, "bad_request"),
         (b"   ", {}, 400, "bad_request"),
         (b"[1, 2]", {}, 422, "invalid_flow"),
+        (b"[" * 500 + b"]" * 500, {}, 422, "invalid_flow"),
+        (b"{}", {"message": "x" * 2001}, 400, "bad_request"),
         (b"{}", {"activate": "maybe"}, 400, "bad_request"),
         (b"{}", {"expected_generation": "-1", "activate": "true"}, 400, "bad_request"),
         (b"{}", {"expected_generation": "1"}, 400, "bad_request"),
@@ -384,6 +386,8 @@ async def test_healthz_reports_an_unreachable_redis(make_redis_server: Any, sett
                 server.kill()
                 response = await c.get("/healthz")
                 assert response.status_code == 503 and response.json()["status"] == "unavailable"
+                # Any other route answers 503 too, never a 500.
+                assert_error(await c.get("/v1/flows", headers=bearer(VIEWER_TOKEN)), 503, "redis_unavailable")
     finally:
         await client.aclose()
 
