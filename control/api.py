@@ -122,18 +122,24 @@ def create_app(
     redis: aioredis.Redis | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Starlette:
-    """The control-plane app. With `redis`, the caller owns that client; otherwise the lifespan opens
-    one from `settings.redis_url` and closes it. `environ` reaches components compiled for checks."""
+    """The control-plane app. With `redis`, the caller owns that client; otherwise the app makes one from
+    `settings.redis_url` and its lifespan closes it. `environ` reaches components compiled for checks.
+
+    Configuration errors (no token, a bad tokens file, Redis URL or namespace) raise here, before any
+    server starts listening.
+    """
     tokens = TokenTable.from_settings(settings)
+    keys = Keys(settings.namespace)
+    # No I/O yet: connect() only checks the URL; connections open on first use inside the event loop.
+    client = redis if redis is not None else connect(settings.redis_url, client_name="flowfleet-control")
     metrics = ControlMetrics()
     state = ControlState(settings=settings, tokens=tokens, metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = redis if redis is not None else connect(settings.redis_url, client_name="flowfleet-control")
         store = Store(
             client,
-            Keys(settings.namespace),
+            keys,
             history_keep=settings.history_keep,
             audit_keep=settings.audit_keep,
         )

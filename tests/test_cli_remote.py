@@ -336,3 +336,16 @@ def test_control_refuses_to_start_without_tokens(redis_server: RedisServer) -> N
     )
     assert proc.returncode == 2
     assert "no API token configured" in proc.stderr
+
+
+def test_control_refuses_a_bad_redis_url_before_listening() -> None:
+    env = base_env() | {"FLOWFLEET_REDIS_URL": "http://cache:6379", "FLOWFLEET_ADMIN_TOKEN": ADMIN_TOKEN}
+    proc = subprocess.run(
+        [FLOWFLEET, "control", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("flowfleet: unsupported Redis URL scheme 'http'")
