@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 2000
 RECENT_VERSIONS = 20
+# Activation failures by metric label; anything else counts as "error".
+FAILURE_LABELS: tuple[tuple[type[Exception], str], ...] = (
+    (GenerationConflict, "conflict"),
+    (FlowValidationError, "invalid"),
+    (CorruptBlob, "corrupt"),
+    (VersionNotFound, "not_found"),
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,6 @@ class ControlService:
             flow, data, digest, author=actor, message=message, node_count=compiled.node_count
         )
         self.metrics.publishes.labels("created" if result.created else "unchanged").inc()
-        log.info("published flow=%s version=%s created=%s by=%s", flow, digest[:12], result.created, actor)
         release = None
         if activate:
             release = await self._cutover(
@@ -290,25 +296,10 @@ class ControlService:
             # The stored version is checked again: the registry or the bytes may have changed since publish.
             await self._compile(await self.load(request.flow, request.digest))
             release = await self.cutover(request)
-        except GenerationConflict:
-            counter.labels(request.action, "conflict").inc()
+        except Exception as e:
+            label = next((name for kind, name in FAILURE_LABELS if isinstance(e, kind)), "error")
+            counter.labels(request.action, label).inc()
             raise
-        except FlowValidationError:
-            counter.labels(request.action, "invalid").inc()
-            raise
-        except CorruptBlob:
-            counter.labels(request.action, "corrupt").inc()
-            raise
-        except VersionNotFound:
-            counter.labels(request.action, "not_found").inc()
-            raise
+        # The store logs the state change itself (one line per activation).
         counter.labels(request.action, "ok").inc()
-        log.info(
-            "%s flow=%s version=%s generation=%s by=%s",
-            request.action,
-            request.flow,
-            request.digest[:12],
-            release.generation,
-            request.by,
-        )
         return release
