@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,16 @@ async def published(http: httpx.AsyncClient, doc: Any, **params: str) -> str:
     assert response.status_code in (200, 201), response.text
     digest: str = response.json()["hash"]
     return digest
+
+
+async def next_message(pubsub: Any, within_s: float = 10.0) -> dict[str, Any]:
+    """The next pub/sub message, failing the test if none arrives in time."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is not None:
+            return dict(message)
+    raise AssertionError(f"no pub/sub message within {within_s}s")
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -216,9 +227,7 @@ async def test_activate_refuses_a_corrupt_blob_and_announces_nothing(
         assert_error(await http.get(f"/v1/flows/{FLOW}/versions/{digest}"), 409, "corrupt_blob")
         # A ping published after the refusal arrives first: nothing was announced before it.
         await redis_client.publish(keys.channel(), b"probe")
-        while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)) is None:
-            pass
-        assert message["data"] == b"probe"
+        assert (await next_message(pubsub))["data"] == b"probe"
     finally:
         await pubsub.aclose()
 
@@ -231,8 +240,7 @@ async def test_activation_event_names_the_principal(
     await pubsub.subscribe(Keys(namespace).channel())
     try:
         await http.post(f"/v1/flows/{FLOW}/activate", json={"hash": digest})
-        while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)) is None:
-            pass
+        message = await next_message(pubsub)
     finally:
         await pubsub.aclose()
     event = decode(message["data"])
