@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -23,83 +18,32 @@ from cluster.keys import Keys
 from cluster.store import Store
 from tests.control_support import (
     ADMIN_TOKEN,
-    DEPLOYER_TOKEN,
+    FLOWFLEET,
     VIEWER_TOKEN,
+    Cli,
+    CliResult,
+    ControlProcess,
+    base_env,
     flow_doc,
     invalid_doc,
-    write_tokens_file,
 )
 from tests.redis_server import RedisServer, free_port
 
-FLOWFLEET = str(Path(sys.executable).with_name("flowfleet"))
-
-
-@dataclass
-class Control:
-    url: str
-    namespace: str
-    log: Path
-
-
-def base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("FLOWFLEET_")}
-
 
 @pytest.fixture(scope="module")
-def control(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Control]:
-    """`flowfleet control` on a free loopback port, with its own namespace, for this module's tests."""
-    directory = tmp_path_factory.mktemp("control")
-    port = free_port()
-    namespace = f"fftest-cli-{uuid.uuid4().hex[:8]}"
-    env = base_env() | {
-        "FLOWFLEET_REDIS_URL": redis_server.url,
-        "FLOWFLEET_NAMESPACE": namespace,
-        "FLOWFLEET_ADMIN_TOKEN": ADMIN_TOKEN,
-        "FLOWFLEET_TOKENS_FILE": str(write_tokens_file(directory)),
-    }
-    log = directory / "control.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([FLOWFLEET, "control", "--port", str(port)], env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "control server did not become healthy\n" + log.read_text()
-            time.sleep(0.05)
-        yield Control(url, namespace, log)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
+def control(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlProcess]:
+    """One control server with its own namespace for this module; tests use their own flow names."""
+    server = ControlProcess(
+        redis_server.url, f"fftest-cli-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("control")
+    )
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def cli(control: Control) -> Any:
-    def run(*args: str, token: str | None = DEPLOYER_TOKEN, stdin: str | None = None) -> Result:
-        env = base_env() | {"FLOWFLEET_URL": control.url}
-        if token is not None:
-            env["FLOWFLEET_TOKEN"] = token
-        proc = subprocess.run(
-            [FLOWFLEET, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    return run
+def cli(control: ControlProcess) -> Cli:
+    return Cli(control.url)
 
 
 @pytest.fixture
@@ -116,14 +60,14 @@ def digest_of(doc: Any) -> str:
     return content_address(doc)[1]
 
 
-def one_error_line(result: Result) -> str:
+def one_error_line(result: CliResult) -> str:
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("flowfleet: "), result.err
     return lines[0]
 
 
 # -- publish / activate / rollback -------------------------------------------------------------------
-def test_publish_then_publish_again_then_activate(cli: Any, flow: str, tmp_path: Path) -> None:
+def test_publish_then_publish_again_then_activate(cli: Cli, flow: str, tmp_path: Path) -> None:
     doc = flow_doc(name=flow)
     file = write(tmp_path / "f.json", doc)
     first = cli("publish", str(file), "-m", "first")
@@ -137,14 +81,14 @@ def test_publish_then_publish_again_then_activate(cli: Any, flow: str, tmp_path:
     assert activated.out.strip() == f"activate {flow} -> {digest_of(doc)[:12]} generation 1 by ci"
 
 
-def test_publish_activate_flag_and_explicit_flow_name(cli: Any, flow: str, tmp_path: Path) -> None:
+def test_publish_activate_flag_and_explicit_flow_name(cli: Cli, flow: str, tmp_path: Path) -> None:
     file = write(tmp_path / "f.json", flow_doc(name=None))
     result = cli("publish", str(file), "--flow", flow, "--activate", "-o", "json")
     assert result.code == 0
     assert result.json()["release"]["generation"] == 1
 
 
-def test_publish_failures_exit_codes(cli: Any, flow: str, tmp_path: Path) -> None:
+def test_publish_failures_exit_codes(cli: Cli, flow: str, tmp_path: Path) -> None:
     invalid = cli("publish", str(write(tmp_path / "bad.json", invalid_doc())), "--flow", flow)
     assert invalid.code == 1
     assert "problems" in one_error_line(invalid) and "NoSuchComponent" in invalid.err
@@ -156,7 +100,7 @@ def test_publish_failures_exit_codes(cli: Any, flow: str, tmp_path: Path) -> Non
     assert usage.code == 2
 
 
-def test_activate_conflict_and_not_found(cli: Any, flow: str, tmp_path: Path) -> None:
+def test_activate_conflict_and_not_found(cli: Cli, flow: str, tmp_path: Path) -> None:
     doc = flow_doc(name=flow)
     assert cli("publish", str(write(tmp_path / "f.json", doc)), "--activate").code == 0
     stale = cli("activate", flow, digest_of(doc), "--expected-generation", "0")
@@ -167,7 +111,7 @@ def test_activate_conflict_and_not_found(cli: Any, flow: str, tmp_path: Path) ->
     assert cli("activate", flow, "nothex").code == 2
 
 
-def test_rollback_default_generation_and_hash(cli: Any, flow: str, tmp_path: Path) -> None:
+def test_rollback_default_generation_and_hash(cli: Cli, flow: str, tmp_path: Path) -> None:
     a, b = flow_doc("a {input}", name=flow), flow_doc("b {input}", name=flow)
     assert cli("rollback", flow).code == 4  # unknown flow
     cli("publish", str(write(tmp_path / "a.json", a)), "--activate")
@@ -182,7 +126,7 @@ def test_rollback_default_generation_and_hash(cli: Any, flow: str, tmp_path: Pat
 
 
 # -- reads --------------------------------------------------------------------------------------------
-def test_history_show_and_diff(cli: Any, flow: str, tmp_path: Path) -> None:
+def test_history_show_and_diff(cli: Cli, flow: str, tmp_path: Path) -> None:
     a, b = flow_doc("Summarise: {input}", name=flow), flow_doc("Summarise briefly: {input}", name=flow)
     cli("publish", str(write(tmp_path / "a.json", a)), "--activate", "-m", "first")
     cli("publish", str(write(tmp_path / "b.json", b)), "--activate", "-m", "shorter")
@@ -207,7 +151,7 @@ def test_history_show_and_diff(cli: Any, flow: str, tmp_path: Path) -> None:
 
 
 async def test_status_shows_the_fleet(
-    cli: Any, flow: str, tmp_path: Path, control: Control, redis_client: aioredis.Redis
+    cli: Cli, flow: str, tmp_path: Path, control: ControlProcess, redis_client: aioredis.Redis
 ) -> None:
     doc = flow_doc(name=flow)
     cli("publish", str(write(tmp_path / "f.json", doc)), "--activate")
@@ -225,7 +169,7 @@ async def test_status_shows_the_fleet(
     assert "no live replica reports flow other" in cli("status", "other").out
 
 
-def test_audit(cli: Any, flow: str, tmp_path: Path) -> None:
+def test_audit(cli: Cli, flow: str, tmp_path: Path) -> None:
     doc = flow_doc(name=flow)
     cli("publish", str(write(tmp_path / "f.json", doc)), "--activate", "-m", "launch")
     entries = cli("audit", "--flow", flow, "-o", "json").json()["entries"]
@@ -234,7 +178,7 @@ def test_audit(cli: Any, flow: str, tmp_path: Path) -> None:
     assert table.code == 0 and "launch" in table.out and "activate" in table.out
 
 
-def test_gc_needs_admin(cli: Any, flow: str, tmp_path: Path) -> None:
+def test_gc_needs_admin(cli: Cli, flow: str, tmp_path: Path) -> None:
     cli("publish", str(write(tmp_path / "a.json", flow_doc("a {input}", name=flow))), "--activate")
     dropped = flow_doc("b {input}", name=flow)
     cli("publish", str(write(tmp_path / "b.json", dropped)))
@@ -246,7 +190,7 @@ def test_gc_needs_admin(cli: Any, flow: str, tmp_path: Path) -> None:
 
 
 # -- auth and connection errors -----------------------------------------------------------------------
-def test_auth_failures_exit_5(cli: Any, flow: str, tmp_path: Path) -> None:
+def test_auth_failures_exit_5(cli: Cli, flow: str, tmp_path: Path) -> None:
     file = str(write(tmp_path / "f.json", flow_doc(name=flow)))
     for token in (VIEWER_TOKEN, "wrong-token", None):
         result = cli("publish", file, token=token)
@@ -255,14 +199,16 @@ def test_auth_failures_exit_5(cli: Any, flow: str, tmp_path: Path) -> None:
     assert cli("history", flow, token=VIEWER_TOKEN).code == 4  # viewers may read
 
 
-def test_unreachable_control_plane_is_a_clear_one_line_failure(cli: Any) -> None:
+def test_unreachable_control_plane_is_a_clear_one_line_failure(cli: Cli) -> None:
     result = cli("history", "qa", "--url", f"http://127.0.0.1:{free_port()}")
     assert result.code == 1
     assert "cannot reach the control plane" in one_error_line(result)
 
 
 # -- sync ---------------------------------------------------------------------------------------------
-def test_sync_twice_changes_nothing_the_second_time(cli: Any, tmp_path: Path, control: Control) -> None:
+def test_sync_twice_changes_nothing_the_second_time(
+    cli: Cli, tmp_path: Path, control: ControlProcess
+) -> None:
     names = [f"sync_{uuid.uuid4().hex[:6]}" for _ in range(2)]
     flows = tmp_path / "flows"
     flows.mkdir()
@@ -282,7 +228,7 @@ def test_sync_twice_changes_nothing_the_second_time(cli: Any, tmp_path: Path, co
     ] == [(names[0], "published+activated", 2)]
 
 
-def test_sync_without_activate_only_publishes(cli: Any, tmp_path: Path) -> None:
+def test_sync_without_activate_only_publishes(cli: Cli, tmp_path: Path) -> None:
     name = f"sync_{uuid.uuid4().hex[:6]}"
     write(tmp_path / "f.json", flow_doc(name=name))
     assert cli("sync", str(tmp_path), "-o", "json").json()["actions"][0]["action"] == "published"
@@ -290,7 +236,7 @@ def test_sync_without_activate_only_publishes(cli: Any, tmp_path: Path) -> None:
     assert cli("show", name, "-o", "json").json()["release"] is None
 
 
-def test_sync_publishes_nothing_when_any_file_is_invalid(cli: Any, tmp_path: Path) -> None:
+def test_sync_publishes_nothing_when_any_file_is_invalid(cli: Cli, tmp_path: Path) -> None:
     good = f"sync_{uuid.uuid4().hex[:6]}"
     write(tmp_path / "good.json", flow_doc(name=good))
     write(tmp_path / "bad.json", invalid_doc() | {"name": f"sync_{uuid.uuid4().hex[:6]}"})
@@ -303,7 +249,7 @@ def test_sync_publishes_nothing_when_any_file_is_invalid(cli: Any, tmp_path: Pat
     assert cli("sync", str(tmp_path / "missing")).code == 2
 
 
-def test_sync_refuses_two_files_for_one_flow(cli: Any, tmp_path: Path) -> None:
+def test_sync_refuses_two_files_for_one_flow(cli: Cli, tmp_path: Path) -> None:
     name = f"sync_{uuid.uuid4().hex[:6]}"
     write(tmp_path / "a.json", flow_doc("a {input}", name=name))
     write(tmp_path / "b.json", flow_doc("b {input}", name=name))
@@ -312,7 +258,7 @@ def test_sync_refuses_two_files_for_one_flow(cli: Any, tmp_path: Path) -> None:
 
 
 # -- server-side helpers ------------------------------------------------------------------------------
-def test_token_hash_prints_a_tokens_file_entry(cli: Any) -> None:
+def test_token_hash_prints_a_tokens_file_entry(cli: Cli) -> None:
     entry = cli("token", "hash", "--name", "alice", "--role", "deployer", stdin="alice-secret\n", token=None)
     assert entry.code == 0
     assert json.loads(entry.out) == {
