@@ -136,11 +136,15 @@ class ControlService:
         message = check_message(message)
         try:
             document = parse(raw, self.limits)
-            problems = validation.validate(document, registry=self.registry, limits=self.limits)
-            problems = name_problems(flow, document) + list(problems)
-            if problems:
-                raise FlowValidationError(problems)
-            compiled = await self._compile(document)
+            misnamed = name_problems(flow, document)
+            try:
+                # compile_flow validates first and reports every problem; validating separately would
+                # double the cost for large flows.
+                compiled = await self._compile(document)
+            except FlowValidationError as e:
+                raise FlowValidationError(misnamed + list(e.problems)) from e
+            if misnamed:
+                raise FlowValidationError(misnamed)
             failures = await engine.run_examples(compiled)
             if failures:
                 raise FlowValidationError(failures)
