@@ -249,6 +249,15 @@ def test_sync_publishes_nothing_when_any_file_is_invalid(cli: Cli, tmp_path: Pat
     assert cli("sync", str(tmp_path / "missing")).code == 2
 
 
+def test_sync_that_fails_halfway_says_what_changed(cli: Cli, tmp_path: Path) -> None:
+    name = f"sync_{uuid.uuid4().hex[:6]}"
+    write(tmp_path / "f.json", flow_doc(name=name))
+    result = cli("sync", str(tmp_path), token=VIEWER_TOKEN)  # may read, may not publish
+    assert result.code == 5
+    assert f"sync stopped at f.json (flow {name})" in one_error_line(result)
+    assert "already changed: nothing" in result.err
+
+
 def test_sync_refuses_two_files_for_one_flow(cli: Cli, tmp_path: Path) -> None:
     name = f"sync_{uuid.uuid4().hex[:6]}"
     write(tmp_path / "a.json", flow_doc("a {input}", name=name))

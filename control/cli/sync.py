@@ -168,5 +168,17 @@ def sync_one(api: ApiClient, local: LocalFlow, *, activate: bool, message: str |
 
 def sync_directory(api: ApiClient, directory: Path, *, activate: bool, message: str | None) -> SyncReport:
     flows = check_directory(directory)
-    actions = [sync_one(api, local, activate=activate, message=message) for local in flows]
+    actions: list[SyncAction] = []
+    for local in flows:
+        try:
+            actions.append(sync_one(api, local, activate=activate, message=message))
+        except RemoteError as e:
+            # Say what already changed: a pipeline that fails halfway must not leave people guessing.
+            done = ", ".join(f"{a.flow} {a.action}" for a in actions if a.action != "unchanged") or "nothing"
+            raise RemoteError(
+                f"sync stopped at {local.file.name} (flow {local.flow}): {e}; already changed: {done}",
+                status=e.status,
+                exit_code=e.exit_code,
+                body=e.body,
+            ) from e
     return SyncReport(tuple(actions))
