@@ -36,7 +36,7 @@ class LangflowImportError(FlowfleetError):
         self.problems = tuple(problems)
         parts: list[str] = []
         if self.unsupported:
-            listed = ", ".join(f"{u.id} ({u.type})" for u in self.unsupported)
+            listed = "; ".join(f"{u.id} ({u.type}): {u.reason}" for u in self.unsupported)
             noun = "component" if len(self.unsupported) == 1 else "components"
             parts.append(f"{len(self.unsupported)} unsupported LangFlow {noun}: {listed}")
         if self.problems:

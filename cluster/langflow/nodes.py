@@ -154,13 +154,17 @@ def convert_parser(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
 
 
 def convert_json_cleaner(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
-    """JSON Cleaner: extract the JSON an LLM wrote (fenced or bare) and pass it on."""
+    """JSON Cleaner: find the JSON an LLM wrote (fenced or bare) and pass on its text.
+
+    LangFlow's cleaner outputs the JSON as a string, which is OutputParser's `text` output (the JSON
+    fragment); its `parsed` output would be the decoded value instead.
+    """
     flowfleet_node = {"id": ctx.node_id, "type": "OutputParser", "params": {"mode": "json"}}
     return Mapped(
         nodes=(flowfleet_node,),
         inputs={"json_str": "text"},
-        outputs={"output": "output"},
-        default_output="output",
+        outputs={"output": "text"},
+        default_output="text",
     )
 
 
