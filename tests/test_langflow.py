@@ -25,6 +25,7 @@ from cluster.validation import validate
 
 DATA = Path(__file__).parent / "data" / "langflow"
 CODE_MARKER = "EMBEDDED-CODE-MARKER-7f3a"
+LLM = "LanguageModelComponent-UcEoU"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -258,7 +259,8 @@ async def test_embedded_code_is_neither_executed_nor_stored(tmp_path):
 
     text = json.dumps(conversion.document)
     assert CODE_MARKER not in text
-    assert "import os" not in text and "code" not in {k for n in conversion.document["nodes"] for k in n["params"]}
+    assert "import os" not in text
+    assert all("code" not in n["params"] for n in conversion.document["nodes"])
     assert validate(conversion.document) == []
     outputs = await run(conversion.document, {"input": "still data"})
     assert outputs["ChatOutput-c0De4"].endswith("Echo this: still data")
@@ -410,7 +412,7 @@ def test_parser_templates_may_only_use_text():
 
 def _model_fields(**values: Any) -> dict[str, Any]:
     export = load("basic_prompting")
-    template = lf_node(export, "LanguageModelComponent-UcEoU")["template"]
+    template = lf_node(export, LLM)["template"]
     for name, value in values.items():
         if value is None:
             template.pop(name, None)
@@ -421,9 +423,11 @@ def _model_fields(**values: Any) -> dict[str, Any]:
 
 def test_model_picker_of_newer_langflow_gives_model_and_provider():
     export = _model_fields(model_name=None, provider=None, model=[{"name": "gpt-4.1", "provider": "OpenAI"}])
-    assert node_of(convert(export), "LanguageModelComponent-UcEoU")["params"]["model"] == "gpt-4.1"
-    anthropic = _model_fields(model_name=None, provider=None, model=[{"name": "claude", "provider": "Anthropic"}])
-    with pytest.raises(LangflowImportError, match="LanguageModelComponent-UcEoU"):
+    assert node_of(convert(export), LLM)["params"]["model"] == "gpt-4.1"
+    anthropic = _model_fields(
+        model_name=None, provider=None, model=[{"name": "claude", "provider": "Anthropic"}]
+    )
+    with pytest.raises(LangflowImportError, match=LLM):
         convert(anthropic)
 
 
@@ -433,23 +437,23 @@ def test_typed_system_message_and_prompt_become_params_and_a_fixed_prompt():
     export["data"]["nodes"] = [n for n in export["data"]["nodes"] if n["id"] != "Prompt-Z1IXr"]
     export["data"]["edges"].pop(0)
     flow = convert(export)
-    llm = node_of(flow, "LanguageModelComponent-UcEoU")
+    llm = node_of(flow, LLM)
     assert llm["params"]["system"] == "Be terse."
-    helper = node_of(flow, "LanguageModelComponent-UcEoU.prompt")
+    helper = node_of(flow, f"{LLM}.prompt")
     assert helper == {
-        "id": "LanguageModelComponent-UcEoU.prompt",
+        "id": f"{LLM}.prompt",
         "type": "PromptTemplate",
         "params": {"template": "Say {{hi}}"},
     }
-    assert ("LanguageModelComponent-UcEoU.prompt", "text", "LanguageModelComponent-UcEoU", "prompt") in ports(flow)
+    assert (f"{LLM}.prompt", "text", LLM, "prompt") in ports(flow)
 
 
 def test_out_of_range_and_unset_numbers_are_left_out():
     conversion = translate(_model_fields(temperature=7, max_tokens=0))
-    params = node_of(conversion.document, "LanguageModelComponent-UcEoU")["params"]
+    params = node_of(conversion.document, LLM)["params"]
     assert "temperature" not in params and "max_tokens" not in params
     assert any("temperature 7.0 is out of range" in w for w in conversion.warnings)
-    strings = node_of(convert(_model_fields(temperature="0.5", max_tokens="128")), "LanguageModelComponent-UcEoU")
+    strings = node_of(convert(_model_fields(temperature="0.5", max_tokens="128")), LLM)
     assert (strings["params"]["temperature"], strings["params"]["max_tokens"]) == (0.5, 128)
 
 
@@ -457,7 +461,7 @@ def test_model_without_a_name_is_refused_unless_echo():
     export = _model_fields(model_name="")
     with pytest.raises(LangflowImportError, match="no model name"):
         convert(export)
-    assert node_of(convert(export, provider="echo"), "LanguageModelComponent-UcEoU")["params"]["model"] == "echo-1"
+    assert node_of(convert(export, provider="echo"), LLM)["params"]["model"] == "echo-1"
 
 
 # -- names and malformed exports -------------------------------------------------------------------------
@@ -493,8 +497,14 @@ def test_unknown_provider_option_is_refused():
     [
         ({"nodes": [{"id": "p", "type": "PromptTemplate", "params": {}}]}, "not a LangFlow export"),
         ({"data": {"nodes": [], "edges": []}}, "no components"),
-        ({"data": {"nodes": [{"data": {"type": "ChatInput", "node": {}}}], "edges": []}}, "nodes[0] has no id"),
-        ({"data": {"nodes": [{"id": "a", "data": {"type": "ChatInput"}}], "edges": {}}}, "`edges` must be a list"),
+        (
+            {"data": {"nodes": [{"data": {"type": "ChatInput", "node": {}}}], "edges": []}},
+            "nodes[0] has no id",
+        ),
+        (
+            {"data": {"nodes": [{"id": "a", "data": {"type": "ChatInput"}}], "edges": {}}},
+            "`edges` must be a list",
+        ),
         (
             {"data": {"nodes": [{"id": "a", "data": {"type": "ChatInput"}}], "edges": [{"data": {}}]}},
             "edges[0] does not name its source and target",

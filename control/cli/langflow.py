@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 
-from cluster.errors import FlowfleetError
+from cluster.errors import FlowfleetError, FlowValidationError
 from cluster.langflow import translate
 from cluster.langflow.convert import PROVIDERS
+from cluster.validation import validate
 
 # LangFlow exports embed every component's source code, so they are far larger than the flows they
 # describe; this only guards against reading something absurd by mistake.
@@ -64,6 +65,11 @@ def run_import_langflow(args: argparse.Namespace) -> int:
     conversion = translate(doc, name=args.name, provider=args.provider, keep_notes=args.keep_notes)
     for warning in conversion.warnings:
         print(f"flowfleet: warning: {warning}", file=sys.stderr)
+    # A converted flow that flowfleet would refuse (a cycle, a node that feeds no output) is reported
+    # now rather than at publish time.
+    problems = validate(conversion.document)
+    if problems:
+        raise FlowValidationError(problems)
     write_output(conversion.document, args.output)
     return 0
 
