@@ -533,3 +533,81 @@ def test_read_export_keeps_field_values_but_never_code():
     for node in flow.nodes:
         assert "code" not in node.fields
         assert CODE_MARKER not in json.dumps(node.fields)
+
+
+def test_unreadable_nodes_and_edges_and_untyped_components_are_all_reported():
+    export = load("basic_prompting")
+    untyped = copy.deepcopy(export["data"]["nodes"][1])
+    untyped["id"] = "Mystery-1"
+    del untyped["data"]["type"]
+    export["data"]["nodes"] += ["not a node", untyped]
+    export["data"]["edges"].append(42)
+    with pytest.raises(LangflowImportError) as caught:
+        convert(export)
+    assert caught.value.details["unsupported"] == [
+        {"id": "Mystery-1", "type": "(no type)", "reason": "no flowfleet equivalent"}
+    ]
+    assert caught.value.details["problems"] == ["nodes[4] is not an object", "edges[3] is not an object"]
+
+
+def test_an_edge_without_field_name_feeds_the_default_input():
+    export = load("basic_prompting")
+    edge = export["data"]["edges"][2]  # LLM -> ChatOutput
+    del edge["data"]["targetHandle"]["fieldName"], edge["targetHandle"]
+    flow = convert(export)
+    assert {"source": LLM, "target": "ChatOutput-7q74v", "source_output": "text"} in flow["edges"]
+    assert validate(flow) == []
+
+
+def test_openai_model_endpoint_and_ignored_settings():
+    export = load("two_edges_notes")
+    template = lf_node(export, "OpenAIModel-OcXkl")["template"]
+    template["openai_api_base"]["value"] = "http://127.0.0.1:8080/v1"
+    template["json_mode"]["value"] = True
+    template["stream"]["value"] = True
+    template["model_kwargs"]["value"] = {"top_p": 0.5}
+    conversion = translate(export)
+    params = node_of(conversion.document, "OpenAIModel-OcXkl")["params"]
+    assert params["base_url"] == "http://127.0.0.1:8080/v1"
+    assert "top_p" not in json.dumps(params)
+    assert [w.split(": ", 1)[1] for w in conversion.warnings] == [
+        "json_mode is not supported and was ignored",
+        "stream is not supported and was ignored",
+        "model_kwargs are not supported and were ignored",
+    ]
+    template["openai_api_base"]["value"] = "file:///etc/passwd"
+    conversion = translate(export)
+    assert "base_url" not in node_of(conversion.document, "OpenAIModel-OcXkl")["params"]
+    assert any("is not an http(s) URL" in w for w in conversion.warnings)
+
+
+def test_model_given_as_plain_string_and_numbers_that_are_not_numbers():
+    export = _model_fields(model_name=None, model="gpt-4o", temperature="warm", max_tokens=True)
+    params = node_of(convert(export), LLM)["params"]
+    assert params["model"] == "gpt-4o"
+    assert "temperature" not in params and "max_tokens" not in params
+
+
+def test_parser_with_unknown_mode_or_bad_template_is_unsupported():
+    with pytest.raises(LangflowImportError, match="unknown parser mode 'Tabulate'"):
+        convert(_parser_export({"mode": "Tabulate"}))
+    with pytest.raises(LangflowImportError, match="not a plain variable name"):
+        convert(_parser_export({"format": "Row: {row[0]}"}))
+
+
+def test_numeric_typed_values_are_used_as_text():
+    export = _single_prompt_export("{question} x{count}", {"question": "", "count": 3})
+    flow = convert(export)
+    assert node_of(flow, "Prompt-Z1IXr")["params"]["template"] == "{question} x3"
+
+
+def test_ids_that_do_not_fit_flowfleet_are_rewritten_consistently():
+    export = load("basic_prompting")
+    output = export["data"]["nodes"][3]
+    output["id"] = output["data"]["id"] = "-chat output/1"
+    edge = export["data"]["edges"][2]
+    edge["target"] = "-chat output/1"
+    flow = convert(export)
+    assert node_of(flow, "_-chat_output_1")["type"] == "ChatOutput"
+    assert (LLM, "text", "_-chat_output_1", "message") in ports(flow)
+    assert validate(flow) == []
