@@ -123,7 +123,7 @@ def _map_edge(
     edge: LfEdge, flow_ids: Mapping[str, str], mapped: Mapping[str, Mapped], types: Mapping[str, str]
 ) -> dict[str, Any] | str | None:
     """The flowfleet edge, a problem message, or None when an end is an already reported component."""
-    where = f"edge {edge.index} ({edge.source} → {edge.target})"
+    where = f"edge {edge.index} ({edge.source} -> {edge.target})"
     for end in (edge.source, edge.target):
         if end not in flow_ids:
             return f"{where}: there is no node {end!r}"
