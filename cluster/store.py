@@ -29,8 +29,9 @@ from cluster.errors import (
 )
 from cluster.events import Event, encode, release_payload_parts
 from cluster.hashing import is_full_hash, is_hash_prefix, sha256_hex
-from cluster.keys import Keys, check_flow_name
+from cluster.keys import FLOW_NAME, Keys, check_flow_name
 from cluster.release import (
+    CorruptRecord,
     GcResult,
     NoPreviousRelease,
     PublishResult,
@@ -172,7 +173,13 @@ class Store:
         return Release.from_hash(flow, await self.redis.hgetall(self.keys.release(flow)))
 
     async def list_flows(self) -> list[str]:
-        return sorted(_text(f) for f in await self.redis.smembers(self.keys.flows()))
+        """Every flow name in the index; a name that is not a valid flow name is logged and skipped, so
+        one bad entry written by hand cannot stop every replica from reading the others."""
+        names = sorted(_text(f) for f in await self.redis.smembers(self.keys.flows()))
+        valid = [name for name in names if FLOW_NAME.match(name)]
+        for name in set(names) - set(valid):
+            log.warning("skipping invalid flow name %r in %s", name, self.keys.flows())
+        return valid
 
     async def list_releases(self) -> dict[str, Release]:
         """Every flow that has a release record, by name."""
@@ -181,8 +188,17 @@ class Store:
             for flow in flows:
                 pipe.hgetall(self.keys.release(flow))
             replies = await pipe.execute()
-        releases = (Release.from_hash(flow, raw) for flow, raw in zip(flows, replies, strict=True))
-        return {r.flow: r for r in releases if r is not None}
+        releases: dict[str, Release] = {}
+        for flow, raw in zip(flows, replies, strict=True):
+            try:
+                release = Release.from_hash(flow, raw)
+            except CorruptRecord as e:
+                # One unreadable record must not hide every other flow's release.
+                log.warning("%s", e)
+                continue
+            if release is not None:
+                releases[flow] = release
+        return releases
 
     async def activate(
         self,

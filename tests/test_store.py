@@ -407,3 +407,19 @@ async def next_messages(pubsub: Any, count: int, timeout: float = 10.0) -> list[
 def _url(store: Store) -> str:
     kwargs = store.redis.connection_pool.connection_kwargs
     return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+
+
+async def test_one_bad_index_entry_or_record_does_not_hide_the_other_releases(
+    store: Store, redis_client: aioredis.Redis
+) -> None:
+    data, digest = doc(1)
+    await store.publish(FLOW, data, digest, author="a", message="m", node_count=1)
+    await store.activate(FLOW, digest, by="a", reason="r")
+    # Written by hand, as an operator or a foreign tool might: a name no flow can have, and a flow
+    # whose release record lost its generation.
+    await redis_client.sadd(store.keys.flows(), "not a {valid} name", "broken")
+    await redis_client.hset(store.keys.release("broken"), mapping={"hash": digest})
+    releases = await store.list_releases()
+    assert list(releases) == [FLOW]
+    assert releases[FLOW].hash == digest
+    assert "broken" in await store.list_flows()
