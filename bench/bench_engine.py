@@ -80,10 +80,8 @@ def compile_times() -> list[dict[str, Any]]:
                     "compile": summary(timed(lambda d=document: compile_flow(d), repeat)),
                 }
             )
-            print(
-                f"{shape:5} {n:5} nodes: compile {rows[-1]['compile']['median_ms']:9.3f} ms (median)",
-                flush=True,
-            )
+            best, median = rows[-1]["compile"]["min_ms"], rows[-1]["compile"]["median_ms"]
+            print(f"{shape:5} {n:5} nodes: compile {best:9.3f} ms best, {median:9.3f} ms median", flush=True)
     return rows
 
 
