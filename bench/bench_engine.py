@@ -168,8 +168,8 @@ def _markdown(results: dict[str, Any]) -> str:
         "shared, so the best run is the closest to the code's own cost); compile includes "
         f"validation. Load average while measuring: {results['load_before']} before, "
         f"{results['load_after']} after (1/5/15 min). The last column is the best time of the "
-        "components' own `check_params`, `ports` and constructor over the same nodes: the part of compile time that belongs "
-        "to the components, not the engine.",
+        "components' own `check_params`, `ports` and constructor over the same nodes: the part of "
+        "compile time that belongs to the components, not the engine.",
         "",
         "| shape | nodes | edges | validate ms best / median | compile ms best / median | compile µs/node "
         "| of which component hooks ms |",
