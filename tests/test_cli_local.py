@@ -152,3 +152,15 @@ def test_example_flows_validate() -> None:
     flows = sorted(str(p) for p in Path(__file__).parent.parent.joinpath("flows").glob("*.json"))
     assert flows, "the example flows are missing"
     assert main(["validate", "--quiet", *flows]) == 0
+
+
+LANGFLOW = Path(__file__).parent / "data" / "langflow"
+
+
+def test_validate_reads_langflow_exports_like_publish_does(capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = str(LANGFLOW / "basic_prompting.json"), str(LANGFLOW / "unsupported.json")
+    assert main(["validate", good, bad]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{good}: ok (4 nodes)"
+    assert lines[1].startswith(f"{bad}: /: cannot import LangFlow export: 4 unsupported LangFlow components")
+    assert len(lines) == 2

@@ -127,6 +127,23 @@ async def test_independent_branches_run_concurrently() -> None:
     assert result.outputs == {"j": "t+t"}
 
 
+async def test_branches_after_a_shared_node_run_concurrently() -> None:
+    # a -> (m1, m2) -> j: the two branches start only once a is done, and must then meet.
+    barrier = key()
+    BARRIERS[barrier] = asyncio.Barrier(2)
+    document = {
+        "nodes": [
+            node("a"),
+            node("m1", "Meet", key=barrier),
+            node("m2", "Meet", key=barrier),
+            node("j", "Join"),
+        ],
+        "edges": [edge("a", "m1"), edge("a", "m2"), edge("m1", "j", None, "a"), edge("m2", "j", None, "b")],
+    }
+    result = await compiled(document).run({"text": "t"}, timeout=10)
+    assert result.outputs == {"j": "T+T"}
+
+
 async def test_dependent_nodes_do_not_run_concurrently() -> None:
     # The control for the test above: in a chain the same barrier can never fill, so the run times out.
     barrier = key()

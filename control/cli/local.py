@@ -15,9 +15,10 @@ from typing import Any, TextIO
 
 import orjson
 
+from cluster.documents import load_document
 from cluster.engine import compile_flow
-from cluster.errors import BadRequest, FlowValidationError, Problem
-from cluster.validation import parse_document, validate
+from cluster.errors import BadRequest, FlowfleetError, FlowValidationError, Problem
+from cluster.validation import validate
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -30,9 +31,13 @@ def _problems_of(path: str) -> tuple[list[Problem], Any]:
     except OSError as e:
         return [Problem("", "unreadable", f"cannot read file: {e.strerror or e}")], None
     try:
-        document = parse_document(raw)
+        # The same reading as publish and sync: a LangFlow export is converted first, so CI checks
+        # exactly what would be stored.
+        document = load_document(raw)
     except FlowValidationError as e:
         return list(e.problems), None
+    except FlowfleetError as e:  # a LangFlow export that cannot be converted
+        return [Problem("", e.code, str(e))], None
     return validate(document), document
 
 
