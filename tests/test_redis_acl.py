@@ -24,8 +24,8 @@ from cluster.hashing import content_address
 from cluster.keys import Keys
 from cluster.settings import Settings
 from control.localcluster import acl
-from control.localcluster.redis_server import server_version, supports_selectors
-from tests.redis_server import RedisServer, find_redis_server
+from tests.acl_support import require_redis_7
+from tests.redis_server import RedisServer
 
 KEYS = Keys()  # the template is written for the default namespace
 FLOW = "support_qa"
@@ -44,17 +44,6 @@ class AclServer:
             username=user,
             password=self.passwords[user] if password is None else password,
         )
-
-
-def require_redis_7() -> str:
-    binary = Path(find_redis_server())
-    version = server_version(binary)
-    if not supports_selectors(version):
-        pytest.fail(
-            f"{binary} is Redis {'.'.join(map(str, version))}: the ACL file uses Redis 7 key selectors "
-            "(%R~), so these tests need redis-server >= 7.0 on PATH"
-        )
-    return str(binary)
 
 
 @pytest.fixture
