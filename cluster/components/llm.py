@@ -1,0 +1,94 @@
+"""LLM: sends a prompt (and an optional system message) to a provider and outputs the reply as `text`.
+
+    {"id": "llm", "type": "LLM", "params": {"provider": "openai", "model": "gpt-4o-mini",
+     "base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_KEY", "temperature": 0.2}}
+
+Inputs: `prompt` (default, required) and `system` (optional; falls back to `params.system`).
+Providers: `echo` (offline, deterministic) and `openai` (any OpenAI-compatible endpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cluster.components.base import BuildContext, Component, Ports, RunContext
+from cluster.components.providers import Provider
+from cluster.components.providers.echo import EchoProvider
+from cluster.components.providers.openai import OpenAIConfig, OpenAIProvider
+from cluster.errors import Problem
+from cluster.templates import to_text
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def build_provider(params: Mapping[str, Any], environ: Mapping[str, str]) -> Provider:
+    """The provider an LLM node's (valid) params describe."""
+    if params.get("provider", "echo") == "echo":
+        return EchoProvider(params.get("model", "echo-1"))
+    config = OpenAIConfig(
+        base_url=params.get("base_url", DEFAULT_BASE_URL),
+        model=params["model"],
+        api_key_env=params.get("api_key_env", "OPENAI_API_KEY"),
+        temperature=params.get("temperature"),
+        max_tokens=params.get("max_tokens"),
+        timeout_s=float(params.get("timeout_s", 60.0)),
+        retries=int(params.get("retries", 2)),
+        backoff_s=float(params.get("backoff_s", 0.5)),
+    )
+    return OpenAIProvider(config, environ)
+
+
+class LLM(Component):
+    type_name = "LLM"
+    description = "Asks a language model: inputs `prompt` (default) and `system`; output `text`."
+    params_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "provider": {"enum": ["echo", "openai"], "default": "echo"},
+            "model": {"type": "string", "minLength": 1, "maxLength": 200},
+            "system": {"type": "string", "description": "system message, unless the `system` input is fed"},
+            "base_url": {"type": "string", "pattern": "^https?://[^\\s]+$", "default": DEFAULT_BASE_URL},
+            "api_key_env": {
+                "description": "name of the environment variable holding the API key; null for no key",
+                "oneOf": [{"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}, {"type": "null"}],
+                "default": "OPENAI_API_KEY",
+            },
+            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 600, "default": 60},
+            "retries": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2},
+            "backoff_s": {"type": "number", "minimum": 0, "maximum": 30, "default": 0.5},
+            "description": {"type": "string", "maxLength": 1000},
+        },
+    }
+
+    def __init__(self, node_id: str, params: Mapping[str, Any], build: BuildContext) -> None:
+        super().__init__(node_id, params, build)
+        self.provider = build_provider(params, build.environ)
+
+    @classmethod
+    def ports(cls, params: Mapping[str, Any]) -> Ports:
+        return Ports(
+            inputs=("prompt", "system"),
+            required=frozenset({"prompt"}),
+            default_input="prompt",
+            outputs=("text",),
+            default_output="text",
+        )
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any], path: str) -> list[Problem]:
+        if params.get("provider", "echo") == "openai" and "model" not in params:
+            return [Problem(f"{path}/model", "missing_param", "provider 'openai' needs a model name")]
+        return []
+
+    async def run(self, inputs: Mapping[str, Any], ctx: RunContext) -> Mapping[str, Any]:
+        system = inputs.get("system")
+        system_text = to_text(system) if system is not None else self.params.get("system")
+        reply = await self.provider.complete(to_text(inputs["prompt"]), system_text, ctx.remaining)
+        return {"text": reply}
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()

@@ -1,0 +1,22 @@
+"""LLM providers: how an `LLM` node turns a prompt (and optional system message) into a reply.
+
+A provider is built once per compiled flow (it may hold an HTTP client) and shared by concurrent runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+# Seconds left before the run's deadline, or None when the run has none.
+Remaining = Callable[[], float | None]
+
+
+class Provider(Protocol):
+    async def complete(self, prompt: str, system: str | None, remaining: Remaining) -> str:
+        """The model's reply; raises ComponentError for an expected failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release held resources (connections); the provider is not used afterwards."""
+        ...

@@ -1,0 +1,180 @@
+"""The `openai` provider: any OpenAI-compatible chat-completions endpoint, over httpx.
+
+The API key is never part of a flow: the flow names an environment variable (`api_key_env`) and the key
+is read from the replica's environment when a request is made. 429 and 5xx replies, timeouts and
+connection failures are retried with exponential backoff (honouring Retry-After), but never past the
+run's deadline; any other status or a reply without text fails the node with a ComponentError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from cluster.components.providers import Remaining
+from cluster.errors import ComponentError
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+MAX_BACKOFF_S = 30.0
+DETAIL_CHARS = 300
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    base_url: str
+    model: str
+    api_key_env: str | None = "OPENAI_API_KEY"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout_s: float = 60.0
+    retries: int = 2
+    backoff_s: float = 0.5
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Parse a Retry-After header (delta seconds or an HTTP date); None if absent or unreadable.
+
+    >>> retry_after_seconds("2"), retry_after_seconds("soon")
+    (2.0, None)
+    """
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's own error message if it sent an OpenAI-style error body, else the start of the body."""
+    try:
+        body = orjson.loads(response.content)
+        message = body["error"]["message"] if isinstance(body.get("error"), dict) else body.get("error")
+        if isinstance(message, str) and message:
+            return message[:DETAIL_CHARS]
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        pass
+    text = response.text.strip()
+    return text[:DETAIL_CHARS] if text else "(empty body)"
+
+
+def reply_text(body: bytes) -> str:
+    """The assistant's text from a chat-completions body; raises ComponentError if it has none."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise ComponentError(f"malformed response: body is not JSON ({e})") from e
+    try:
+        content = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError) as e:
+        raise ComponentError("malformed response: no choices[0].message.content") from e
+    if not isinstance(content, str):
+        raise ComponentError(f"malformed response: message content is {type(content).__name__}, not text")
+    return content
+
+
+class OpenAIProvider:
+    """One pooled httpx client per LLM node, created when the flow is compiled and reused by every run."""
+
+    def __init__(self, config: OpenAIConfig, environ: Mapping[str, str]) -> None:
+        self.config = config
+        self._environ = environ
+        if config.api_key_env and not environ.get(config.api_key_env):
+            # Not fatal here: the control plane compiles flows it never runs against the real endpoint.
+            logger.warning("environment variable %s (api_key_env) is not set", config.api_key_env)
+        self._client = httpx.AsyncClient(timeout=config.timeout_s, follow_redirects=False)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        name = self.config.api_key_env
+        if name:
+            key = self._environ.get(name)
+            if not key:
+                raise ComponentError(f"environment variable {name} (api_key_env) is not set", env=name)
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _body(self, prompt: str, system: str | None) -> bytes:
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": prompt})
+        body: dict[str, Any] = {"model": self.config.model, "messages": messages}
+        if self.config.temperature is not None:
+            body["temperature"] = self.config.temperature
+        if self.config.max_tokens is not None:
+            body["max_tokens"] = self.config.max_tokens
+        return orjson.dumps(body)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, MAX_BACKOFF_S)
+        # Jitter spreads the retries of many concurrent runs hitting the same rate limit.
+        delay: float = self.config.backoff_s * 2.0**attempt * (1 + random.random() / 4)
+        return min(delay, MAX_BACKOFF_S)
+
+    async def _attempt(
+        self, body: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[str | None, str, float | None]:
+        """One request: (reply, "", None), or (None, why, Retry-After) for a failure worth retrying."""
+        try:
+            response = await self._client.post(
+                self.config.url, content=body, headers=headers, timeout=timeout
+            )
+        except httpx.TimeoutException:
+            return None, f"timed out after {timeout:g}s", None
+        except httpx.TransportError as e:
+            return None, f"connection failed: {type(e).__name__}: {e}", None
+        status = response.status_code
+        if 200 <= status < 300:
+            return reply_text(response.content), "", None
+        why = f"HTTP {status}: {_detail(response)}"
+        if status not in RETRYABLE_STATUS:
+            raise ComponentError(f"{self.config.url} answered {why}", status=status)
+        return None, why, retry_after_seconds(response.headers.get("retry-after"))
+
+    async def complete(self, prompt: str, system: str | None, remaining: Remaining) -> str:
+        body, headers = self._body(prompt, system), self._headers()
+        attempts = self.config.retries + 1
+        why = ""
+        for attempt in range(attempts):
+            budget = remaining()
+            if budget is not None and budget <= 0:
+                raise ComponentError(f"run deadline reached after {attempt} attempt(s); last error: {why}")
+            timeout = self.config.timeout_s if budget is None else min(self.config.timeout_s, budget)
+            reply, why, retry_after = await self._attempt(body, headers, timeout)
+            if reply is not None:
+                return reply
+            if attempt + 1 == attempts:
+                break
+            delay = self._backoff(attempt, retry_after)
+            budget = remaining()
+            if budget is not None and delay >= budget:
+                raise ComponentError(
+                    f"giving up after {attempt + 1} attempt(s): the next retry in {delay:.2f}s would pass "
+                    f"the run deadline; last error: {why}"
+                )
+            logger.info("retrying %s in %.2fs after: %s", self.config.url, delay, why)
+            await asyncio.sleep(delay)
+        raise ComponentError(f"{self.config.url} failed after {attempts} attempt(s); last error: {why}")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

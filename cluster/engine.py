@@ -1,0 +1,181 @@
+"""Compile a flow document once, then run it many times, concurrently.
+
+    compiled = compile_flow(document)                      # validates; raises FlowValidationError
+    result = await compiled.run({"input": "hi"}, timeout=30, trace=True)
+    result.outputs                                         # {"llm_1": "..."}
+
+A CompiledFlow is immutable: components are built once, ports are bound and the order is precomputed,
+so a run only moves values. Independent branches run as concurrent tasks; a failing node fails the run
+with its id (NodeFailed), a node or run over its time budget raises RunTimeout, and cancelling the
+caller cancels every running node.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from cluster.analysis import Analysis, ComponentRegistry
+from cluster.components.base import BuildContext, Component, RunContext
+from cluster.errors import FlowValidationError, Problem, RunInputError
+from cluster.examples import run_examples
+from cluster.hashing import content_address
+from cluster.model import FlowTest
+from cluster.scheduler import Execution, Step
+from cluster.validation import Limits, check_and_analyse, pointer
+
+__all__ = ["CompiledFlow", "RunResult", "compile_flow", "run_examples"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outputs: dict[str, Any]
+    trace: list[dict[str, Any]] | None
+    duration_ms: float
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledFlow:
+    """A validated, built flow, shared by every run of it (runs never mutate it)."""
+
+    name: str | None
+    digest: str
+    steps: tuple[Step, ...]
+    # (step index, output key), in document order.
+    outputs: tuple[tuple[int, str], ...]
+    required_inputs: frozenset[str]
+    input_names: frozenset[str]
+    tests: tuple[FlowTest, ...]
+
+    @property
+    def node_count(self) -> int:
+        return len(self.steps)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(key for _, key in self.outputs)
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """Raise RunInputError unless `inputs` is a mapping of names that gives every required input.
+
+        Inputs the flow does not read are ignored, so callers may send more than one flow version needs.
+        """
+        if not isinstance(inputs, Mapping):
+            raise RunInputError(f"run inputs must be an object of name -> value, not {type(inputs).__name__}")
+        bad = [k for k in inputs if not isinstance(k, str)]
+        if bad:
+            raise RunInputError(f"run input names must be strings, got {bad[0]!r}")
+        missing = sorted(self.required_inputs - inputs.keys())
+        if missing:
+            known = ", ".join(sorted(self.input_names)) or "none"
+            raise RunInputError(
+                f"missing required input(s): {', '.join(missing)} (inputs are: {known})", missing=missing
+            )
+
+    async def run(
+        self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False
+    ) -> RunResult:
+        """Run once. Raises RunInputError, RunTimeout (node or run budget), NodeFailed."""
+        results, trace_entries, duration_ms = await self.execute(inputs, timeout=timeout, trace=trace)
+        return RunResult(dict(self.outputs_of(results)), trace_entries, duration_ms)
+
+    def outputs_of(self, results: list[Mapping[str, Any] | None]) -> Iterator[tuple[str, Any]]:
+        """The run's outputs from every node's produced ports; outputs of skipped nodes are absent."""
+        for index, key in self.outputs:
+            produced = results[index]
+            port = self.steps[index].default_output
+            if produced is not None and port in produced:
+                yield key, produced[port]
+
+    async def execute(
+        self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False
+    ) -> tuple[list[Mapping[str, Any] | None], list[dict[str, Any]] | None, float]:
+        """Run once and return every node's produced ports (None for a skipped node), the trace and
+        the duration in milliseconds."""
+        self.check_inputs(inputs)
+        started = time.perf_counter()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ctx = RunContext(inputs=MappingProxyType(dict(inputs)), deadline=deadline, run_id=uuid.uuid4().hex)
+        execution = Execution(self.steps, ctx, trace=trace)
+        await execution.run(timeout)
+        return execution.results, execution.trace, (time.perf_counter() - started) * 1000
+
+
+def _build(analysis: Analysis, environ: Mapping[str, str] | None) -> list[Component]:
+    flow = analysis.flow
+    build = BuildContext(flow_name=flow.name or "", environ=dict(environ or {}))
+    components: list[Component] = []
+    problems: list[Problem] = []
+    for node, cls in zip(flow.nodes, analysis.classes, strict=True):
+        try:
+            components.append(cls(node.id, node.params, build))
+        except Exception as e:  # a component that cannot start (missing API key, bad index) is a NACK
+            message = f"{cls.type_name} could not be built: {e}"
+            problems.append(Problem(pointer("nodes", node.index), "build_failed", message))
+    if problems:
+        raise FlowValidationError(problems)
+    return components
+
+
+def _steps(analysis: Analysis, components: list[Component]) -> tuple[Step, ...]:
+    count = len(components)
+    feeds: list[dict[str, list[tuple[int, str]]]] = [{} for _ in range(count)]
+    successors: list[list[int]] = [[] for _ in range(count)]
+    predecessors: list[set[int]] = [set() for _ in range(count)]
+    for edge in analysis.edges:
+        feeds[edge.target].setdefault(edge.target_input, []).append((edge.source, edge.source_output))
+        if edge.target not in successors[edge.source]:
+            successors[edge.source].append(edge.target)
+        predecessors[edge.target].add(edge.source)
+    return tuple(
+        Step(
+            index=i,
+            node_id=node.id,
+            type_name=node.type,
+            component=components[i],
+            feeds=MappingProxyType({port: tuple(src) for port, src in feeds[i].items()}),
+            run_inputs=analysis.run_inputs[i],
+            required=analysis.ports[i].required,
+            outputs=frozenset(analysis.ports[i].outputs),
+            default_output=analysis.ports[i].default_output,
+            successors=tuple(successors[i]),
+            predecessor_count=len(predecessors[i]),
+            timeout_s=node.timeout_s,
+        )
+        for i, node in enumerate(analysis.flow.nodes)
+    )
+
+
+def compile_flow(
+    document: Any,
+    *,
+    registry: ComponentRegistry | None = None,
+    limits: Limits | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> CompiledFlow:
+    """Validate, build every component once and precompute the schedule. Raises FlowValidationError."""
+    analysis = check_and_analyse(document, registry=registry, limits=limits)
+    components = _build(analysis, environ)
+    explicit = any(cls.is_output for cls in analysis.classes)
+    outputs: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    for i in analysis.output_nodes:
+        key = components[i].output_name() if explicit else components[i].node_id
+        if key in seen:  # only reachable if a component overrides output_name inconsistently
+            message = f"output {key!r} is written by more than one node"
+            raise FlowValidationError([Problem(pointer("nodes", i), "duplicate_output", message)])
+        seen[key] = i
+        outputs.append((i, key))
+    return CompiledFlow(
+        name=analysis.flow.name,
+        digest=content_address(document)[1],
+        steps=_steps(analysis, components),
+        outputs=tuple(outputs),
+        required_inputs=analysis.required_inputs,
+        input_names=analysis.required_inputs | analysis.optional_inputs,
+        tests=analysis.flow.tests,
+    )

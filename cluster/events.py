@@ -1,0 +1,153 @@
+"""Change events on the namespace channel: pure encode/decode of versioned JSON payloads.
+
+Events are hints; the release record in Redis is the truth (docs/protocol.md). A payload a consumer
+cannot use -- malformed JSON, an unknown type or payload version, a missing or mistyped field -- decodes
+to None and is logged, never raised, so one bad message cannot kill a subscriber. Unknown fields are
+ignored, which lets newer publishers add fields without breaking older replicas.
+
+>>> ev = ReleaseChanged(flow="support_qa", hash="ab" * 32, generation=7, by="ci", at=1.5)
+>>> decode(encode(ev)) == ev
+True
+>>> decode(b'{"v": 1, "type": "teleport"}') is None
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+from cluster.hashing import is_full_hash
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+"""Payload version. Adding fields or event types keeps it; only an incompatible change bumps it."""
+
+
+@dataclass(frozen=True)
+class ReleaseChanged:
+    """A flow's release record now names `hash` at `generation` (activate, rollback, ...)."""
+
+    TYPE: ClassVar[str] = "release"
+
+    flow: str
+    hash: str
+    generation: int
+    by: str
+    at: float
+    action: str = "activate"
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Keeps the channel alive so a subscriber can tell a quiet channel from a dead connection."""
+
+    TYPE: ClassVar[str] = "ping"
+
+    by: str
+    at: float
+
+
+Event = ReleaseChanged | Ping
+
+# type name -> class. A new event type (prepare, commit, canary ...) is one dataclass plus one entry here.
+EVENT_TYPES: dict[str, type[Event]] = {cls.TYPE: cls for cls in (ReleaseChanged, Ping)}
+
+# Field annotation (as written above, a string under `from __future__ import annotations`) -> accepted
+# JSON types. bool is excluded from numbers explicitly in _accepts.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "str | None": (str, type(None)),
+    "int | None": (int, type(None)),
+    "float | None": (float, int, type(None)),
+}
+
+
+def release_payload_parts(*, flow: str, hash: str, by: str, at: float, action: str) -> tuple[bytes, bytes]:
+    """The release payload split around its generation: `head + b"%d" % generation + tail`.
+
+    The activation script only learns the new generation inside Redis; it is given these two parts and
+    inserts the number, so the bytes it publishes are exactly what `encode` produces for the same event.
+    """
+    body = orjson.dumps(
+        {"v": VERSION, "type": ReleaseChanged.TYPE, "flow": flow, "hash": hash, "by": by, "at": at,
+         "action": action}
+    )  # fmt: skip
+    return body[:-1] + b',"generation":', b"}"
+
+
+def encode(event: Event) -> bytes:
+    """The wire form of an event: compact JSON with `v` and `type` first."""
+    if isinstance(event, ReleaseChanged):
+        head, tail = release_payload_parts(
+            flow=event.flow, hash=event.hash, by=event.by, at=event.at, action=event.action
+        )
+        return head + str(event.generation).encode() + tail
+    payload: dict[str, Any] = {"v": VERSION, "type": event.TYPE}
+    payload.update(dataclasses.asdict(event))
+    return orjson.dumps(payload)
+
+
+def decode(raw: bytes | str) -> Event | None:
+    """The event in `raw`, or None when it is not one this version understands (logged, never raised)."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        log.warning("dropping malformed event (not JSON): %.200r", raw)
+        return None
+    if not isinstance(payload, dict):
+        log.warning("dropping malformed event (not a JSON object): %.200r", raw)
+        return None
+    version = payload.get("v")
+    if version != VERSION or isinstance(version, bool):
+        log.warning("dropping event with unsupported payload version %r", version)
+        return None
+    type_name = payload.get("type")
+    if not isinstance(type_name, str):
+        log.warning("dropping event without a type: %.200r", raw)
+        return None
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        # Newer publishers may send types this replica does not know yet: normal, not an error.
+        log.debug("ignoring event of unknown type %.50r", payload.get("type"))
+        return None
+    return _build(cls, payload)
+
+
+def _build(cls: type[Event], payload: dict[str, Any]) -> Event | None:
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in payload:
+            if field.default is dataclasses.MISSING:
+                log.warning("dropping %s event without field %r", cls.TYPE, field.name)
+                return None
+            continue
+        value = payload[field.name]
+        if not _accepts(str(field.type), value):
+            log.warning("dropping %s event: field %r has unusable value %.100r", cls.TYPE, field.name, value)
+            return None
+        # JSON has one number type: an `at` of 1700000000 arrives as int and is still a float field.
+        values[field.name] = (
+            float(value) if str(field.type).startswith("float") and value is not None else value
+        )
+    if cls is ReleaseChanged and not _valid_release(values):
+        log.warning("dropping release event with invalid hash or generation: %.200r", payload)
+        return None
+    return cls(**values)
+
+
+def _accepts(annotation: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, _FIELD_TYPES[annotation])
+
+
+def _valid_release(values: dict[str, Any]) -> bool:
+    return is_full_hash(values["hash"]) and values["generation"] >= 1 and bool(values["flow"])

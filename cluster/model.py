@@ -1,0 +1,144 @@
+"""The parsed flow: frozen dataclasses built from a schema-valid document, plus edge port binding.
+
+>>> flow = parse_flow({"nodes": [{"id": "a", "type": "T"}], "edges": []})
+>>> flow.nodes[0].id, dict(flow.nodes[0].params), flow.name
+('a', {}, None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from cluster.components.base import Ports
+
+
+@dataclass(frozen=True)
+class Node:
+    """One component instance of the flow; `index` is its position in the document's `nodes`."""
+
+    index: int
+    id: str
+    type: str
+    params: Mapping[str, Any]
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A connection as written; a missing port means "the default one" (see `bind_edge`)."""
+
+    index: int
+    source: str
+    target: str
+    source_output: str | None = None
+    target_input: str | None = None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """Checks on one output of an example run; unset checks are not applied."""
+
+    key: str
+    checks: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class FlowTest:
+    """An example run stored in the document: inputs and what the outputs must satisfy."""
+
+    index: int
+    name: str
+    inputs: Mapping[str, Any]
+    expect: tuple[Expectation, ...] = ()
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str | None
+    description: str
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+    tests: tuple[FlowTest, ...] = ()
+
+
+@dataclass(frozen=True)
+class BoundEdge:
+    """An edge with both ports resolved against the components' declared ports."""
+
+    index: int
+    source: int
+    target: int
+    source_output: str
+    target_input: str
+
+
+class UnboundPort(ValueError):
+    """An edge names no port and the component declares no default for that side."""
+
+
+def _frozen_copy(value: Any) -> Any:
+    # A private deep copy: the compiled flow must not change when the caller mutates its document.
+    return orjson.loads(orjson.dumps(value))
+
+
+def parse_flow(document: Mapping[str, Any]) -> Flow:
+    """Build the model from a document that passed `cluster.schema.DOCUMENT_SCHEMA`."""
+    nodes = tuple(
+        Node(
+            index=i,
+            id=raw["id"],
+            type=raw["type"],
+            params=_frozen_copy(raw.get("params", {})),
+            timeout_s=float(raw["timeout_s"]) if "timeout_s" in raw else None,
+        )
+        for i, raw in enumerate(document["nodes"])
+    )
+    edges = tuple(
+        Edge(
+            index=i,
+            source=raw["source"],
+            target=raw["target"],
+            source_output=raw.get("source_output"),
+            target_input=raw.get("target_input"),
+        )
+        for i, raw in enumerate(document.get("edges", ()))
+    )
+    tests = tuple(
+        FlowTest(
+            index=i,
+            name=raw["name"],
+            inputs=MappingProxyType(_frozen_copy(raw["inputs"])),
+            expect=tuple(
+                Expectation(key=key, checks=MappingProxyType(_frozen_copy(checks)))
+                for key, checks in raw.get("expect", {}).items()
+            ),
+        )
+        for i, raw in enumerate(document.get("tests", ()))
+    )
+    return Flow(
+        name=document.get("name"),
+        description=document.get("description", ""),
+        nodes=nodes,
+        edges=edges,
+        tests=tests,
+    )
+
+
+def bind_ports(edge: Edge, source: Ports, target: Ports) -> tuple[str, str]:
+    """Resolve an edge's ports: a missing `source_output` reads the source's default output, a missing
+    `target_input` feeds the target's default input. Raises UnboundPort when the target has no default.
+
+    >>> bind_ports(Edge(0, "a", "b"), Ports(), Ports(inputs=("prompt",), default_input="prompt"))
+    ('output', 'prompt')
+    """
+    source_output = edge.source_output if edge.source_output is not None else source.default_output
+    if edge.target_input is not None:
+        return source_output, edge.target_input
+    if target.default_input is None:
+        raise UnboundPort(f"node {edge.target!r} has no default input; name one with target_input")
+    return source_output, target.default_input

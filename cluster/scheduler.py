@@ -1,0 +1,225 @@
+"""One run of a compiled flow: start every node whose inputs are settled, concurrently, until done.
+
+A node is skipped, not run, when it has incoming edges and none of them carried a value, or when a
+required input's every edge stayed silent; that is how a Router's unchosen branches fall away,
+transitively. Skipped nodes produce nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cluster.components.base import Component, RunContext
+from cluster.errors import ComponentError, FlowfleetError, NodeFailed, RunTimeout
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_CHARS = 200
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """A node as the scheduler sees it: its component, where each input comes from, and what follows."""
+
+    index: int
+    node_id: str
+    type_name: str
+    component: Component
+    # input port -> (source step index, source port) for every edge into it
+    feeds: Mapping[str, tuple[tuple[int, str], ...]]
+    # input port -> run input name, for the ports no edge feeds
+    run_inputs: Mapping[str, str]
+    required: frozenset[str]
+    outputs: frozenset[str]
+    default_output: str
+    successors: tuple[int, ...]
+    predecessor_count: int
+    timeout_s: float | None = None
+
+
+def summarize(value: Any) -> Any:
+    """A small stand-in for a value in a trace: short values as they are, long ones cut with a note."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:
+            text = repr(value)
+        if len(text) <= SUMMARY_CHARS:
+            return value if isinstance(value, dict | list) else text
+    if len(text) <= SUMMARY_CHARS:
+        return text
+    return f"{text[:SUMMARY_CHARS]}... ({len(text)} chars)"
+
+
+class Execution:
+    """Mutable state of one run; created per run, so concurrent runs share nothing but the steps."""
+
+    def __init__(self, steps: tuple[Step, ...], ctx: RunContext, *, trace: bool) -> None:
+        self.steps = steps
+        self.ctx = ctx
+        self.results: list[Mapping[str, Any] | None] = [None] * len(steps)
+        self.trace: list[dict[str, Any]] | None = [] if trace else None
+        self._waiting = [step.predecessor_count for step in steps]
+        self._ready = deque(step.index for step in steps if step.predecessor_count == 0)
+        self._started = time.perf_counter()
+
+    async def run(self, timeout: float | None) -> None:
+        """Run every step; raises NodeFailed or RunTimeout, and on any exit cancels what still runs."""
+        try:
+            if timeout is None:
+                await self._schedule()
+                return
+            async with asyncio.timeout(timeout) as budget:
+                await self._schedule()
+        except TimeoutError as e:
+            if timeout is not None and budget.expired():
+                raise RunTimeout(f"run exceeded its timeout of {timeout:g}s", timeout_s=timeout) from e
+            raise
+        except FlowfleetError as e:
+            if self.trace is not None:
+                e.details["trace"] = self.trace
+            raise
+
+    async def _schedule(self) -> None:
+        running: dict[asyncio.Task[None], int] = {}
+        try:
+            while self._ready or running:
+                while self._ready:
+                    index = self._ready.popleft()
+                    if self._skippable(self.steps[index]):
+                        self._record(index, "skipped", time.perf_counter())
+                        self._settle(index)
+                    elif not self._ready and not running:
+                        # The only runnable step: await it here, sparing a task for chains.
+                        await self._run_step(self.steps[index])
+                        self._settle(index)
+                    else:
+                        running[asyncio.create_task(self._run_step(self.steps[index]))] = index
+                if running:
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in sorted(done, key=running.__getitem__):
+                        index = running.pop(task)
+                        task.result()
+                        self._settle(index)
+        finally:
+            await _cancel_all(running)
+
+    def _settle(self, index: int) -> None:
+        for successor in self.steps[index].successors:
+            self._waiting[successor] -= 1
+            if self._waiting[successor] == 0:
+                self._ready.append(successor)
+
+    def _produced(self, source: int, port: str) -> bool:
+        result = self.results[source]
+        return result is not None and port in result
+
+    def _skippable(self, step: Step) -> bool:
+        if not step.feeds:
+            return False
+        any_value = False
+        for port, sources in step.feeds.items():
+            if any(self._produced(s, p) for s, p in sources):
+                any_value = True
+            elif port in step.required:
+                return True
+        return not any_value
+
+    def _inputs(self, step: Step) -> dict[str, Any]:
+        values = {
+            port: self.ctx.inputs[name] for port, name in step.run_inputs.items() if name in self.ctx.inputs
+        }
+        for port, sources in step.feeds.items():
+            got = [(s, p) for s, p in sources if self._produced(s, p)]
+            if len(got) > 1:
+                names = ", ".join(f"{self.steps[s].node_id}.{p}" for s, p in got)
+                raise NodeFailed(step.node_id, f"input {port!r} got values from several edges ({names})")
+            if got:
+                source, source_port = got[0]
+                values[port] = self.results[source][source_port]  # type: ignore[index]
+        return values
+
+    async def _run_step(self, step: Step) -> None:
+        started = time.perf_counter()
+        try:
+            inputs = self._inputs(step)
+            produced = await self._call(step, inputs)
+        except FlowfleetError as e:
+            self._record(step.index, "failed", started, error=str(e))
+            raise
+        self.results[step.index] = produced
+        self._record(step.index, "ok", started)
+
+    async def _call(self, step: Step, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        timeout = step.timeout_s
+        try:
+            if timeout is None:
+                produced = await step.component.run(inputs, self.ctx)
+            else:
+                async with asyncio.timeout(timeout) as budget:
+                    produced = await step.component.run(inputs, self.ctx)
+        except TimeoutError as e:
+            if timeout is not None and budget.expired():
+                message = f"node {step.node_id!r} exceeded its timeout of {timeout:g}s"
+                raise RunTimeout(message, node_id=step.node_id, timeout_s=timeout) from e
+            raise NodeFailed(step.node_id, f"TimeoutError: {e}") from e
+        except ComponentError as e:
+            raise NodeFailed(step.node_id, str(e)) from e
+        except FlowfleetError:
+            raise  # already says what went wrong (e.g. RunInputError from an input node)
+        except Exception as e:
+            logger.warning("node %s (%s) raised unexpectedly", step.node_id, step.type_name, exc_info=True)
+            raise NodeFailed(step.node_id, f"{type(e).__name__}: {e}") from e
+        if not isinstance(produced, Mapping):
+            raise NodeFailed(
+                step.node_id, f"returned {type(produced).__name__}, not a mapping of output ports"
+            )
+        unknown = produced.keys() - step.outputs
+        if unknown:
+            raise NodeFailed(
+                step.node_id, f"returned unknown output port(s): {', '.join(sorted(map(str, unknown)))}"
+            )
+        return produced
+
+    def _record(self, index: int, status: str, started: float, *, error: str | None = None) -> None:
+        if self.trace is None:
+            return
+        now = time.perf_counter()
+        step = self.steps[index]
+        entry: dict[str, Any] = {
+            "node": step.node_id,
+            "type": step.type_name,
+            "status": status,
+            "started_ms": round((started - self._started) * 1000, 3),
+            "duration_ms": round((now - started) * 1000, 3),
+        }
+        produced = self.results[index]
+        if produced is not None:
+            entry["outputs"] = {port: summarize(value) for port, value in produced.items()}
+        if error is not None:
+            entry["error"] = error
+        self.trace.append(entry)
+
+
+async def _cancel_all(running: Mapping[asyncio.Task[None], int]) -> None:
+    """Cancel and reap sibling tasks, so no node outlives its run and no exception goes unretrieved."""
+    if not running:
+        return
+    for task in running:
+        task.cancel()
+    await asyncio.wait(running)
+    for task in running:
+        if not task.cancelled():
+            task.exception()

@@ -1,0 +1,42 @@
+-- Activate one version of one flow: compare-and-set on the generation, then release record, history,
+-- audit entry and change event, all in one atomic step so no event ever precedes its release record.
+--
+-- KEYS[1] release HASH   KEYS[2] history LIST   KEYS[3] blob STRING   KEYS[4] flow audit STREAM
+-- ARGV[1] flow           ARGV[2] hash           ARGV[3] expected generation ('' = any)
+-- ARGV[4] activated_by   ARGV[5] reason         ARGV[6] action         ARGV[7] activated_at (unix s)
+-- ARGV[8] history_keep   ARGV[9] audit_keep     ARGV[10] event channel
+-- ARGV[11] event head    ARGV[12] event tail    (payload = head .. generation .. tail, see events.py)
+-- ARGV[13] history body: JSON object of the release fields except generation and previous_hash
+--
+-- Returns {'ok', generation, previous_hash} | {'conflict', actual generation} | {'missing', generation}
+
+local current = redis.call('HMGET', KEYS[1], 'generation', 'hash')
+local generation = tonumber(current[1]) or 0
+local previous = current[2] or ''
+
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= generation then
+  return {'conflict', generation}
+end
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return {'missing', generation}
+end
+
+local new = string.format('%d', generation + 1)
+
+-- The record is exactly one release: fields of an older release (or a future canary) do not linger.
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1],
+  'hash', ARGV[2], 'generation', new, 'previous_hash', previous,
+  'activated_by', ARGV[4], 'activated_at', ARGV[7], 'reason', ARGV[5], 'action', ARGV[6])
+
+local entry = '{"generation":' .. new .. ',"previous_hash":' ..
+  (previous == '' and 'null' or cjson.encode(previous)) .. ',' .. string.sub(ARGV[13], 2)
+redis.call('LPUSH', KEYS[2], entry)
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[8]) - 1)
+
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
+  'action', ARGV[6], 'flow', ARGV[1], 'hash', ARGV[2], 'generation', new,
+  'previous_hash', previous, 'by', ARGV[4], 'reason', ARGV[5], 'at', ARGV[7])
+
+redis.call('PUBLISH', ARGV[10], ARGV[11] .. new .. ARGV[12])
+return {'ok', generation + 1, previous}

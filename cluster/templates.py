@@ -1,0 +1,153 @@
+"""Safe `{name}` templates: literal text and named variables, nothing that evaluates.
+
+Only `{identifier}` substitutes a value; `{{` and `}}` are literal braces. Everything else inside braces
+(`{x.__class__}`, `{x[0]}`, `{x!r}`, `{x:>10}`, `{}`, `{0}`) and any unbalanced brace is a problem found
+at validation time, so a flow can never reach Python's format machinery.
+
+>>> t = parse_template("Hello {name}, {{literal}}")
+>>> t.variables
+('name',)
+>>> render(t, {"name": "Ada"})
+'Hello Ada, {literal}'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cluster.errors import ComponentError, FlowValidationError, Problem
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_POSITIONAL = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class Var:
+    """A `{name}` placeholder."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed template: literal strings and variables in order; `variables` are unique, first-seen order."""
+
+    parts: tuple[str | Var, ...]
+    variables: tuple[str, ...]
+
+
+def _field_problem(field: str, position: int, path: str) -> Problem:
+    """Explain why the text between braces at `position` is not a plain variable name."""
+    where = f"at position {position}"
+    shown = "{" + (field if len(field) <= 40 else field[:37] + "...") + "}"
+    if field == "":
+        return Problem(
+            path, "template_syntax", f"empty placeholder {{}} {where}; name the variable: {{name}}"
+        )
+    if _POSITIONAL.fullmatch(field):
+        return Problem(
+            path, "template_syntax", f"positional placeholder {shown} {where}; use a name: {{name}}"
+        )
+    for mark, what in (
+        (".", "attribute access"),
+        ("[", "index access"),
+        ("!", "conversion"),
+        (":", "format spec"),
+    ):
+        if mark in field:
+            return Problem(
+                path,
+                "unsafe_template",
+                f"{what} in {shown} {where} is not allowed; only {{name}} substitutes",
+            )
+    return Problem(path, "template_syntax", f"invalid variable name {shown} {where}; use letters, digits, _")
+
+
+def _scan(text: str, path: str) -> tuple[list[str | Var], list[Problem]]:
+    parts: list[str | Var] = []
+    problems: list[Problem] = []
+    literal: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        # Jump to the next brace; everything before it is literal.
+        j = min((k for k in (text.find("{", i), text.find("}", i)) if k >= 0), default=n)
+        literal.append(text[i:j])
+        if j == n:
+            break
+        if text.startswith("{{", j) or text.startswith("}}", j):
+            literal.append(text[j])
+            i = j + 2
+            continue
+        if text[j] == "}":
+            problems.append(
+                Problem(path, "template_syntax", f"single '}}' at position {j}; write '}}}}' for a brace")
+            )
+            i = j + 1
+            continue
+        end = text.find("}", j + 1)
+        opener = text.find("{", j + 1)
+        if end < 0 or 0 <= opener < end:
+            problems.append(
+                Problem(path, "template_syntax", f"unclosed '{{' at position {j}; write '{{{{' for a brace")
+            )
+            i = j + 1
+            continue
+        field = text[j + 1 : end]
+        if _NAME.fullmatch(field):
+            if literal:
+                parts.append("".join(literal))
+                literal = []
+            parts.append(Var(field))
+        else:
+            problems.append(_field_problem(field, j, path))
+        i = end + 1
+    if literal and "".join(literal):
+        parts.append("".join(literal))
+    return parts, problems
+
+
+def check_template(text: str, path: str = "") -> list[Problem]:
+    """Every problem in `text`, each located at `path` (a JSON pointer); empty when the template is safe."""
+    return _scan(text, path)[1]
+
+
+def parse_template(text: str, path: str = "") -> Template:
+    """Parse a template; raises FlowValidationError listing every problem if it is not safe."""
+    parts, problems = _scan(text, path)
+    if problems:
+        raise FlowValidationError(problems)
+    names = tuple(dict.fromkeys(p.name for p in parts if isinstance(p, Var)))
+    return Template(tuple(parts), names)
+
+
+def to_text(value: Any) -> str:
+    """How a value appears in rendered text: strings as they are, None as nothing, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return str(value)
+
+
+def render(template: Template, values: Mapping[str, Any]) -> str:
+    """Substitute every variable from `values`; a missing one raises ComponentError naming it.
+
+    Plain concatenation, never str.format, so a value containing braces stays literal.
+    """
+    out: list[str] = []
+    for part in template.parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif part.name in values:
+            out.append(to_text(values[part.name]))
+        else:
+            raise ComponentError(f"no value for template variable {part.name!r}", variable=part.name)
+    return "".join(out)

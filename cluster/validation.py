@@ -1,0 +1,232 @@
+"""Validation of flow documents: limits, the JSON Schema, then the semantic rules of `cluster.analysis`.
+
+`validate` collects every problem and never raises; `check` raises FlowValidationError; `parse_document`
+turns raw bytes into a value under the size and depth limits.
+
+>>> [p.code for p in validate({"nodes": [{"id": "a"}]})]
+['schema']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from cluster.errors import FlowValidationError, Problem
+from cluster.schema import DOCUMENT_SCHEMA
+
+if TYPE_CHECKING:
+    from cluster.analysis import Analysis, ComponentRegistry
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_CHARS = 300
+
+_DOCUMENT_VALIDATOR = Draft202012Validator(DOCUMENT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep a hostile document from costing more than a clear error."""
+
+    max_document_bytes: int = 1024 * 1024
+    max_nodes: int = 5000
+    max_edges: int = 20000
+    # Applies to every string inside a node's params: templates, system prompts, retriever documents.
+    max_template_chars: int = 100_000
+    # Containers nested in containers; the document itself is depth 1.
+    max_depth: int = 32
+    max_tests: int = 100
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def pointer(*parts: str | int) -> str:
+    """A JSON pointer (RFC 6901) from path parts.
+
+    >>> pointer("nodes", 3, "params", "a/b~c")
+    '/nodes/3/params/a~1b~0c'
+    """
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def shorten(text: str, limit: int = MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _exceeds_depth(value: Any, max_depth: int, budget: int) -> bool | None:
+    """True if containers nest deeper than max_depth; None if more than `budget` containers had to be
+    visited (only possible for an in-memory value far larger than any allowed document, or a value that
+    contains itself)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return True
+        budget -= 1
+        if budget < 0:
+            return None
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _structure_problems(document: Any, limits: Limits) -> list[Problem]:
+    """Depth and size, checked before anything that recurses or scales with the document."""
+    # Every JSON container takes at least two bytes, so more containers than half the byte limit means
+    # the document is too large whatever its depth.
+    deep = _exceeds_depth(document, limits.max_depth, limits.max_document_bytes // 2)
+    if deep is None:
+        return [Problem("", "too_large", f"document is larger than {limits.max_document_bytes} bytes")]
+    if deep:
+        return [Problem("", "too_deep", f"document nests deeper than {limits.max_depth} levels")]
+    try:
+        size = len(orjson.dumps(document))
+    except (TypeError, orjson.JSONEncodeError) as e:
+        return [Problem("", "not_json", shorten(f"document is not a JSON value: {e}"))]
+    if size > limits.max_document_bytes:
+        return [
+            Problem(
+                "", "too_large", f"document is {size} bytes; the limit is {limits.max_document_bytes} bytes"
+            )
+        ]
+    return []
+
+
+def _count_problems(document: Any, limits: Limits) -> list[Problem]:
+    if not isinstance(document, dict):
+        return []
+    problems = []
+    for key, limit, code in (
+        ("nodes", limits.max_nodes, "too_many_nodes"),
+        ("edges", limits.max_edges, "too_many_edges"),
+        ("tests", limits.max_tests, "too_many_tests"),
+    ):
+        items = document.get(key)
+        if isinstance(items, list) and len(items) > limit:
+            problems.append(Problem(pointer(key), code, f"{len(items)} {key}; the limit is {limit}"))
+    return problems
+
+
+def _path_key(error: ValidationError) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, p) if isinstance(p, int) else (1, p) for p in error.absolute_path)
+
+
+def schema_problems(validator: Draft202012Validator, instance: Any, *prefix: str | int) -> list[Problem]:
+    """Every violation of `validator`'s schema as a Problem located under `prefix`, in document order."""
+    code = "invalid_params" if prefix else "schema"
+    errors = sorted(validator.iter_errors(instance), key=_path_key)
+    return [Problem(pointer(*prefix, *e.absolute_path), code, shorten(e.message)) for e in errors]
+
+
+def _long_strings(params: Any, *prefix: str | int) -> Iterator[tuple[str, int]]:
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(params, prefix)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            yield pointer(*path), len(value)
+        elif isinstance(value, dict):
+            stack.extend((v, (*path, k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(value))
+
+
+def _length_problems(document: dict[str, Any], limits: Limits) -> list[Problem]:
+    problems = []
+    for i, node in enumerate(document["nodes"]):
+        for path, length in _long_strings(node.get("params", {}), "nodes", i, "params"):
+            if length > limits.max_template_chars:
+                problems.append(
+                    Problem(
+                        path, "too_long", f"{length} characters; the limit is {limits.max_template_chars}"
+                    )
+                )
+    return sorted(problems, key=lambda p: p.path)
+
+
+def _analyse(
+    document: Any, registry: ComponentRegistry | None, limits: Limits | None
+) -> tuple[list[Problem], Analysis | None]:
+    # Imported here: analysis needs the component registry, which imports every built-in component.
+    from cluster.analysis import analyse
+    from cluster.components.registry import default_registry
+
+    limits = limits or DEFAULT_LIMITS
+    problems = _structure_problems(document, limits) or _count_problems(document, limits)
+    if problems:
+        return problems, None
+    problems = schema_problems(_DOCUMENT_VALIDATOR, document)
+    if problems:
+        return problems, None
+    problems = _length_problems(document, limits)
+    if problems:
+        return problems, None
+    return analyse(document, registry if registry is not None else default_registry())
+
+
+def validate(
+    document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None
+) -> list[Problem]:
+    """Every problem of the document (empty when it is valid). Never raises for any input value."""
+    return _analyse(document, registry, limits)[0]
+
+
+def check(document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None) -> None:
+    """Raise FlowValidationError carrying every problem, or return None for a valid document."""
+    problems = validate(document, registry=registry, limits=limits)
+    if problems:
+        raise FlowValidationError(problems)
+
+
+def check_and_analyse(
+    document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None
+) -> Analysis:
+    """Like `check`, returning what the compiler needs (ports, bound edges, order) to avoid redoing it."""
+    problems, analysis = _analyse(document, registry, limits)
+    if problems or analysis is None:
+        raise FlowValidationError(problems)
+    return analysis
+
+
+def parse_document(raw: bytes | str, limits: Limits | None = None) -> Any:
+    """Parse JSON text under the size and depth limits; raises FlowValidationError (one problem)."""
+    limits = limits or DEFAULT_LIMITS
+    if isinstance(raw, str):
+        if len(raw) > limits.max_document_bytes:
+            raise FlowValidationError([_too_large(len(raw), limits)])
+        raw = raw.encode("utf-8", errors="surrogatepass")
+    if len(raw) > limits.max_document_bytes:
+        raise FlowValidationError([_too_large(len(raw), limits)])
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, as some editors write
+        raw = raw[3:]
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        if "depth limit" in str(e) or "recursion" in str(e):
+            problem = Problem("", "too_deep", f"document nests deeper than {limits.max_depth} levels")
+        else:
+            problem = Problem("", "invalid_json", shorten(f"not valid JSON: {e}"))
+        raise FlowValidationError([problem]) from e
+    if _exceeds_depth(document, limits.max_depth, limits.max_document_bytes):
+        raise FlowValidationError(
+            [Problem("", "too_deep", f"document nests deeper than {limits.max_depth} levels")]
+        )
+    return document
+
+
+def _too_large(size: int, limits: Limits) -> Problem:
+    return Problem(
+        "", "too_large", f"document is {size} bytes; the limit is {limits.max_document_bytes} bytes"
+    )

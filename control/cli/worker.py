@@ -1,0 +1,68 @@
+"""`flowfleet worker`: run one replica under uvicorn (settings from FLOWFLEET_* environment variables)."""
+
+from __future__ import annotations
+
+import argparse
+import logging.config
+import os
+from types import FrameType
+from typing import Any
+
+from cluster.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"line": {"format": LOG_FORMAT}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "line"}},
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {"uvicorn.access": {"level": "WARNING"}},
+    }
+
+
+def serve(host: str, port: int, log_level: str = "INFO") -> int:
+    import uvicorn
+
+    from worker.app import create_app
+
+    logging.config.dictConfig(logging_config(log_level.upper()))
+    settings = Settings.from_env(os.environ)
+    app = create_app(settings, environ=dict(os.environ))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+    )
+    replica = app.state.replica
+
+    class WorkerServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Not ready from the first signal on, so load balancers stop sending while runs finish.
+            replica.state.draining = True
+            super().handle_exit(sig, frame)
+
+    WorkerServer(config).run()
+    return 0
+
+
+def handle(args: argparse.Namespace) -> int:
+    return serve(args.host, args.port, args.log_level)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "worker",
+        help="run a replica that serves flows and hot-swaps them from Redis",
+        description="Serve flows on HTTP; settings come from FLOWFLEET_* environment variables.",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.set_defaults(func=handle)

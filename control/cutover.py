@@ -1,0 +1,46 @@
+"""The last step of an activation: move the release record and tell the fleet.
+
+The service verifies and compiles a version before it calls a `Cutover`; the default one is the store's
+single atomic script (CAS on the generation, release record, history, audit, PUBLISH). Staged rollouts
+(prepare on every replica, then commit; canary) plug in here as another `Cutover` and extend
+`CutoverRequest`, so the API, the CLI and the service stay as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from cluster.release import Release
+from cluster.store import Store
+
+
+@dataclass(frozen=True)
+class CutoverRequest:
+    flow: str
+    digest: str  # full hash, already verified and compiled
+    by: str
+    reason: str
+    action: str = "activate"  # "activate" | "rollback"
+    expected_generation: int | None = None
+
+
+class Cutover(Protocol):
+    async def __call__(self, request: CutoverRequest) -> Release: ...
+
+
+class DirectCutover:
+    """One-phase cutover: every replica hears the event and swaps as soon as it has compiled."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def __call__(self, request: CutoverRequest) -> Release:
+        return await self.store.activate(
+            request.flow,
+            request.digest,
+            by=request.by,
+            reason=request.reason,
+            expected_generation=request.expected_generation,
+            action=request.action,
+        )

@@ -1,0 +1,32 @@
+"""`flowfleet worker` is registered and its logging configuration is valid."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+
+from control.cli import build_parser
+from control.cli.worker import handle, logging_config
+
+
+def test_worker_subcommand_parses_host_and_port():
+    args = build_parser().parse_args(["worker", "--host", "127.0.0.1", "--port", "8123"])
+    assert (args.host, args.port, args.func) == ("127.0.0.1", 8123, handle)
+    defaults = build_parser().parse_args(["worker"])
+    assert (defaults.host, defaults.port, defaults.log_level) == ("0.0.0.0", 8000, "INFO")
+
+
+def test_logging_config_is_accepted_by_dictconfig():
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        logging.config.dictConfig(logging_config("DEBUG"))
+        assert root.level == logging.DEBUG
+    finally:
+        for handler in root.handlers:
+            if handler not in saved[1]:
+                root.removeHandler(handler)
+        root.setLevel(saved[0])
+        for handler in saved[1]:
+            if handler not in root.handlers:
+                root.addHandler(handler)

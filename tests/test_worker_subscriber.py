@@ -1,0 +1,178 @@
+"""The subscriber against a real redis-server: events, reconcile, lost connections, silence, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from contextlib import asynccontextmanager
+
+import pytest
+import redis.asyncio as aioredis
+
+from cluster.keys import Keys
+from cluster.store import Store
+from tests.worker_support import ToyCompiler, publish_activate, toy_doc, wait_for
+from worker.loader import Loader
+from worker.metrics import WorkerMetrics
+from worker.replica import redis_client
+from worker.state import WorkerState
+from worker.subscriber import Subscriber, Timing, backoff_with_jitter
+
+
+@asynccontextmanager
+async def running_subscriber(url: str, namespace: str, timing: Timing, replica_id: str = "r1"):
+    keys = Keys(namespace)
+    redis = redis_client(url, retries=1)
+    sub_redis = redis_client(url, retries=0)
+    store = Store(redis, keys)
+    state, metrics = WorkerState(replica_id), WorkerMetrics()
+    loader = Loader(store, state, ToyCompiler(), metrics)
+    sub = Subscriber(sub_redis, keys.channel(), store, loader, state, metrics, timing)
+    task = asyncio.create_task(sub.run())
+    try:
+        yield sub, state, metrics
+    finally:
+        sub.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await redis.aclose()
+        await sub_redis.aclose()
+
+
+def served(state: WorkerState, flow: str):
+    loaded = state.snapshot.get(flow)
+    return loaded.hash if loaded else None
+
+
+SLOW = Timing(reconcile_s=60.0, watchdog_s=30.0, ping_s=10.0)
+
+
+async def test_startup_reads_existing_releases_after_subscribing(redis_server, namespace, redis_client):
+    store = Store(redis_client, Keys(namespace))
+    d1, _ = await publish_activate(store, "qa", "v1")
+    async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, metrics):
+        await wait_for(lambda: state.synced and served(state, "qa") == d1, what="initial load")
+        assert state.is_ready()
+        assert metrics.registry.get_sample_value("flowfleet_subscriber_connected") == 1
+
+
+async def test_activation_event_is_applied(redis_server, namespace, redis_client):
+    store = Store(redis_client, Keys(namespace))
+    async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
+        await wait_for(lambda: state.synced, what="first reconcile")
+        d1, _ = await publish_activate(store, "qa", "v1")
+        await wait_for(lambda: served(state, "qa") == d1, what="event-driven load")
+        d2, _ = await publish_activate(store, "qa", "v2")
+        await wait_for(lambda: served(state, "qa") == d2, what="second version")
+
+
+async def test_release_changed_without_an_event_converges_by_periodic_reconcile(
+    redis_server, namespace, redis_client
+):
+    keys = Keys(namespace)
+    store = Store(redis_client, keys)
+    timing = Timing(reconcile_s=0.5, watchdog_s=30.0, ping_s=10.0)
+    async with running_subscriber(redis_server.url, namespace, timing) as (sub, state, _):
+        await wait_for(lambda: state.synced, what="first reconcile")
+        data, digest = toy_doc("silent")
+        await store.publish("qa", data, digest, author="t", message="m", node_count=1)
+        # As if the PUBLISH had been lost: write the release record with no event.
+        await redis_client.hset(keys.release("qa"), mapping={"hash": digest, "generation": 1})
+        await wait_for(lambda: served(state, "qa") == digest, timeout=5, what="reconcile")
+
+
+async def test_killed_pubsub_connection_resubscribes_and_the_next_activation_arrives(
+    redis_server, namespace, redis_client
+):
+    store = Store(redis_client, Keys(namespace))
+    timing = Timing(reconcile_s=60.0, watchdog_s=30.0, ping_s=10.0, backoff_base_s=0.05)
+    async with running_subscriber(redis_server.url, namespace, timing) as (sub, state, _):
+        await wait_for(lambda: sub.connected.is_set() and state.synced, what="subscribed")
+        reconciles = sub.reconciles
+        killed = await redis_client.client_kill_filter(_type="pubsub")
+        assert killed >= 1
+        # The resubscribe triggers a reconcile (a full re-read) before anything else.
+        await wait_for(lambda: sub.reconciles > reconciles and sub.connected.is_set(), what="resubscribe")
+        d1, _ = await publish_activate(store, "qa", "v1")
+        await wait_for(lambda: served(state, "qa") == d1, what="activation after the kill")
+
+
+async def test_activation_lost_during_the_disconnect_is_caught_by_the_resubscribe_reconcile(
+    redis_server, namespace, redis_client
+):
+    store = Store(redis_client, Keys(namespace))
+    keys = Keys(namespace)
+    timing = Timing(reconcile_s=60.0, watchdog_s=30.0, ping_s=10.0, backoff_base_s=4.0, backoff_cap_s=4.0)
+    async with running_subscriber(redis_server.url, namespace, timing) as (sub, state, _):
+        await wait_for(lambda: sub.connected.is_set() and state.synced, what="subscribed")
+        await redis_client.client_kill_filter(_type="pubsub")
+        await wait_for(lambda: not sub.connected.is_set(), what="disconnect noticed")
+        # Nobody is subscribed during the backoff (2-4 s): the activation's event reaches no one.
+        assert (await redis_client.pubsub_numsub(keys.channel()))[0][1] == 0
+        d1, _ = await publish_activate(store, "qa", "v1")
+        await wait_for(lambda: served(state, "qa") == d1, what="convergence after resubscribe")
+
+
+async def test_malformed_and_unknown_events_do_not_kill_the_subscriber(redis_server, namespace, redis_client):
+    keys = Keys(namespace)
+    store = Store(redis_client, keys)
+    async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
+        await wait_for(lambda: sub.connected.is_set(), what="subscribed")
+        for junk in (b"not json", b"[]", b'{"v": 1, "type": "teleport"}', b'{"v": 99, "type": "release"}'):
+            await redis_client.publish(keys.channel(), junk)
+        d1, _ = await publish_activate(store, "qa", "v1")
+        await wait_for(lambda: served(state, "qa") == d1, what="event after junk")
+        assert sub.connected.is_set()
+
+
+async def test_silent_connection_trips_the_watchdog_and_reconnects(make_redis_server, namespace):
+    server = make_redis_server()
+    timing = Timing(reconcile_s=60.0, watchdog_s=0.6, ping_s=0.2, backoff_base_s=0.05, backoff_cap_s=0.2)
+    async with running_subscriber(server.url, namespace, timing) as (sub, state, metrics):
+        await wait_for(lambda: sub.connected.is_set() and state.synced, what="subscribed")
+        # Pings keep a healthy connection alive well past the watchdog interval.
+        await wait_for(lambda: metrics.last_event_at is not None, what="first pong")
+        connected_since = sub.connected.is_set()
+        server.pause()  # frozen: TCP stays up, nothing comes back
+        try:
+            await wait_for(lambda: not sub.connected.is_set(), timeout=10, what="watchdog")
+        finally:
+            server.resume()
+        assert connected_since
+        await wait_for(lambda: sub.connected.is_set(), timeout=15, what="reconnect after resume")
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            d1, _ = await publish_activate(Store(client, Keys(namespace)), "qa", "v1")
+            await wait_for(lambda: served(state, "qa") == d1, what="activation after the freeze")
+        finally:
+            await client.aclose()
+
+
+async def test_redis_down_at_startup_retries_until_it_appears(make_redis_server, namespace):
+    server = make_redis_server()
+    server.kill()
+    timing = Timing(reconcile_s=0.3, watchdog_s=30.0, ping_s=10.0, backoff_base_s=0.05, backoff_cap_s=0.2)
+    async with running_subscriber(server.url, namespace, timing) as (sub, state, _):
+        await wait_for(lambda: sub._failures >= 2, what="failed attempts")
+        assert not state.synced and not state.is_ready()
+        server.start()
+        await wait_for(lambda: sub.connected.is_set() and state.synced, timeout=15, what="recovery")
+        assert state.is_ready()
+
+
+def test_backoff_is_jittered_and_capped():
+    timing = Timing(backoff_base_s=0.2, backoff_cap_s=5.0)
+    rng = random.Random(7)
+    delays = [backoff_with_jitter(n, timing, rng) for n in range(1, 40)]
+    assert all(0.1 <= d <= 5.0 for d in delays)
+    assert len({round(d, 6) for d in delays}) > 30, "jitter spreads retries"
+    late = [backoff_with_jitter(20, timing, random.Random(i)) for i in range(200)]
+    assert max(late) <= 5.0 and min(late) < 2.5
+
+
+@pytest.mark.parametrize("reason", ["subscribe", "startup"])
+async def test_request_reconcile_runs_a_pass(redis_server, namespace, reason):
+    async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
+        await wait_for(lambda: sub.reconciles >= 1, what="startup reconcile")
+        before = sub.reconciles
+        sub.request_reconcile(reason)
+        await wait_for(lambda: sub.reconciles > before, what="requested reconcile")

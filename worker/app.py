@@ -1,0 +1,187 @@
+"""The replica's HTTP surface: run flows, list what is loaded, health, readiness and metrics.
+
+    app = create_app(Settings.from_env(os.environ), environ=os.environ)
+
+Handlers are thin: they take one reference to the loaded version from the current snapshot and run
+it, so a swap during the run never changes what that run executes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cluster.errors import BadRequest, FlowfleetError, FlowNotFound, RunInputError
+from cluster.http import EXCEPTION_HANDLERS, JSONResponse, error_response, read_json_object
+from cluster.settings import Settings
+from worker.ports import Compiler
+from worker.replica import Replica, StoreFactory
+
+RETRY_AFTER_S = "1"
+
+
+def _replica(request: Request) -> Replica:
+    replica: Replica = request.app.state.replica
+    return replica
+
+
+async def run_flow(request: Request) -> Response:
+    replica = _replica(request)
+    name = request.path_params["name"]
+    body = await read_json_object(request, replica.settings.max_body_bytes)
+    inputs = body.get("inputs", {})
+    if not isinstance(inputs, dict):
+        raise RunInputError(f"'inputs' must be a JSON object, not {type(inputs).__name__}", field="inputs")
+    trace = body.get("trace", False)
+    if not isinstance(trace, bool):
+        raise BadRequest("'trace' must be true or false", field="trace")
+    if replica.state.draining:
+        return error_response(
+            503, "shutting_down", "replica is shutting down", headers={"Retry-After": RETRY_AFTER_S}
+        )
+    # The one read of the snapshot for this run: everything below uses `loaded`, whatever swaps later.
+    loaded = replica.state.snapshot.get(name)
+    if loaded is None:
+        raise FlowNotFound(name)
+    metrics = replica.metrics
+    if not replica.gate.try_enter():
+        metrics.runs_total.labels(name, loaded.hash, "overloaded").inc()
+        return error_response(
+            503,
+            "overloaded",
+            f"replica is running its limit of {replica.gate.limit} concurrent runs",
+            {"limit": replica.gate.limit},
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+    started = time.monotonic()
+    outcome = "internal_error"
+    try:
+        result = await loaded.compiled.run(inputs, timeout=replica.settings.run_timeout_s, trace=trace)
+        outcome = "ok"
+    except FlowfleetError as e:
+        outcome = e.code
+        raise
+    finally:
+        replica.gate.leave()
+        metrics.runs_total.labels(name, loaded.hash, outcome).inc()
+        metrics.run_duration.labels(name, loaded.hash).observe(time.monotonic() - started)
+    payload: dict[str, Any] = {
+        "outputs": result.outputs,
+        "flow": name,
+        "version": loaded.hash,
+        "generation": loaded.generation,
+        "duration_ms": result.duration_ms,
+    }
+    if trace:
+        payload["trace"] = result.trace
+    return JSONResponse(payload, headers={"X-Flowfleet-Version": loaded.hash})
+
+
+async def list_flows(request: Request) -> Response:
+    replica = _replica(request)
+    flows = [loaded.as_dict() for _, loaded in sorted(replica.state.snapshot.flows.items())]
+    return JSONResponse({"replica": replica.settings.replica_id, "flows": flows})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "replica": _replica(request).settings.replica_id})
+
+
+async def readyz(request: Request) -> Response:
+    replica = _replica(request)
+    state = replica.state
+    flows = [
+        {
+            "flow": r.flow,
+            "state": r.state,
+            "target_hash": r.target_hash,
+            "target_generation": r.target_generation,
+            "loaded_hash": r.loaded_hash,
+            "loaded_generation": r.loaded_generation,
+        }
+        for r in state.readiness()
+    ]
+    subscriber = replica.subscriber
+    details = {
+        "replica": replica.settings.replica_id,
+        "synced": state.synced,
+        "draining": state.draining,
+        "subscribed": subscriber is not None and subscriber.connected.is_set(),
+        "flows": flows,
+    }
+    if state.is_ready():
+        return JSONResponse({"ready": True, **details})
+    if state.draining:
+        why = "replica is shutting down"
+    elif not state.synced:
+        why = "release records not read yet (is Redis reachable?)"
+    else:
+        pending = [r.flow for r in state.readiness() if r.blocks_readiness]
+        why = f"waiting for the first load of: {', '.join(pending)}"
+    return error_response(503, "not_ready", why, details)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics = _replica(request).metrics
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+
+class ReplicaHeader:
+    """Adds X-Flowfleet-Replica to every response, errors included, so a client knows who answered."""
+
+    def __init__(self, app: ASGIApp, replica_id: str) -> None:
+        self.app = app
+        self.header = (b"x-flowfleet-replica", replica_id.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    compiler: Compiler | None = None,
+    store_factory: StoreFactory | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Starlette:
+    replica = Replica(settings, compiler=compiler, store_factory=store_factory, environ=environ)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await replica.start()
+        try:
+            yield
+        finally:
+            await replica.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/flows/{name}/run", run_flow, methods=["POST"]),
+            Route("/v1/flows", list_flows, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.replica = replica
+    app.add_middleware(ReplicaHeader, replica_id=settings.replica_id)
+    return app

@@ -1,0 +1,122 @@
+"""The replica's status, written to Redis every `heartbeat_s` with a TTL so dead replicas disappear.
+
+Status JSON (documented in docs/worker.md):
+    {"id", "host", "pid", "started_at", "heartbeat_at", "ready", "subscribed", "state",
+     "flows": {flow: {"hash", "generation", "loaded_at", "last_error", "consecutive_failures"}},
+     "last_error", "consecutive_failures"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from worker.ports import ReleaseReader
+from worker.state import WorkerState
+
+log = logging.getLogger(__name__)
+
+
+def build_status(
+    state: WorkerState,
+    *,
+    started_at: float,
+    subscribed: bool,
+    now: float,
+    host: str | None = None,
+    pid: int | None = None,
+) -> dict[str, Any]:
+    """Pure: the status document of this replica at `now`."""
+    flows = state.status()
+    errors = [
+        (f["last_error"], f["consecutive_failures"]) for f in flows.values() if f["last_error"] is not None
+    ]
+    latest = max(errors, key=lambda e: e[0]["at"], default=None)
+    last_error = None
+    if latest is not None:
+        flow = next(name for name, f in flows.items() if f["last_error"] is latest[0])
+        last_error = {"flow": flow, **latest[0]}
+    return {
+        "id": state.replica_id,
+        "host": host if host is not None else socket.gethostname(),
+        "pid": pid if pid is not None else os.getpid(),
+        "started_at": started_at,
+        "heartbeat_at": now,
+        "ready": state.is_ready(),
+        "subscribed": subscribed,
+        "state": "draining" if state.draining else "serving",
+        "flows": flows,
+        "last_error": last_error,
+        "consecutive_failures": max((e[1] for e in errors), default=0),
+    }
+
+
+class Heartbeat:
+    """Writes the status every `interval_s`; a Redis outage is logged once and retried next beat."""
+
+    def __init__(
+        self,
+        store: ReleaseReader,
+        state: WorkerState,
+        *,
+        interval_s: float,
+        ttl_s: float,
+        subscribed: Callable[[], bool],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.interval_s = interval_s
+        # A TTL shorter than two beats would make a healthy replica flicker out of the fleet table.
+        self.ttl_s = max(ttl_s, interval_s * 2)
+        self.subscribed = subscribed
+        self.clock = clock
+        self.started_at = clock()
+        self.beats = 0
+        self._failing = False
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def status(self) -> dict[str, Any]:
+        return build_status(
+            self.state, started_at=self.started_at, subscribed=self.subscribed(), now=self.clock()
+        )
+
+    async def beat(self) -> bool:
+        try:
+            await self.store.write_replica_status(self.state.replica_id, self.status(), self.ttl_s)
+        except (RedisError, OSError) as e:
+            if not self._failing:
+                log.warning("heartbeat replica=%s failed (%s); will keep trying", self.state.replica_id, e)
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("heartbeat replica=%s restored", self.state.replica_id)
+        self._failing = False
+        self.beats += 1
+        return True
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            await self.beat()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+            except TimeoutError:
+                pass
+
+    def poke(self) -> None:
+        """Write the status now rather than at the next beat (after a swap or a failed load), so the
+        fleet view shows a change within milliseconds instead of up to `interval_s` later."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()

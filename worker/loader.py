@@ -1,0 +1,233 @@
+"""Fetch → verify → compile → swap, one flow at a time; every failure keeps the current version serving.
+
+Order matters: the sha256 of the fetched bytes is checked against the announced hash before the bytes
+are parsed at all, and a version counts as loaded only after the swap. `prepare` and `commit` are the
+two halves so a rollout can hold a compiled version and switch it later with one assignment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from cluster.errors import FlowValidationError
+from cluster.hashing import sha256_hex
+from worker.metrics import WorkerMetrics
+from worker.ports import Compiler, ReleaseReader, Target
+from worker.state import LoadedFlow, LoadError, WorkerState, retag
+
+log = logging.getLogger(__name__)
+
+# Documents above this size are compiled in a thread so a big compile never stalls running requests.
+THREAD_COMPILE_BYTES = 64 * 1024
+
+
+class LoadFailure(Exception):
+    """A version could not be prepared; `reason` is the metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What one `Loader.apply` did. `result`: loaded, ignored, skipped or failed."""
+
+    flow: str
+    result: str
+    old_hash: str | None
+    new_hash: str
+    generation: int
+    duration_ms: float
+    error: LoadError | None = None
+
+
+class Loader:
+    """Brings one flow to a target release; per-flow locks serialise reloads of the same flow."""
+
+    def __init__(
+        self,
+        store: ReleaseReader,
+        state: WorkerState,
+        compiler: Compiler,
+        metrics: WorkerMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        thread_compile_bytes: int = THREAD_COMPILE_BYTES,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.compiler = compiler
+        self.metrics = metrics
+        self._clock = clock
+        self._monotonic = monotonic
+        self._thread_compile_bytes = thread_compile_bytes
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Called after every swap and every failed load (the heartbeat reports it at once).
+        self.on_change = on_change or (lambda: None)
+
+    def _lock(self, flow: str) -> asyncio.Lock:
+        return self._locks.setdefault(flow, asyncio.Lock())
+
+    async def apply(
+        self, target: Target, *, triggered_by: str, forced: bool = False, authoritative: bool = False
+    ) -> ReloadOutcome:
+        """Load `target` unless this replica already runs that generation or newer.
+
+        `forced` (set for change events) retries a version that failed before its backoff expired.
+        `authoritative` (set for release records read by reconcile) lets a record whose generation went
+        backwards win once it is confirmed by a fresh read: the store was reset or restored, and the
+        record, not the replica's memory, is the truth.
+        """
+        self.state.note_target(target)
+        async with self._lock(target.flow):
+            current = self.state.snapshot.get(target.flow)
+            old_hash = current.hash if current else None
+            regressed = False
+            if current is not None and target.generation <= current.generation:
+                confirmed = None
+                if authoritative and target.generation < current.generation:
+                    confirmed = await self._confirm_regression(target, current.generation)
+                if confirmed is None:
+                    return ReloadOutcome(
+                        target.flow, "ignored", old_hash, target.hash, target.generation, 0.0
+                    )
+                target, regressed = confirmed, True
+            started = self._monotonic()
+            if not self.state.health_of(target.flow).may_attempt(target, started, forced=forced):
+                return ReloadOutcome(target.flow, "skipped", old_hash, target.hash, target.generation, 0.0)
+            try:
+                if current is not None and current.hash == target.hash:
+                    prepared = retag(current, target, self._clock())
+                else:
+                    prepared = await self.prepare(target)
+            except LoadFailure as e:
+                return self._failed(target, old_hash, e, started, triggered_by)
+            self.commit(prepared, allow_regression=regressed)
+            duration = self._monotonic() - started
+            self.metrics.reload_total.labels(target.flow, "loaded").inc()
+            self.metrics.reload_duration.labels(target.flow).observe(duration)
+            outcome = ReloadOutcome(
+                target.flow, "loaded", old_hash, target.hash, target.generation, duration * 1000
+            )
+            self._log(outcome, triggered_by)
+            return outcome
+
+    async def prepare(self, target: Target) -> LoadedFlow:
+        """Fetch, verify and compile `target` without serving it. Raises LoadFailure."""
+        try:
+            data = await self.store.get_blob(target.flow, target.hash)
+        except (RedisError, OSError) as e:
+            raise LoadFailure("redis_error", f"fetching the blob failed: {e}") from e
+        if data is None:
+            raise LoadFailure("missing_blob", f"no stored blob for version {target.hash[:12]}")
+        actual = sha256_hex(data)
+        if actual != target.hash:
+            raise LoadFailure(
+                "hash_mismatch",
+                f"stored bytes of {target.hash[:12]} hash to {actual[:12]}; refusing to load them",
+            )
+        try:
+            if len(data) > self._thread_compile_bytes:
+                compiled = await asyncio.to_thread(self.compiler, data)
+            else:
+                compiled = self.compiler(data)
+        except FlowValidationError as e:
+            raise LoadFailure("invalid_document", f"invalid document: {e}") from e
+        except Exception as e:  # a component's build may raise anything; it must not kill the loader
+            log.exception("compiling %s %s failed", target.flow, target.hash[:12])
+            raise LoadFailure("compile_error", f"compile failed: {type(e).__name__}: {e}") from e
+        return LoadedFlow(target.flow, compiled, target.hash, target.generation, self._clock())
+
+    async def _confirm_regression(self, target: Target, loaded_generation: int) -> Target | None:
+        try:
+            fresh = await self.store.get_release(target.flow)
+        except (RedisError, OSError):
+            return None
+        if fresh is None or fresh.generation >= loaded_generation:
+            return None  # a stale read raced a newer event; nothing went backwards
+        log.warning(
+            "flow=%s replica=%s release generation went back from %d to %d (store reset or restored?); "
+            "following the release record",
+            target.flow,
+            self.state.replica_id,
+            loaded_generation,
+            fresh.generation,
+        )
+        self.state.targets[target.flow] = fresh
+        return fresh
+
+    def commit(self, prepared: LoadedFlow, *, allow_regression: bool = False) -> bool:
+        """Swap in a prepared version unless something newer is already serving. True if swapped."""
+        current = self.state.snapshot.get(prepared.flow)
+        if current is not None and prepared.generation <= current.generation and not allow_regression:
+            return False
+        loaded = LoadedFlow(
+            prepared.flow, prepared.compiled, prepared.hash, prepared.generation, self._clock()
+        )
+        self.state.commit(loaded)
+        self.state.record_success(prepared.flow)
+        self.metrics.set_version(
+            prepared.flow,
+            (current.hash, current.generation) if current else None,
+            (loaded.hash, loaded.generation),
+        )
+        self.on_change()
+        return True
+
+    def _failed(
+        self, target: Target, old_hash: str | None, e: LoadFailure, started: float, triggered_by: str
+    ) -> ReloadOutcome:
+        error = LoadError(target.flow, target.hash, target.generation, e.reason, e.message, self._clock())
+        now = self._monotonic()
+        health = self.state.record_failure(error, now)
+        self.metrics.reload_total.labels(target.flow, "failed").inc()
+        self.metrics.reload_errors.labels(target.flow, e.reason).inc()
+        self.on_change()
+        outcome = ReloadOutcome(
+            target.flow, "failed", old_hash, target.hash, target.generation, (now - started) * 1000, error
+        )
+        self._log(outcome, triggered_by)
+        log.warning(
+            "flow=%s hash=%s generation=%s replica=%s refused (%s): %s; keeps serving %s; "
+            "consecutive_failures=%d, next retry in %.0fs",
+            target.flow,
+            target.hash[:12],
+            target.generation,
+            self.state.replica_id,
+            e.reason,
+            e.message,
+            old_hash[:12] if old_hash else "nothing",
+            health.consecutive_failures,
+            max(0.0, health.retry_at - now),
+        )
+        return outcome
+
+    def _log(self, outcome: ReloadOutcome, triggered_by: str) -> None:
+        # One structured line per reload attempt; `extra` carries the same fields for JSON formatters.
+        fields = {
+            "flow": outcome.flow,
+            "old_hash": outcome.old_hash,
+            "new_hash": outcome.new_hash,
+            "generation": outcome.generation,
+            "triggered_by": triggered_by,
+            "duration_ms": round(outcome.duration_ms, 3),
+            "result": outcome.result,
+            "replica": self.state.replica_id,
+        }
+        log.log(
+            logging.INFO if outcome.result == "loaded" else logging.WARNING,
+            "reload flow=%s old_hash=%s new_hash=%s generation=%s triggered_by=%s duration_ms=%.3f "
+            "result=%s replica=%s",
+            *fields.values(),
+            extra={"reload": fields},
+        )

@@ -1,0 +1,85 @@
+"""The replica's Prometheus metrics, on a registry of its own (one per app, so tests never collide).
+
+Names follow the reload metrics users already chart; see docs/worker.md for every label.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+RELOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+RUN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class WorkerMetrics:
+    """Every metric of one replica. `last_event_at` feeds flowfleet_seconds_since_last_event."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._monotonic = monotonic
+        self.started = monotonic()
+        self.last_event_at: float | None = None
+        r = self.registry
+        self.reload_total = Counter(
+            "flowfleet_workflow_reload", "Reload attempts by result.", ["flow", "result"], registry=r
+        )
+        self.version_info = Gauge(
+            "flowfleet_workflow_version_info",
+            "1 for the version this replica serves.",
+            ["flow", "hash", "generation"],
+            registry=r,
+        )
+        self.reload_duration = Histogram(
+            "flowfleet_reload_duration_seconds",
+            "Fetch + verify + compile + swap time of successful reloads.",
+            ["flow"],
+            buckets=RELOAD_BUCKETS,
+            registry=r,
+        )
+        self.reload_errors = Counter(
+            "flowfleet_reload_errors", "Failed reloads by reason.", ["flow", "reason"], registry=r
+        )
+        self.runs_total = Counter(
+            "flowfleet_flow_runs", "Runs by version and outcome.", ["flow", "version", "outcome"], registry=r
+        )
+        self.run_duration = Histogram(
+            "flowfleet_flow_run_duration_seconds",
+            "Run duration by version.",
+            ["flow", "version"],
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        self.subscriber_connected = Gauge(
+            "flowfleet_subscriber_connected", "1 while the change-event subscription is live.", registry=r
+        )
+        self.since_last_event = Gauge(
+            "flowfleet_seconds_since_last_event",
+            "Seconds since anything (event, ping or pong) arrived on the subscription.",
+            registry=r,
+        )
+        self.since_last_event.set_function(self._seconds_since_last_event)
+
+    def _seconds_since_last_event(self) -> float:
+        since = self.last_event_at if self.last_event_at is not None else self.started
+        return max(0.0, self._monotonic() - since)
+
+    def mark_event(self) -> None:
+        self.last_event_at = self._monotonic()
+
+    def set_version(self, flow: str, old: tuple[str, int] | None, new: tuple[str, int]) -> None:
+        """Move the version_info 1 from the old (hash, generation) to the new one."""
+        if old is not None and old != new:
+            try:
+                self.version_info.remove(flow, old[0], str(old[1]))
+            except KeyError:
+                pass
+        self.version_info.labels(flow, new[0], str(new[1])).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

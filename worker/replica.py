@@ -1,0 +1,182 @@
+"""One replica's moving parts and their lifecycle: Redis clients, loader, subscriber, heartbeat, run gate.
+
+`Replica.start()` runs inside the server's lifespan; `Replica.stop()` drains: not ready, in-flight runs
+finish (bounded by `shutdown_grace_s`), then the subscriber unsubscribes and Redis is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from cluster.keys import Keys
+from cluster.redis_conn import connect, redact
+from cluster.settings import Settings
+from worker.heartbeat import Heartbeat
+from worker.loader import Loader
+from worker.metrics import WorkerMetrics
+from worker.ports import Compiler, ReleaseReader, Runnable
+from worker.state import WorkerState
+from worker.subscriber import Subscriber, Timing
+
+log = logging.getLogger(__name__)
+
+# Redis calls from a replica must fail fast when Redis is gone or frozen: serving never waits on them.
+SOCKET_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
+
+StoreFactory = Callable[[aioredis.Redis, Keys, Settings], ReleaseReader]
+
+
+def engine_compiler(environ: Mapping[str, str]) -> Compiler:
+    """The real compiler: parse with the engine's limits, validate, build components."""
+    from cluster.engine import compile_flow
+    from cluster.validation import parse_document
+
+    def compile_bytes(data: bytes) -> Runnable:
+        return compile_flow(parse_document(data), environ=environ)
+
+    return compile_bytes
+
+
+def store_from_redis(redis: aioredis.Redis, keys: Keys, settings: Settings) -> ReleaseReader:
+    from cluster.store import Store
+
+    return Store(redis, keys, history_keep=settings.history_keep, audit_keep=settings.audit_keep)
+
+
+class RunGate:
+    """Counts in-flight runs, refuses past the limit, and lets shutdown wait for the last one."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def try_enter(self) -> bool:
+        if self.in_flight >= self.limit:
+            return False
+        self.in_flight += 1
+        self._idle.clear()
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+def redis_client(
+    url: str, *, retries: int, name: str | None = None, health_check_s: int = 15
+) -> aioredis.Redis:
+    """A client that fails fast (short timeouts, `retries` immediate retries) so callers own backoff."""
+    client = connect(
+        url,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=health_check_s,
+        client_name=name,
+    )
+    client.set_retry(Retry(NoBackoff(), retries))
+    return client
+
+
+class Replica:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        compiler: Compiler | None = None,
+        store_factory: StoreFactory | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.compiler = compiler or engine_compiler(environ or {})
+        self.store_factory = store_factory or store_from_redis
+        self.state = WorkerState(settings.replica_id)
+        self.metrics = WorkerMetrics()
+        self.gate = RunGate(max(1, settings.max_concurrent_runs))
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._clients: list[aioredis.Redis] = []
+        self.subscriber: Subscriber | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.loader: Loader | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        redis = redis_client(s.redis_url, retries=1, name=f"flowfleet-worker:{s.replica_id}")
+        # The subscriber's connection never retries or health-checks on its own: the subscriber owns
+        # reconnecting and its PING watchdog is the health check.
+        sub_redis = redis_client(
+            s.redis_url, retries=0, name=f"flowfleet-worker-sub:{s.replica_id}", health_check_s=0
+        )
+        self._clients = [redis, sub_redis]
+        store = self.store_factory(redis, self.keys, s)
+        self.loader = Loader(store, self.state, self.compiler, self.metrics)
+        timing = Timing(reconcile_s=s.reconcile_s, watchdog_s=s.watchdog_s, ping_s=s.ping_s)
+        self.subscriber = Subscriber(
+            sub_redis, self.keys.channel(), store, self.loader, self.state, self.metrics, timing
+        )
+        subscriber = self.subscriber
+        self.heartbeat = Heartbeat(
+            store,
+            self.state,
+            interval_s=s.heartbeat_s,
+            ttl_s=s.status_ttl_s,
+            subscribed=lambda: subscriber.connected.is_set(),
+        )
+        self.heartbeat.started_at = self.started_at
+        self.loader.on_change = self.heartbeat.poke
+        self._tasks = [
+            asyncio.create_task(self.subscriber.run(), name="flowfleet-subscriber"),
+            asyncio.create_task(self.heartbeat.run(), name="flowfleet-heartbeat"),
+        ]
+        log.info(
+            "replica=%s starting: redis=%s namespace=%s channel=%s",
+            s.replica_id,
+            redact(s.redis_url),
+            s.namespace,
+            self.keys.channel(),
+        )
+
+    async def stop(self) -> None:
+        s = self.settings
+        self.state.draining = True
+        log.info("replica=%s draining: %d run(s) in flight", s.replica_id, self.gate.in_flight)
+        if not await self.gate.wait_idle(s.shutdown_grace_s):
+            log.warning(
+                "replica=%s shutdown grace %.1fs over with %d run(s) still in flight",
+                s.replica_id,
+                s.shutdown_grace_s,
+                self.gate.in_flight,
+            )
+        if self.subscriber is not None:
+            self.subscriber.stop()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        done, pending = await asyncio.wait(self._tasks, timeout=5.0) if self._tasks else (set(), set())
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.heartbeat is not None:
+            await self.heartbeat.beat()  # last word: "draining", expires with the TTL
+        for client in self._clients:
+            await client.aclose()
+        log.info("replica=%s stopped", s.replica_id)

@@ -1,0 +1,226 @@
+"""Change events from Redis pub/sub, treated as hints; the release records are the truth.
+
+The subscriber owns its reconnect loop (redis-py's own retries are switched off on its connection):
+subscribe → on every subscribe confirmation re-read every release record → apply events as they come.
+Liveness: every `ping_s` the replica sends PING on its own subscribed connection; the PONG travels the
+same socket as the events, so a half-open connection shows up as silence, and after `watchdog_s` with
+nothing received the subscriber drops the connection and subscribes again. A reconcile pass also runs
+every `reconcile_s` (with jitter) whatever the connection does. Errors back off exponentially with full
+jitter, so a fleet never reconnects in lockstep. Serving never depends on any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from cluster.events import Ping, ReleaseChanged, decode
+from worker.loader import Loader
+from worker.metrics import WorkerMetrics
+from worker.ports import ReleaseReader
+from worker.state import WorkerState
+
+log = logging.getLogger(__name__)
+
+PING_TOKEN = b"flowfleet-watchdog"
+# Upper bound for one wait on the socket, so stop() and the ping timer are honoured promptly.
+POLL_S = 0.5
+
+
+class ChannelSilent(Exception):
+    """Nothing at all (event, ping or pong) arrived for longer than the watchdog allows."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    reconcile_s: float = 5.0
+    watchdog_s: float = 15.0
+    ping_s: float = 5.0
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 5.0
+
+
+def backoff_with_jitter(failures: int, timing: Timing, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**failures)] so replicas spread their retries."""
+    ceiling = min(timing.backoff_cap_s, timing.backoff_base_s * 2 ** min(failures, 16))
+    return rng.uniform(timing.backoff_base_s / 2, max(ceiling, timing.backoff_base_s))
+
+
+class Subscriber:
+    """Keeps one replica converged on the release records; `run()` until `stop()`."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        channel: str,
+        store: ReleaseReader,
+        loader: Loader,
+        state: WorkerState,
+        metrics: WorkerMetrics,
+        timing: Timing,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.store = store
+        self.loader = loader
+        self.state = state
+        self.metrics = metrics
+        self.timing = timing
+        self.rng = rng or random.Random()
+        self.connected = asyncio.Event()
+        self.reconciles = 0  # completed reconcile passes (tests wait on it)
+        self._stop = asyncio.Event()
+        self._reconcile_wanted = asyncio.Event()
+        self._pending_reason = "startup"
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._failures = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        reconciler = asyncio.create_task(self._reconcile_loop(), name="flowfleet-reconcile")
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._session()
+                except (RedisError, OSError, ChannelSilent) as e:
+                    self._disconnected()
+                    self._failures += 1
+                    delay = backoff_with_jitter(self._failures, self.timing, self.rng)
+                    log.warning(
+                        "subscriber replica=%s lost %s (%s: %s); reconnecting in %.2fs (attempt %d)",
+                        self.state.replica_id,
+                        self.channel,
+                        type(e).__name__,
+                        e,
+                        delay,
+                        self._failures,
+                    )
+                    await self._sleep(delay)
+                finally:
+                    self._disconnected()
+        finally:
+            reconciler.cancel()
+            for task in [reconciler, *self._tasks]:
+                task.cancel()
+            await asyncio.gather(reconciler, *self._tasks, return_exceptions=True)
+
+    def _disconnected(self) -> None:
+        self.connected.clear()
+        self.metrics.subscriber_connected.set(0)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def request_reconcile(self, reason: str) -> None:
+        self._pending_reason = reason
+        self._reconcile_wanted.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    # -- one connection -----------------------------------------------------------------------------
+    async def _session(self) -> None:
+        # redis-py's PubSub is untyped; Any keeps mypy --strict honest about that.
+        pubsub: Any = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            last_rx = time.monotonic()
+            next_ping = last_rx + self.timing.ping_s
+            while not self._stop.is_set():
+                now = time.monotonic()
+                wait = min(POLL_S, next_ping - now, last_rx + self.timing.watchdog_s - now)
+                message = await pubsub.get_message(timeout=max(wait, 0.0))
+                now = time.monotonic()
+                if message is not None:
+                    last_rx = now
+                    self.metrics.mark_event()
+                    self._handle(message)
+                if now - last_rx > self.timing.watchdog_s:
+                    raise ChannelSilent(f"nothing received for {now - last_rx:.1f}s")
+                if now >= next_ping:
+                    await pubsub.ping(PING_TOKEN)
+                    next_ping = now + self.timing.ping_s
+            await self._unsubscribe(pubsub)
+        finally:
+            await pubsub.aclose()
+
+    async def _unsubscribe(self, pubsub: Any) -> None:
+        try:
+            await asyncio.wait_for(pubsub.unsubscribe(self.channel), timeout=1.0)
+        except (RedisError, OSError, TimeoutError) as e:
+            log.info("unsubscribe on shutdown failed (%s); closing the connection anyway", e)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "subscribe":
+            self._failures = 0
+            self.connected.set()
+            self.metrics.subscriber_connected.set(1)
+            log.info("subscriber replica=%s subscribed to %s", self.state.replica_id, self.channel)
+            # Anything published while we were not subscribed is lost: re-read the truth.
+            self.request_reconcile("subscribe")
+        elif kind == "message":
+            data = message.get("data")
+            if isinstance(data, bytes | str):
+                self._on_event(data if isinstance(data, bytes) else data.encode())
+
+    def _on_event(self, data: bytes) -> None:
+        event = decode(data)
+        match event:
+            case ReleaseChanged():
+                task = asyncio.create_task(
+                    self.loader.apply(event, triggered_by=f"event:{event.action}", forced=True),
+                    name=f"flowfleet-load-{event.flow}",
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+            case Ping():
+                pass  # liveness only; already counted as traffic
+            case _:
+                pass  # unknown or malformed: decode() logged it
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("applying a change event failed", exc_info=task.exception())
+
+    # -- reconcile ----------------------------------------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        self.request_reconcile("startup")
+        while True:
+            interval = self.timing.reconcile_s * self.rng.uniform(0.75, 1.0)
+            try:
+                await asyncio.wait_for(self._reconcile_wanted.wait(), timeout=interval)
+                reason = self._pending_reason
+            except TimeoutError:
+                reason = "reconcile"
+            self._reconcile_wanted.clear()
+            try:
+                await self.reconcile(reason)
+            except (RedisError, OSError) as e:
+                log.warning(
+                    "reconcile replica=%s failed (%s: %s); serving what is loaded",
+                    self.state.replica_id,
+                    type(e).__name__,
+                    e,
+                )
+
+    async def reconcile(self, triggered_by: str) -> None:
+        """Read every release record and bring each flow to it."""
+        releases = await self.store.list_releases()
+        for release in releases.values():
+            await self.loader.apply(release, triggered_by=triggered_by, authoritative=True)
+        self.state.synced = True
+        self.reconciles += 1
