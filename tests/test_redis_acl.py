@@ -6,30 +6,31 @@ fakeredis ignores ACLs, so only a real server can prove these rules.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from cluster.events import ReleaseChanged, decode
-from cluster.store import Store
 from redis.exceptions import AuthenticationError, NoPermissionError
-from worker.replica import Replica
 
+from cluster.events import ReleaseChanged, decode
 from cluster.hashing import content_address
 from cluster.keys import Keys
 from cluster.settings import Settings
+from cluster.store import Store
 from control.localcluster import acl
 from tests.acl_support import require_redis_7
 from tests.redis_server import RedisServer
+from worker.replica import Replica
 
 KEYS = Keys()  # the template is written for the default namespace
 FLOW = "support_qa"
 DOC = {"name": FLOW, "nodes": [], "edges": []}
+FLOWS = Path(__file__).resolve().parents[1] / "flows"
 
 
 @dataclass
@@ -202,39 +203,45 @@ def test_the_rendered_file_holds_hashes_only(tmp_path: Path) -> None:
 async def test_a_real_replica_runs_with_the_worker_credentials(
     acl_server: AclServer, clients: dict[str, aioredis.Redis]
 ) -> None:
-    store, first = await published(clients["control"])
+    store = Store(clients["control"], KEYS)
+    versions = []
+    for name in ("support_qa.json", "support_qa_v2.json"):
+        data, digest = content_address(json.loads((FLOWS / name).read_text()))
+        await store.publish(FLOW, data, digest, author="ci", message=name, node_count=0)
+        versions.append(digest)
+    await store.activate(FLOW, versions[0], by="ci", reason="v1")
     url = acl.redis_url("127.0.0.1", acl_server.server.port, "worker", acl_server.passwords["worker"])
-    settings = Settings(redis_url=url, replica_id="acl-1", reconcile_s=0.5, heartbeat_s=0.2)
-    replica = Replica(settings, compiler=JsonCompiled)
+    replica = Replica(Settings(redis_url=url, replica_id="acl-1", reconcile_s=0.5, heartbeat_s=0.2))
     await replica.start()
     try:
-        await wait_for(lambda: replica.state.is_ready() and _loaded(replica) == (first, 1))
-        data2, second = content_address({**DOC, "description": "v2"})
-        await store.publish(FLOW, data2, second, author="ci", message="v2", node_count=0)
-        await store.activate(FLOW, second, by="ci", reason="v2")
-        await wait_for(lambda: _loaded(replica) == (second, 2))
-        fleet = await store.read_fleet()
-        assert [s["replica_id"] for s in fleet] == ["acl-1"]
-        assert replica.state.status()[FLOW]["last_error"] is None
+        await wait_for(lambda: replica.state.is_ready() and _loaded(replica) == (versions[0], 1))
+        await store.activate(FLOW, versions[1], by="ci", reason="v2")
+        await wait_for(lambda: _loaded(replica) == (versions[1], 2))
+        loaded = replica.state.snapshot.get(FLOW)
+        assert loaded is not None
+        result = await loaded.compiled.run({"question": "where is my parcel?"})
+        assert result.outputs
+        await wait_for_fleet(store, "acl-1", versions[1])
     finally:
         await replica.stop()
 
 
-@dataclass(frozen=True)
-class JsonCompiled:
-    """Stands in for the engine (this test is about Redis permissions): any JSON document runs as echo."""
-
-    data: bytes
-
-    async def run(
-        self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False
-    ) -> Any:
-        raise NotImplementedError("never run: this test only loads versions")
-
-
-def _loaded(replica: object) -> tuple[str, int] | None:
-    loaded = replica.state.snapshot.get(FLOW)  # type: ignore[attr-defined]
+def _loaded(replica: Replica) -> tuple[str, int] | None:
+    loaded = replica.state.snapshot.get(FLOW)
     return None if loaded is None else (loaded.hash, loaded.generation)
+
+
+async def wait_for_fleet(store: Store, replica_id: str, digest: str, timeout: float = 20.0) -> None:
+    """The replica's heartbeat, written with the worker credentials, shows the new version."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fleet = {s["replica_id"]: s for s in await store.read_fleet()}
+        status = fleet.get(replica_id)
+        if status is not None and status["flows"].get(FLOW, {}).get("hash") == digest:
+            assert status["last_error"] is None
+            return
+        assert time.monotonic() < deadline, f"the fleet status never showed {digest[:12]}: {fleet}"
+        await asyncio.sleep(0.05)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
