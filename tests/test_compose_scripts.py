@@ -88,7 +88,8 @@ def test_start_sh_runs_redis_with_the_acl_users_and_aof(started: tuple[int, dict
             worker.hset(KEYS.release("qa"), "hash", "0" * 64)
         with pytest.raises(AuthenticationError):
             redis.Redis(port=port, username="worker", password="wrong").ping()
-        assert redis.Redis(port=port).ping()  # the compose health check's anonymous PING
+        with pytest.raises(AuthenticationError):
+            redis.Redis(port=port).ping()  # nobody is the default user
     finally:
         worker.close()
         control.close()

@@ -172,21 +172,48 @@ async def test_control_runs_the_store_but_nothing_dangerous(clients: dict[str, a
             await call()
 
 
-async def test_unauthenticated_clients_may_only_ping(
+async def test_unauthenticated_clients_can_do_nothing(
     acl_server: AclServer, clients: dict[str, aioredis.Redis]
 ) -> None:
     anonymous = clients["default"]
-    assert await anonymous.ping()
-    with pytest.raises(NoPermissionError):
-        await anonymous.get(KEYS.release(FLOW))
-    with pytest.raises(NoPermissionError):
-        await anonymous.smembers(KEYS.flows())
-    wrong = acl_server.client("worker", password="not-the-password")
-    try:
+    for call in (anonymous.ping, lambda: anonymous.get(KEYS.release(FLOW))):
         with pytest.raises(AuthenticationError):
-            await wrong.ping()
+            await call()
+    for user, password in (("default", ""), ("default", "anything"), ("worker", "not-the-password")):
+        client = aioredis.Redis(
+            host="127.0.0.1", port=acl_server.server.port, username=user, password=password
+        )
+        try:
+            with pytest.raises(AuthenticationError):
+                await client.ping()
+        finally:
+            await client.aclose()
+
+
+async def test_activations_survive_a_redis_restart_with_the_acl_file(
+    make_redis_server: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    """Redis 7.0 replays the activation script's MULTI/EXEC from the AOF with the default user's rights:
+    the ACL file must keep them, or every release record vanishes on restart."""
+    require_redis_7()
+    passwords = {user: secrets.token_urlsafe(24) for user in acl.USERS}
+    aclfile = acl.render_file(acl.DEFAULT_TEMPLATE, tmp_path / "users.acl", passwords, selectors=True)
+    server = make_redis_server("--aclfile", str(aclfile), "--appendonly", "yes", "--appendfsync", "always")
+    acl_server = AclServer(server, passwords)
+    control = acl_server.client("control")
+    try:
+        _, digest = await published(control)
     finally:
-        await wrong.aclose()
+        await control.aclose()
+    server.restart()
+    control = acl_server.client("control")
+    try:
+        release = await Store(control, KEYS).get_release(FLOW)
+        assert release is not None and (release.hash, release.generation) == (digest, 1)
+        assert [r.generation for r in await Store(control, KEYS).history(FLOW)] == [1]
+    finally:
+        await control.aclose()
+    assert "CRITICAL" not in (server.dir / "redis.log").read_text()
 
 
 def test_the_rendered_file_holds_hashes_only(tmp_path: Path) -> None:

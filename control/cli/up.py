@@ -68,6 +68,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="flowfleet up: %(message)s", stream=sys.stderr)
+    # One line per request polled during start-up would bury the lines that matter.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = UpConfig(
         replicas=args.replicas,
         host=args.host,

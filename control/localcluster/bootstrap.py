@@ -104,7 +104,7 @@ def wait_until(
             return
         dead = alive()
         if dead:
-            raise StartupFailed(f"{dead} exited while waiting for {what}")
+            raise StartupFailed(f"while waiting for {what}: {dead}")
         if time.monotonic() > deadline:
             raise StartupFailed(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(POLL_S)

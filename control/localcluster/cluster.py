@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = Keys().namespace  # the ACL template's key patterns are written for the default namespace
 STOP_GRACE_S = 15.0
+# The `flowfleet` command run by the interpreter running this one (works without the console script).
+FLOWFLEET = (sys.executable, "-c", "from control.cli import entry; entry()")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class LocalCluster:
         for child in self.children:
             if not child.alive():
                 tail = child.log_tail(1500).strip()
-                return f"{child.name} (exit {child.proc.returncode}; log {child.log_path}):\n{tail}"
+                return f"{child.name} exited with code {child.proc.returncode}; end of {child.log_path}:\n{tail}"
         return None
 
     # -- start --------------------------------------------------------------------------------------
@@ -172,16 +174,7 @@ class LocalCluster:
     def _start_control(self, creds: Credentials, api_url: str) -> None:
         c = self.config
         env = self._env("control", creds.control_password, FLOWFLEET_ADMIN_TOKEN=creds.admin_token)
-        argv = [
-            sys.executable,
-            "-m",
-            "control.cli",
-            "control",
-            "--host",
-            c.host,
-            "--port",
-            str(c.control_port),
-        ]
+        argv = [*FLOWFLEET, "control", "--host", c.host, "--port", str(c.control_port)]
         self.control = [children.spawn("control", argv, env=env, log_dir=self.log_dir, cwd=self.state_dir)]
         bootstrap.wait_until(
             f"the control plane on {api_url}", bootstrap.http_ok(f"{api_url}/healthz"), self.dead_child, 30.0
