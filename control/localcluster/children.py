@@ -60,19 +60,26 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signum)
 
-    def stop(self, grace_s: float) -> int:
-        """SIGTERM, then SIGKILL after `grace_s`; returns the exit code."""
+    def terminate(self) -> None:
         if self.alive():
             self.signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                log.warning("%s (pid %d) did not stop within %.0fs; killing it", self.name, self.pid, grace_s)
-                self.signal_group(signal.SIGKILL)
-                self.proc.wait()
-        # Reap what the child may have left in its group (nothing, normally).
+
+    def wait_or_kill(self, timeout_s: float) -> int:
+        """Wait for the exit; SIGKILL the group after `timeout_s`. Returns the exit code."""
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) did not stop within %.1fs; killing it", self.name, self.pid, timeout_s)
+            self.signal_group(signal.SIGKILL)
+            self.proc.wait()
+        # Reap whatever the child may have left in its group (nothing, normally).
         self.signal_group(signal.SIGKILL)
         return self.proc.returncode
+
+    def stop(self, grace_s: float) -> int:
+        """SIGTERM, then SIGKILL after `grace_s`; returns the exit code."""
+        self.terminate()
+        return self.wait_or_kill(grace_s)
 
 
 def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_dir: Path, cwd: Path) -> Child:
@@ -100,9 +107,15 @@ def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_dir: Pa
 def stop_all(children: Sequence[Child], grace_s: float) -> None:
     """SIGTERM every child at once, then wait for each (SIGKILL past `grace_s`): they drain in parallel."""
     for child in children:
-        if child.alive():
-            child.signal_group(signal.SIGTERM)
+        child.terminate()
     deadline = time.monotonic() + grace_s
     for child in children:
-        code = child.stop(max(0.1, deadline - time.monotonic()))
-        log.info("stopped %s pid=%d exit=%s", child.name, child.pid, code)
+        code = child.wait_or_kill(max(0.1, deadline - time.monotonic()))
+        log.info("stopped %s pid=%d %s", child.name, child.pid, describe_exit(code))
+
+
+def describe_exit(code: int) -> str:
+    """`exit 0`, or the signal's name: uvicorn re-raises SIGTERM after a clean shutdown (-15)."""
+    if code < 0:
+        return f"on {signal.Signals(-code).name}"
+    return f"exit {code}"

@@ -83,7 +83,9 @@ class LocalCluster:
         for child in self.children:
             if not child.alive():
                 tail = child.log_tail(1500).strip()
-                return f"{child.name} exited with code {child.proc.returncode}; end of {child.log_path}:\n{tail}"
+                return (
+                    f"{child.name} exited with code {child.proc.returncode}; end of {child.log_path}:\n{tail}"
+                )
         return None
 
     # -- start --------------------------------------------------------------------------------------
