@@ -80,7 +80,8 @@ def test_redis_uses_the_acl_template_and_aof() -> None:
     assert mounts["./redis/start.sh"] == redis["command"][-1]
     start = (COMPOSE / "redis" / "start.sh").read_text()
     assert "${ACL_TEMPLATE:-/etc/redis/users.acl.template}" in start
-    assert "--appendonly yes" in start and '--aclfile "$data_dir/users.acl"' in start
+    assert "--appendonly yes" in start and "--appendfsync always" in start
+    assert '--aclfile "$data_dir/users.acl"' in start
 
 
 def test_services_log_in_to_redis_as_their_own_acl_user() -> None:

@@ -27,5 +27,5 @@ exec docker-entrypoint.sh redis-server \
     --aclfile "$data_dir/users.acl" \
     --dir "$data_dir" \
     --appendonly yes \
-    --appendfsync everysec \
+    --appendfsync always \
     "$@"

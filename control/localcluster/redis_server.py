@@ -66,7 +66,7 @@ def server_argv(binary: Path, *, host: str, port: int, data_dir: Path, aclfile: 
         "--bind", host,
         "--dir", str(data_dir),
         "--appendonly", "yes",
-        "--appendfsync", "everysec",
+        "--appendfsync", "always",
         "--save", "",
         "--aclfile", str(aclfile),
         "--daemonize", "no",
