@@ -17,7 +17,9 @@ import pytest
 import redis
 from redis.exceptions import AuthenticationError, NoPermissionError
 
+from cluster.errors import Unauthorized
 from cluster.keys import Keys
+from control.auth import Principal, Role, TokenTable, load_tokens_file
 from tests.acl_support import require_redis_7
 from tests.redis_server import find_redis_server, free_port
 
@@ -135,6 +137,11 @@ def test_init_secrets_makes_every_secret_once(tmp_path: Path) -> None:
         "sha256": hashlib.sha256(token.encode()).hexdigest(),
     }
     assert len((secrets / "grafana-admin-password").read_text()) >= 32
+    # The control plane reads the file and lets Prometheus in as a viewer, and nobody else.
+    table = TokenTable(load_tokens_file(secrets / "tokens.json"))
+    assert table.authenticate(f"Bearer {token}") == Principal("prometheus", Role.VIEWER)
+    with pytest.raises(Unauthorized):
+        table.authenticate(f"Bearer {env['FLOWFLEET_ADMIN_TOKEN']}")
 
     before = {p.name: p.read_bytes() for p in [compose / ".env", *secrets.iterdir()]}
     second = subprocess.run(script, capture_output=True, text=True, check=True)
