@@ -14,15 +14,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from cluster import graph
 from cluster.components.base import Component, Ports
 from cluster.errors import Problem
 from cluster.examples import check_examples
 from cluster.model import BoundEdge, Flow, UnboundPort, bind_ports, parse_flow
-from cluster.validation import pointer, schema_problems, shorten
+from cluster.validation import SchemaChecker, pointer, shorten
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +54,8 @@ class Analysis:
 
 
 @lru_cache(maxsize=256)
-def _params_validator(cls: type[Component]) -> Draft202012Validator:
-    Draft202012Validator.check_schema(cls.params_schema)
-    return Draft202012Validator(cls.params_schema)
+def _params_checker(cls: type[Component]) -> SchemaChecker:
+    return SchemaChecker(cls.params_schema, "invalid_params")
 
 
 def _suggestion(name: str, known: Sequence[str]) -> str:
@@ -71,7 +67,9 @@ def _listing(names: Sequence[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
-def _check_ports(cls: type[Component], ports: Ports) -> str | None:
+def _check_ports(ports: Ports) -> str | None:
+    if not isinstance(ports, Ports):
+        return f"declared ports as {type(ports).__name__}, not Ports"
     if ports.default_input is not None and ports.default_input not in ports.inputs:
         return f"default input {ports.default_input!r} is not one of its inputs"
     if ports.default_output not in ports.outputs:
@@ -87,8 +85,8 @@ def _node_problems(
     """Params schema, the component's own checks, then its ports; plugin bugs become problems."""
     path = pointer("nodes", index, "params")
     try:
-        problems = schema_problems(_params_validator(cls), params, "nodes", index, "params")
-    except (SchemaError, Exception) as e:  # a plugin's schema is code we do not control
+        problems = _params_checker(cls).problems(params, "nodes", index, "params")
+    except Exception as e:  # a plugin's schema (SchemaError, a bad regex) is code we do not control
         logger.warning("params schema of component %s is unusable: %s", cls.type_name, e)
         return [
             Problem(path, "component_error", shorten(f"{cls.type_name} has an unusable params schema: {e}"))
@@ -97,16 +95,18 @@ def _node_problems(
         return problems, None
     try:
         problems = list(cls.check_params(params, path))
+        if problems:
+            return problems, None  # ports of params with problems would only add noise
         ports = cls.ports(params)
+        broken = _check_ports(ports)
     except Exception as e:
         logger.warning("component %s failed to check its params: %r", cls.type_name, e)
         return [
             Problem(path, "component_error", shorten(f"{cls.type_name} could not check its params: {e}"))
         ], None
-    broken = _check_ports(cls, ports)
     if broken:
         return [Problem(path, "component_error", f"{cls.type_name} {broken}")], None
-    return problems, None if problems else ports
+    return [], ports
 
 
 @dataclass
@@ -153,21 +153,29 @@ def _components(
     return classes, ports
 
 
+_PortSets = tuple[frozenset[str], frozenset[str]]  # (inputs, outputs): a join may have 1,000 inputs
+
+
 def _edge_ports(
-    flow: Flow, edge_index: int, source: int, target: int, ports: Sequence[Ports | None]
+    flow: Flow,
+    edge_index: int,
+    source: int,
+    target: int,
+    ports: Sequence[Ports | None],
+    sets: Sequence[_PortSets],
 ) -> tuple[list[Problem], tuple[str, str] | None]:
     edge = flow.edges[edge_index]
     source_ports, target_ports = ports[source], ports[target]
     if source_ports is None or target_ports is None:
         return [], None  # the node's own problem is already reported
     problems = []
-    if edge.source_output is not None and edge.source_output not in source_ports.outputs:
+    if edge.source_output is not None and edge.source_output not in sets[source][1]:
         message = (
             f"node {edge.source!r} has no output {edge.source_output!r} "
             f"(outputs are: {_listing(source_ports.outputs)})"
         )
         problems.append(Problem(pointer("edges", edge_index, "source_output"), "unknown_port", message))
-    if edge.target_input is not None and edge.target_input not in target_ports.inputs:
+    if edge.target_input is not None and edge.target_input not in sets[target][0]:
         message = (
             f"node {edge.target!r} has no input {edge.target_input!r} "
             f"(inputs are: {_listing(target_ports.inputs)})"
@@ -189,22 +197,22 @@ def _edges(
     g = _Graph([[] for _ in range(count)], [[] for _ in range(count)], [], {}, set())
     seen: set[tuple[int, str, int, str]] = set()
     ids = list(index_of)
+    empty: frozenset[str] = frozenset()
+    sets = [(frozenset(p.inputs), frozenset(p.outputs)) if p else (empty, empty) for p in ports]
     for edge in flow.edges:
-        ends = []
-        for side, node_id in (("source", edge.source), ("target", edge.target)):
-            found = index_of.get(node_id)
-            if found is None:
-                message = f"no node has id {node_id!r}{_suggestion(node_id, ids)}"
-                problems.append(Problem(pointer("edges", edge.index, side), "unknown_node", message))
-            ends.append(found)
-        source, target = ends
+        source, target = index_of.get(edge.source), index_of.get(edge.target)
         if source is None or target is None:
-            g.half_connected.update(i for i in ends if i is not None)
+            for side, node_id, found in (("source", edge.source, source), ("target", edge.target, target)):
+                if found is None:
+                    message = f"no node has id {node_id!r}{_suggestion(node_id, ids)}"
+                    problems.append(Problem(pointer("edges", edge.index, side), "unknown_node", message))
+                else:
+                    g.half_connected.add(found)
             continue
         g.successors[source].append(target)
         g.predecessors[target].append(source)
         g.first_edge.setdefault((source, target), edge.index)
-        edge_problems, bound = _edge_ports(flow, edge.index, source, target, ports)
+        edge_problems, bound = _edge_ports(flow, edge.index, source, target, ports, sets)
         problems.extend(edge_problems)
         if bound is None:
             continue
@@ -218,7 +226,11 @@ def _edges(
     return g
 
 
-def _cycles(flow: Flow, g: _Graph, problems: list[Problem]) -> None:
+def _cycles(flow: Flow, g: _Graph, problems: list[Problem]) -> tuple[int, ...] | None:
+    """The topological order, or None after reporting every cycle."""
+    order = graph.topological_order(len(flow.nodes), g.successors)
+    if order is not None:
+        return tuple(order)
     cycles = graph.find_cycles(len(flow.nodes), g.successors)
     for cycle in cycles:
         g.half_connected.update(cycle)  # a node on a cycle is reported once, as part of it
@@ -226,6 +238,7 @@ def _cycles(flow: Flow, g: _Graph, problems: list[Problem]) -> None:
         edge_index = g.first_edge[(cycle[0], cycle[1 % len(cycle)])]
         message = "cycle: " + " -> ".join([*names, names[0]])
         problems.append(Problem(pointer("edges", edge_index), "cycle", message))
+    return None
 
 
 def output_key(node_id: str, params: Mapping[str, Any]) -> str:
@@ -298,28 +311,26 @@ def _run_inputs(
 def analyse(
     document: Mapping[str, Any], registry: ComponentRegistry
 ) -> tuple[list[Problem], Analysis | None]:
-    """Apply every semantic rule to a schema-valid document; the Analysis is returned only if none
-    failed."""
-    flow = parse_flow(document)
+    """Apply every semantic rule to a schema-valid document the caller no longer touches (the model
+    keeps it); the Analysis is returned only if no rule failed."""
+    flow = parse_flow(document, copy=False)
     problems: list[Problem] = []
     index_of = _ids(flow, problems)
     classes, ports = _components(flow, registry, problems)
     g = _edges(flow, index_of, ports, problems)
-    _cycles(flow, g, problems)
+    order = _cycles(flow, g, problems)
     outputs, keys = _outputs(flow, index_of, classes, g, problems)
     _dead_nodes(flow, outputs, g, problems)
     run_inputs, required, optional = _run_inputs(ports, g.bound)
     problems.extend(check_examples(flow, keys, required))
-    if problems:
+    if problems or order is None:
         return problems, None
-    order = graph.topological_order(len(flow.nodes), g.successors)
-    assert order is not None, "cycles were reported above"
     analysis = Analysis(
         flow=flow,
         classes=tuple(c for c in classes if c is not None),
         ports=tuple(p for p in ports if p is not None),
         edges=tuple(g.bound),
-        order=tuple(order),
+        order=order,
         output_nodes=tuple(outputs),
         run_inputs=tuple(run_inputs),
         required_inputs=required,

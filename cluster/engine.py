@@ -12,8 +12,9 @@ caller cancels every running node.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -29,6 +30,8 @@ from cluster.scheduler import Execution, Step
 from cluster.validation import Limits, check_and_analyse, pointer
 
 __all__ = ["CompiledFlow", "RunResult", "compile_flow", "run_examples"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class CompiledFlow:
 
         Inputs the flow does not read are ignored, so callers may send more than one flow version needs.
         """
-        if not isinstance(inputs, Mapping):
+        if type(inputs) is not dict and not isinstance(inputs, Mapping):  # skip the ABC check for dicts
             raise RunInputError(f"run inputs must be an object of name -> value, not {type(inputs).__name__}")
         bad = [k for k in inputs if not isinstance(k, str)]
         if bad:
@@ -75,6 +78,16 @@ class CompiledFlow:
             raise RunInputError(
                 f"missing required input(s): {', '.join(missing)} (inputs are: {known})", missing=missing
             )
+
+    async def aclose(self) -> None:
+        """Release what the components acquired at build time (HTTP clients). Call once, after the last
+        run of this flow finished; a component failing to close is logged, never raised, so retiring a
+        flow always completes."""
+        for step in self.steps:
+            try:
+                await step.component.aclose()
+            except Exception:
+                logger.warning("closing node %s of flow %s failed", step.node_id, self.name, exc_info=True)
 
     async def run(
         self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False
@@ -99,7 +112,7 @@ class CompiledFlow:
         self.check_inputs(inputs)
         started = time.perf_counter()
         deadline = None if timeout is None else time.monotonic() + timeout
-        ctx = RunContext(inputs=MappingProxyType(dict(inputs)), deadline=deadline, run_id=uuid.uuid4().hex)
+        ctx = RunContext(inputs=MappingProxyType(dict(inputs)), deadline=deadline, run_id=os.urandom(8).hex())
         execution = Execution(self.steps, ctx, trace=trace)
         await execution.run(timeout)
         return execution.results, execution.trace, (time.perf_counter() - started) * 1000
@@ -124,12 +137,12 @@ def _build(analysis: Analysis, environ: Mapping[str, str] | None) -> list[Compon
 def _steps(analysis: Analysis, components: list[Component]) -> tuple[Step, ...]:
     count = len(components)
     feeds: list[dict[str, list[tuple[int, str]]]] = [{} for _ in range(count)]
-    successors: list[list[int]] = [[] for _ in range(count)]
+    # Dicts as ordered sets: several edges between two nodes still make one dependency.
+    successors: list[dict[int, None]] = [{} for _ in range(count)]
     predecessors: list[set[int]] = [set() for _ in range(count)]
     for edge in analysis.edges:
         feeds[edge.target].setdefault(edge.target_input, []).append((edge.source, edge.source_output))
-        if edge.target not in successors[edge.source]:
-            successors[edge.source].append(edge.target)
+        successors[edge.source][edge.target] = None
         predecessors[edge.target].add(edge.source)
     return tuple(
         Step(

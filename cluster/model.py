@@ -81,19 +81,20 @@ class UnboundPort(ValueError):
     """An edge names no port and the component declares no default for that side."""
 
 
-def _frozen_copy(value: Any) -> Any:
-    # A private deep copy: the compiled flow must not change when the caller mutates its document.
-    return orjson.loads(orjson.dumps(value))
+def parse_flow(document: Mapping[str, Any], *, copy: bool = True) -> Flow:
+    """Build the model from a document that passed `cluster.schema.DOCUMENT_SCHEMA`.
 
-
-def parse_flow(document: Mapping[str, Any]) -> Flow:
-    """Build the model from a document that passed `cluster.schema.DOCUMENT_SCHEMA`."""
+    The model takes a private deep copy, so it never changes when the caller mutates the document;
+    `copy=False` is for a caller that already holds one no one else can reach.
+    """
+    if copy:
+        document = orjson.loads(orjson.dumps(document))
     nodes = tuple(
         Node(
             index=i,
             id=raw["id"],
             type=raw["type"],
-            params=_frozen_copy(raw.get("params", {})),
+            params=raw.get("params", {}),
             timeout_s=float(raw["timeout_s"]) if "timeout_s" in raw else None,
         )
         for i, raw in enumerate(document["nodes"])
@@ -112,9 +113,9 @@ def parse_flow(document: Mapping[str, Any]) -> Flow:
         FlowTest(
             index=i,
             name=raw["name"],
-            inputs=MappingProxyType(_frozen_copy(raw["inputs"])),
+            inputs=MappingProxyType(raw["inputs"]),
             expect=tuple(
-                Expectation(key=key, checks=MappingProxyType(_frozen_copy(checks)))
+                Expectation(key=key, checks=MappingProxyType(checks))
                 for key, checks in raw.get("expect", {}).items()
             ),
         )

@@ -23,6 +23,7 @@ from cluster.errors import ComponentError, FlowfleetError, NodeFailed, RunTimeou
 logger = logging.getLogger(__name__)
 
 SUMMARY_CHARS = 200
+CANCEL_GRACE_S = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,20 +77,25 @@ class Execution:
         self._started = time.perf_counter()
 
     async def run(self, timeout: float | None) -> None:
-        """Run every step; raises NodeFailed or RunTimeout, and on any exit cancels what still runs."""
+        """Run every step; raises NodeFailed or RunTimeout (carrying the partial trace when one is kept),
+        and on any exit cancels what still runs."""
         try:
-            if timeout is None:
-                await self._schedule()
-                return
-            async with asyncio.timeout(timeout) as budget:
-                await self._schedule()
-        except TimeoutError as e:
-            if timeout is not None and budget.expired():
-                raise RunTimeout(f"run exceeded its timeout of {timeout:g}s", timeout_s=timeout) from e
-            raise
+            await self._run_within(timeout)
         except FlowfleetError as e:
             if self.trace is not None:
                 e.details["trace"] = self.trace
+            raise
+
+    async def _run_within(self, timeout: float | None) -> None:
+        if timeout is None:
+            await self._schedule()
+            return
+        try:
+            async with asyncio.timeout(timeout) as budget:
+                await self._schedule()
+        except TimeoutError as e:
+            if budget.expired():
+                raise RunTimeout(f"run exceeded its timeout of {timeout:g}s", timeout_s=timeout) from e
             raise
 
     async def _schedule(self) -> None:
@@ -99,7 +105,8 @@ class Execution:
                 while self._ready:
                     index = self._ready.popleft()
                     if self._skippable(self.steps[index]):
-                        self._record(index, "skipped", time.perf_counter())
+                        if self.trace is not None:
+                            self._record(index, "skipped", time.perf_counter())
                         self._settle(index)
                     elif not self._ready and not running:
                         # The only runnable step: await it here, sparing a task for chains.
@@ -114,7 +121,28 @@ class Execution:
                         task.result()
                         self._settle(index)
         finally:
-            await _cancel_all(running)
+            await self._cancel_all(running)
+
+    async def _cancel_all(self, running: Mapping[asyncio.Task[None], int]) -> None:
+        """Cancel and reap sibling tasks, so no node outlives its run and no exception goes unretrieved.
+
+        A component that swallows cancellation gets CANCEL_GRACE_S, then is left behind (and logged):
+        one broken plugin must not hold a run past its timeout.
+        """
+        if not running:
+            return
+        for task in running:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+        _, stuck = await asyncio.wait(running, timeout=CANCEL_GRACE_S)
+        for task in stuck:
+            step = self.steps[running[task]]
+            logger.error(
+                "node %s (%s) ignored cancellation for %ss; leaving it behind",
+                step.node_id,
+                step.type_name,
+                CANCEL_GRACE_S,
+            )
 
     def _settle(self, index: int) -> None:
         for successor in self.steps[index].successors:
@@ -157,10 +185,16 @@ class Execution:
             inputs = self._inputs(step)
             produced = await self._call(step, inputs)
         except FlowfleetError as e:
-            self._record(step.index, "failed", started, error=str(e))
+            if self.trace is not None:
+                self._record(step.index, "failed", started, error=str(e))
+            raise
+        except asyncio.CancelledError:
+            if self.trace is not None:
+                self._record(step.index, "cancelled", started)
             raise
         self.results[step.index] = produced
-        self._record(step.index, "ok", started)
+        if self.trace is not None:
+            self._record(step.index, "ok", started)
 
     async def _call(self, step: Step, inputs: dict[str, Any]) -> Mapping[str, Any]:
         timeout = step.timeout_s
@@ -182,7 +216,7 @@ class Execution:
         except Exception as e:
             logger.warning("node %s (%s) raised unexpectedly", step.node_id, step.type_name, exc_info=True)
             raise NodeFailed(step.node_id, f"{type(e).__name__}: {e}") from e
-        if not isinstance(produced, Mapping):
+        if type(produced) is not dict and not isinstance(produced, Mapping):  # skip the ABC check for dicts
             raise NodeFailed(
                 step.node_id, f"returned {type(produced).__name__}, not a mapping of output ports"
             )
@@ -194,8 +228,7 @@ class Execution:
         return produced
 
     def _record(self, index: int, status: str, started: float, *, error: str | None = None) -> None:
-        if self.trace is None:
-            return
+        assert self.trace is not None
         now = time.perf_counter()
         step = self.steps[index]
         entry: dict[str, Any] = {
@@ -213,13 +246,6 @@ class Execution:
         self.trace.append(entry)
 
 
-async def _cancel_all(running: Mapping[asyncio.Task[None], int]) -> None:
-    """Cancel and reap sibling tasks, so no node outlives its run and no exception goes unretrieved."""
-    if not running:
-        return
-    for task in running:
-        task.cancel()
-    await asyncio.wait(running)
-    for task in running:
-        if not task.cancelled():
-            task.exception()
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # marks it retrieved; the run already failed or finished without it

@@ -24,6 +24,7 @@ from cluster.errors import ComponentError, FlowValidationError, Problem
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _POSITIONAL = re.compile(r"[0-9]+")
+_BRACE = re.compile(r"[{}]")
 
 
 @dataclass(frozen=True)
@@ -65,49 +66,67 @@ def _field_problem(field: str, position: int, path: str) -> Problem:
                 "unsafe_template",
                 f"{what} in {shown} {where} is not allowed; only {{name}} substitutes",
             )
+    if "{" in field:
+        return Problem(
+            path, "template_syntax", f"nested braces in {shown} {where}; only {{name}} substitutes"
+        )
     return Problem(path, "template_syntax", f"invalid variable name {shown} {where}; use letters, digits, _")
+
+
+def _field_end(text: str, braces: list[int], k: int) -> int | None:
+    """Index into `braces` of the brace closing the field opened at braces[k] (nesting counted)."""
+    depth = 0
+    for m in range(k, len(braces)):
+        depth += 1 if text[braces[m]] == "{" else -1
+        if depth == 0:
+            return m
+    return None
+
+
+def _flush(literal: list[str], parts: list[str | Var]) -> None:
+    joined = "".join(literal)
+    if joined:
+        parts.append(joined)
+    literal.clear()
 
 
 def _scan(text: str, path: str) -> tuple[list[str | Var], list[Problem]]:
     parts: list[str | Var] = []
     problems: list[Problem] = []
     literal: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        # Jump to the next brace; everything before it is literal.
-        j = min((k for k in (text.find("{", i), text.find("}", i)) if k >= 0), default=n)
+    # One pass over brace positions keeps scanning linear even for text made of braces.
+    braces = [m.start() for m in _BRACE.finditer(text)]
+    i = k = 0
+    while k < len(braces):
+        j = braces[k]
         literal.append(text[i:j])
-        if j == n:
-            break
-        if text.startswith("{{", j) or text.startswith("}}", j):
+        doubled = k + 1 < len(braces) and braces[k + 1] == j + 1 and text[j + 1] == text[j]
+        if doubled:
             literal.append(text[j])
-            i = j + 2
+            i, k = j + 2, k + 2
             continue
         if text[j] == "}":
             problems.append(
                 Problem(path, "template_syntax", f"single '}}' at position {j}; write '}}}}' for a brace")
             )
-            i = j + 1
+            i, k = j + 1, k + 1
             continue
-        end = text.find("}", j + 1)
-        opener = text.find("{", j + 1)
-        if end < 0 or 0 <= opener < end:
+        close = _field_end(text, braces, k)
+        if close is None:
+            # Python's formatter stops here too: what follows an unclosed brace has no reliable reading.
             problems.append(
                 Problem(path, "template_syntax", f"unclosed '{{' at position {j}; write '{{{{' for a brace")
             )
-            i = j + 1
-            continue
-        field = text[j + 1 : end]
+            return parts, problems
+        field = text[j + 1 : braces[close]]
         if _NAME.fullmatch(field):
-            if literal:
-                parts.append("".join(literal))
-                literal = []
+            _flush(literal, parts)
             parts.append(Var(field))
         else:
             problems.append(_field_problem(field, j, path))
-        i = end + 1
-    if literal and "".join(literal):
-        parts.append("".join(literal))
+        i, k = braces[close] + 1, close + 1
+    literal.append(text[i:])
+    _flush(literal, parts)
     return parts, problems
 
 

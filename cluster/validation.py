@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from cluster.errors import FlowValidationError, Problem
+from cluster.fastschema import compile_schema
 from cluster.schema import DOCUMENT_SCHEMA
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MESSAGE_CHARS = 300
-
-_DOCUMENT_VALIDATOR = Draft202012Validator(DOCUMENT_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -61,48 +60,47 @@ def shorten(text: str, limit: int = MESSAGE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
 def _exceeds_depth(value: Any, max_depth: int, budget: int) -> bool | None:
     """True if containers nest deeper than max_depth; None if more than `budget` containers had to be
     visited (only possible for an in-memory value far larger than any allowed document, or a value that
-    contains itself)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
+    contains itself). Walks level by level, without recursion."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > max_depth:
             return True
-        budget -= 1
+        budget -= len(level)
         if budget < 0:
             return None
-        stack.extend((child, depth + 1) for child in children)
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            below.extend([child for child in children if isinstance(child, _CONTAINERS)])
+        level = below
     return False
 
 
-def _structure_problems(document: Any, limits: Limits) -> list[Problem]:
-    """Depth and size, checked before anything that recurses or scales with the document."""
+def _structure_problems(document: Any, limits: Limits) -> tuple[list[Problem], bytes]:
+    """Depth and size, checked before anything that recurses or scales with the document; also returns
+    the document's compact JSON (a private copy for the analysis to parse)."""
     # Every JSON container takes at least two bytes, so more containers than half the byte limit means
     # the document is too large whatever its depth.
     deep = _exceeds_depth(document, limits.max_depth, limits.max_document_bytes // 2)
     if deep is None:
-        return [Problem("", "too_large", f"document is larger than {limits.max_document_bytes} bytes")]
+        return [Problem("", "too_large", f"document is larger than {limits.max_document_bytes} bytes")], b""
     if deep:
-        return [Problem("", "too_deep", f"document nests deeper than {limits.max_depth} levels")]
+        return [Problem("", "too_deep", f"document nests deeper than {limits.max_depth} levels")], b""
     try:
-        size = len(orjson.dumps(document))
+        data = orjson.dumps(document)
     except (TypeError, orjson.JSONEncodeError) as e:
-        return [Problem("", "not_json", shorten(f"document is not a JSON value: {e}"))]
-    if size > limits.max_document_bytes:
-        return [
-            Problem(
-                "", "too_large", f"document is {size} bytes; the limit is {limits.max_document_bytes} bytes"
-            )
-        ]
-    return []
+        return [Problem("", "not_json", shorten(f"document is not a JSON value: {e}"))], b""
+    if len(data) > limits.max_document_bytes:
+        return [_too_large(len(data), limits)], b""
+    return [], data
 
 
 def _count_problems(document: Any, limits: Limits) -> list[Problem]:
@@ -124,35 +122,54 @@ def _path_key(error: ValidationError) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, p) if isinstance(p, int) else (1, p) for p in error.absolute_path)
 
 
-def schema_problems(validator: Draft202012Validator, instance: Any, *prefix: str | int) -> list[Problem]:
-    """Every violation of `validator`'s schema as a Problem located under `prefix`, in document order."""
-    code = "invalid_params" if prefix else "schema"
-    errors = sorted(validator.iter_errors(instance), key=_path_key)
-    return [Problem(pointer(*prefix, *e.absolute_path), code, shorten(e.message)) for e in errors]
+class SchemaChecker:
+    """A JSON Schema, checked fast when the value is valid and by `jsonschema` (for its messages) when
+    it is not; see `cluster.fastschema`. Raises jsonschema's SchemaError for a malformed schema."""
+
+    def __init__(self, schema: Any, code: str) -> None:
+        Draft202012Validator.check_schema(schema)
+        self.validator = Draft202012Validator(schema)
+        self.fast = compile_schema(schema)
+        self.code = code
+
+    def problems(self, instance: Any, *prefix: str | int) -> list[Problem]:
+        """Every violation as a Problem located under `prefix`, in document order."""
+        if self.fast is not None and self.fast(instance):
+            return []
+        errors = sorted(self.validator.iter_errors(instance), key=_path_key)
+        return [Problem(pointer(*prefix, *e.absolute_path), self.code, shorten(e.message)) for e in errors]
 
 
-def _long_strings(params: Any, *prefix: str | int) -> Iterator[tuple[str, int]]:
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(params, prefix)]
+_DOCUMENT = SchemaChecker(DOCUMENT_SCHEMA, "schema")
+
+
+def _long_strings(params: Any, limit: int) -> Iterator[tuple[tuple[str | int, ...], int]]:
+    """(relative path, length) of every string in `params` longer than `limit`."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(params, ())]
     while stack:
         value, path = stack.pop()
         if isinstance(value, str):
-            yield pointer(*path), len(value)
+            if len(value) > limit:
+                yield path, len(value)
         elif isinstance(value, dict):
-            stack.extend((v, (*path, k)) for k, v in value.items())
+            stack.extend((v, (*path, k)) for k, v in value.items() if not isinstance(v, _SHORT))
         elif isinstance(value, list):
-            stack.extend((v, (*path, i)) for i, v in enumerate(value))
+            stack.extend((v, (*path, i)) for i, v in enumerate(value) if not isinstance(v, _SHORT))
+
+
+# Values that cannot hold a long string; skipping them keeps the walk cheap.
+_SHORT = (bool, int, float, type(None))
 
 
 def _length_problems(document: dict[str, Any], limits: Limits) -> list[Problem]:
-    problems = []
-    for i, node in enumerate(document["nodes"]):
-        for path, length in _long_strings(node.get("params", {}), "nodes", i, "params"):
-            if length > limits.max_template_chars:
-                problems.append(
-                    Problem(
-                        path, "too_long", f"{length} characters; the limit is {limits.max_template_chars}"
-                    )
-                )
+    limit = limits.max_template_chars
+    problems = [
+        Problem(
+            pointer("nodes", i, "params", *path), "too_long", f"{length} characters; the limit is {limit}"
+        )
+        for i, node in enumerate(document["nodes"])
+        for path, length in _long_strings(node.get("params", {}), limit)
+    ]
     return sorted(problems, key=lambda p: p.path)
 
 
@@ -164,16 +181,21 @@ def _analyse(
     from cluster.components.registry import default_registry
 
     limits = limits or DEFAULT_LIMITS
-    problems = _structure_problems(document, limits) or _count_problems(document, limits)
+    problems, data = _structure_problems(document, limits)
+    problems = problems or _count_problems(document, limits)
     if problems:
         return problems, None
-    problems = schema_problems(_DOCUMENT_VALIDATOR, document)
+    problems = _DOCUMENT.problems(document)
     if problems:
         return problems, None
     problems = _length_problems(document, limits)
     if problems:
         return problems, None
-    return analyse(document, registry if registry is not None else default_registry())
+    try:
+        return analyse(orjson.loads(data), registry if registry is not None else default_registry())
+    except Exception as e:  # a bug here or in a plugin must still come out as a problem, not a crash
+        logger.exception("validation failed unexpectedly")
+        return [Problem("", "internal_error", shorten(f"validation failed unexpectedly: {e!r}"))], None
 
 
 def validate(

@@ -12,7 +12,7 @@ from typing import Any
 
 from cluster.components.base import BuildContext, Component, Ports, RunContext
 from cluster.components.registry import Registry
-from cluster.errors import ComponentError, Problem
+from cluster.errors import ComponentError, Problem, RunInputError
 
 BARRIERS: dict[str, asyncio.Barrier] = {}
 EVENTS: dict[str, asyncio.Event] = {}
@@ -113,12 +113,36 @@ class Hang(Component):
         return {}  # pragma: no cover
 
 
+class Stubborn(Component):
+    """Ignores cancellation until EVENTS[key:release] is set (a broken plugin); sets key:started and
+    key:finished."""
+
+    type_name = "Stubborn"
+    params_schema = {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}
+
+    @classmethod
+    def ports(cls, params):
+        return Ports(inputs=("text",), default_input="text", outputs=("text",), default_output="text")
+
+    async def run(self, inputs, ctx):
+        key = self.params["key"]
+        EVENTS.setdefault(key + ":started", asyncio.Event()).set()
+        release = EVENTS.setdefault(key + ":release", asyncio.Event())
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue
+        EVENTS.setdefault(key + ":finished", asyncio.Event()).set()
+        return {"text": "late"}
+
+
 class Fail(Component):
     type_name = "Fail"
     params_schema = {
         "type": "object",
         "properties": {
-            "kind": {"enum": ["component", "bug", "not_mapping", "bad_port", "timeout"]},
+            "kind": {"enum": ["component", "bug", "not_mapping", "bad_port", "timeout", "input"]},
             "after": {"type": "string"},
         },
     }
@@ -137,6 +161,8 @@ class Fail(Component):
             raise ZeroDivisionError("division by zero")
         if kind == "timeout":
             raise TimeoutError("socket read timed out")
+        if kind == "input":
+            raise RunInputError("input 'when' is not a date")
         if kind == "not_mapping":
             return "oops"  # type: ignore[return-value]
         return {"nope": 1}
@@ -208,7 +234,9 @@ class Broken(Component):
     type_name = "Broken"
     params_schema = {
         "type": "object",
-        "properties": {"where": {"enum": ["ports", "init", "check", "defaults"]}},
+        "properties": {
+            "where": {"enum": ["ports", "init", "check", "defaults", "output", "required", "not_ports"]}
+        },
     }
 
     def __init__(self, node_id, params, build):
@@ -228,6 +256,12 @@ class Broken(Component):
             raise RuntimeError("ports exploded")
         if params.get("where") == "defaults":
             return Ports(inputs=("a",), default_input="b")
+        if params.get("where") == "not_ports":
+            return {"inputs": ["a"]}
+        if params.get("where") == "output":
+            return Ports(outputs=("a",), default_output="b")
+        if params.get("where") == "required":
+            return Ports(inputs=("a",), required=frozenset({"b"}))
         return Ports(inputs=("text",), default_input="text")
 
     async def run(self, inputs, ctx):
@@ -244,6 +278,37 @@ class BadSchema(Component):
 
     async def run(self, inputs, ctx):  # pragma: no cover
         return {}
+
+
+class FixedName(Out):
+    """An output node whose key ignores params: two of them clash only once built."""
+
+    type_name = "FixedName"
+
+    def output_name(self) -> str:
+        return "fixed"
+
+
+CLOSED: list[str] = []
+
+
+class Closing(Component):
+    """Records its node id in CLOSED when closed; params.fail makes aclose raise instead."""
+
+    type_name = "Closing"
+    params_schema = {"type": "object", "properties": {"fail": {"type": "boolean"}}}
+
+    @classmethod
+    def ports(cls, params):
+        return Ports(inputs=("text",), default_input="text", outputs=("text",), default_output="text")
+
+    async def run(self, inputs, ctx):
+        return {"text": inputs.get("text")}
+
+    async def aclose(self) -> None:
+        if self.params.get("fail"):
+            raise OSError("socket already gone")
+        CLOSED.append(self.node_id)
 
 
 class Deadline(Component):
@@ -275,7 +340,23 @@ def edge(
     return e
 
 
-ALL = [Const, Upper, Join, Meet, Hang, Fail, Switch, Out, Picky, Broken, BadSchema, Deadline]
+ALL = [
+    Stubborn,
+    FixedName,
+    Closing,
+    Const,
+    Upper,
+    Join,
+    Meet,
+    Hang,
+    Fail,
+    Switch,
+    Out,
+    Picky,
+    Broken,
+    BadSchema,
+    Deadline,
+]
 
 
 def registry() -> Registry:

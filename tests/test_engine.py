@@ -11,7 +11,7 @@ import pytest
 from cluster.engine import CompiledFlow, compile_flow, run_examples
 from cluster.errors import FlowValidationError, NodeFailed, RunInputError, RunTimeout
 from cluster.hashing import content_address
-from tests.engine_components import BARRIERS, CALLS, EVENTS, edge, node, registry
+from tests.engine_components import BARRIERS, CALLS, CLOSED, EVENTS, edge, node, registry
 
 REGISTRY = registry()
 
@@ -81,6 +81,17 @@ async def test_components_are_built_once_per_compile_not_per_run() -> None:
     for _ in range(3):
         await flow.run({"text": "x"})
     assert CALLS[counter] == 3  # reset to 0 in the one constructor call, then three runs
+
+
+async def test_aclose_closes_every_component_even_if_one_fails(caplog: pytest.LogCaptureFixture) -> None:
+    a, b = key(), key()
+    document = {
+        "nodes": [node(a, "Closing"), node("bad", "Closing", fail=True), node(b, "Closing")],
+        "edges": [edge(a, "bad"), edge("bad", b)],
+    }
+    await compiled(document).aclose()
+    assert [n for n in CLOSED if n in (a, b)] == [a, b]
+    assert "closing node bad of flow None failed" in caplog.text
 
 
 # --- running --------------------------------------------------------------------------------------------
@@ -188,6 +199,24 @@ async def test_failing_node_fails_the_run_with_its_id(kind: str, reason: str) ->
     assert (info.value.node_id, info.value.reason) == ("boom", reason)
 
 
+async def test_flowfleet_errors_from_a_component_pass_through() -> None:
+    flow = compiled(
+        {"nodes": [node("a"), node("check", "Fail", kind="input")], "edges": [edge("a", "check")]}
+    )
+    with pytest.raises(RunInputError, match="input 'when' is not a date"):
+        await flow.run({"text": "x"})
+
+
+def test_output_keys_come_from_the_built_components() -> None:
+    document = {
+        "nodes": [node("a"), node("o1", "FixedName"), node("o2", "FixedName")],
+        "edges": [edge("a", "o1"), edge("a", "o2")],
+    }
+    with pytest.raises(FlowValidationError) as info:
+        compiled(document)
+    assert [(p.path, p.code) for p in info.value.problems] == [("/nodes/2", "duplicate_output")]
+
+
 async def test_failing_node_cancels_its_running_siblings() -> None:
     hang = key()
     document = {
@@ -220,9 +249,28 @@ async def test_run_timeout_cancels_every_running_node() -> None:
         "edges": [edge("h1", "j", None, "a"), edge("h2", "j", None, "b")],
     }
     with pytest.raises(RunTimeout) as info:
-        await compiled(document).run({"text": "x"}, timeout=0.05)
+        await compiled(document).run({"text": "x"}, timeout=0.05, trace=True)
     assert (info.value.node_id, info.value.timeout_s) == (None, 0.05)
+    trace = info.value.details["trace"]
+    assert sorted((e["node"], e["status"]) for e in trace) == [("h1", "cancelled"), ("h2", "cancelled")]
     assert event(one + ":cancelled").is_set() and event(two + ":cancelled").is_set()
+
+
+async def test_a_node_ignoring_cancellation_does_not_hold_the_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("cluster.scheduler.CANCEL_GRACE_S", 0.05)
+    stubborn, other = key(), key()
+    document = {
+        "nodes": [node("s", "Stubborn", key=stubborn), node("h", "Hang", key=other), node("j", "Join")],
+        "edges": [edge("s", "j", None, "a"), edge("h", "j", None, "b")],
+    }
+    with pytest.raises(RunTimeout):
+        await compiled(document).run({"text": "x"}, timeout=0.05)
+    assert "node s (Stubborn) ignored cancellation" in caplog.text
+    assert event(other + ":cancelled").is_set()
+    event(stubborn + ":release").set()
+    await asyncio.wait_for(event(stubborn + ":finished").wait(), timeout=10)
 
 
 @pytest.mark.parametrize("parallel", [False, True])
@@ -326,19 +374,27 @@ async def test_two_values_for_one_input_fail_the_node() -> None:
 async def test_trace_has_per_node_duration_and_output_summary() -> None:
     long = "z" * 500
     document = {
-        "nodes": [node("c", "Const", value=long), node("u"), node("d", "Const", value={"k": [1, 2]})],
+        "nodes": [
+            node("c", "Const", value=long),
+            node("u"),
+            node("d", "Const", value={"k": [1, 2]}),
+            node("n", "Const", value=2.5),
+            node("big", "Const", value=list(range(100))),
+        ],
         "edges": [edge("c", "u", "value")],
     }
     result = await compiled(document).run({}, trace=True)
     assert result.trace is not None
     by_node = {entry["node"]: entry for entry in result.trace}
-    assert set(by_node) == {"c", "u", "d"}
+    assert set(by_node) == {"c", "u", "d", "n", "big"}
     for entry in result.trace:
         assert entry["status"] == "ok"
         assert entry["duration_ms"] >= 0 and entry["started_ms"] >= 0
     assert by_node["u"]["type"] == "Upper"
     assert by_node["u"]["outputs"]["text"] == "Z" * 200 + "... (500 chars)"
     assert by_node["d"]["outputs"] == {"value": {"k": [1, 2]}}
+    assert by_node["n"]["outputs"] == {"value": 2.5}
+    assert by_node["big"]["outputs"]["value"].endswith("... (291 chars)")
     assert by_node["u"]["started_ms"] >= by_node["c"]["started_ms"] + by_node["c"]["duration_ms"]
 
 

@@ -114,13 +114,30 @@ def test_component_check_params_hook_reports_its_problems() -> None:
     assert problems({"nodes": [node("a", "Picky", word="bad")]}) == [("/nodes/0/params/word", "bad_word")]
 
 
-@pytest.mark.parametrize("where", ["ports", "check", "defaults"])
+@pytest.mark.parametrize("where", ["ports", "check", "defaults", "output", "required", "not_ports"])
 def test_a_buggy_component_is_a_problem_not_a_crash(where: str) -> None:
     assert problems({"nodes": [node("a", "Broken", where=where)]}) == [("/nodes/0/params", "component_error")]
 
 
 def test_a_component_with_an_invalid_params_schema_is_a_problem() -> None:
     assert problems({"nodes": [node("a", "BadSchema")]}) == [("/nodes/0/params", "component_error")]
+
+
+class ExplodingRegistry:
+    def get(self, type_name: str) -> None:
+        raise RuntimeError("registry exploded")
+
+    def names(self) -> list[str]:
+        return []
+
+    def suggest(self, name: str) -> None:
+        return None
+
+
+def test_an_unexpected_failure_is_a_problem_not_an_exception(caplog: pytest.LogCaptureFixture) -> None:
+    found = validate({"nodes": [node("a")]}, registry=ExplodingRegistry())  # type: ignore[arg-type]
+    assert [(p.path, p.code) for p in found] == [("", "internal_error")]
+    assert "validation failed unexpectedly" in caplog.text
 
 
 # --- ids, types, edges ---------------------------------------------------------------------------------
@@ -384,7 +401,7 @@ def test_values_that_are_not_json(value: Any) -> None:
         ("{x[0]}", "unsafe_template"),
         ("{x!r}", "unsafe_template"),
         ("{x:>10}", "unsafe_template"),
-        ("{x:>{y}}", "template_syntax"),
+        ("{x:>{y}}", "unsafe_template"),
         ("{}", "template_syntax"),
         ("{0}", "template_syntax"),
         ("{ x }", "template_syntax"),

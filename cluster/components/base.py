@@ -106,3 +106,10 @@ class Component(ABC):
         Returning only some ports is how a Router chooses a branch: nodes fed solely by ports that were
         not returned are skipped. Raise ComponentError for expected failures.
         """
+
+    async def aclose(self) -> None:
+        """Release what the component acquired when it was built (e.g. an HTTP client's connections).
+
+        Called once, when the compiled flow holding this instance is retired and no run uses it any more.
+        """
+        return None

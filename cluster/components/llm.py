@@ -3,7 +3,8 @@
     {"id": "llm", "type": "LLM", "params": {"provider": "openai", "model": "gpt-4o-mini",
      "base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_KEY", "temperature": 0.2}}
 
-Inputs: `prompt` (default, required) and `system` (optional; falls back to `params.system`).
+Inputs: `prompt` (default, required) and, unless `params.system` fixes the system message, `system`
+(optional).
 Providers: `echo` (offline, deterministic) and `openai` (any OpenAI-compatible endpoint).
 """
 
@@ -70,8 +71,10 @@ class LLM(Component):
 
     @classmethod
     def ports(cls, params: Mapping[str, Any]) -> Ports:
+        # A system message fixed in the params cannot be replaced by an edge or, worse, by a run input.
+        inputs = ("prompt",) if "system" in params else ("prompt", "system")
         return Ports(
-            inputs=("prompt", "system"),
+            inputs=inputs,
             required=frozenset({"prompt"}),
             default_input="prompt",
             outputs=("text",),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import warnings
 from typing import Any
 
 from cluster.errors import Problem
@@ -68,10 +69,16 @@ def regex_problems(pattern: str, path: str, *, flags: int = 0) -> list[Problem]:
         message = f"pattern has {len(pattern)} characters; the limit is {MAX_PATTERN_CHARS}"
         return [Problem(path, "too_long", message)]
     try:
-        re.compile(pattern, flags)
-        tree = _parser.parse(pattern, flags)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            re.compile(pattern, flags)
+            tree = _parser.parse(pattern, flags)  # not cached by `re`, so it warns every time
     except (re.error, RecursionError, OverflowError) as e:
         return [Problem(path, "invalid_regex", f"invalid regular expression: {e}")]
+    if caught:
+        # e.g. "Possible nested set": valid today, but its meaning may change in a later Python.
+        message = f"ambiguous regular expression: {caught[0].message}; escape the character"
+        return [Problem(path, "invalid_regex", message)]
     if _nested_repeat(tree, False):
         message = (
             "a repeat nested inside an unbounded repeat (like (a+)+) can backtrack without end; "

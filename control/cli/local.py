@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -36,9 +36,9 @@ def _problems_of(path: str) -> tuple[list[Problem], Any]:
     return validate(document), document
 
 
-def _print_problems(path: str, problems: list[Problem]) -> None:
+def _print_problems(path: str, problems: list[Problem], *, file: TextIO | None = None) -> None:
     for problem in problems:
-        print(f"{path}: {problem.path or '/'}: {problem.message}")
+        print(f"{path}: {problem.path or '/'}: {problem.message}", file=file)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     inputs = _parse_inputs(args.input, args.input_json)
     problems, document = _problems_of(args.file)
     if problems:
-        _print_problems(args.file, problems)
+        _print_problems(args.file, problems, file=sys.stderr)  # stdout is only for the outputs
         return EXIT_INVALID
     # An entry point: the only place that hands the process environment to components (API keys).
     compiled = compile_flow(document, environ=os.environ)

@@ -158,7 +158,8 @@ class OpenAIProvider:
         for attempt in range(attempts):
             budget = remaining()
             if budget is not None and budget <= 0:
-                raise ComponentError(f"run deadline reached after {attempt} attempt(s); last error: {why}")
+                last = f"; last error: {why}" if why else ""
+                raise ComponentError(f"run deadline reached after {attempt} attempt(s){last}")
             timeout = self.config.timeout_s if budget is None else min(self.config.timeout_s, budget)
             reply, why, retry_after = await self._attempt(body, headers, timeout)
             if reply is not None:

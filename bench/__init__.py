@@ -1,0 +1,1 @@
+"""Benchmarks: each `bench/bench_*.py` module has a `main()`; `python -m bench` runs them all."""

@@ -1,0 +1,185 @@
+"""How one LangFlow component becomes flowfleet nodes: inputs, outputs, prompts and parsers.
+
+A converter receives the LangFlow node and a NodeContext and returns either `Mapped` (the flowfleet
+node(s) plus how LangFlow's field and output names translate into flowfleet ports) or `Unsupported`
+(why not). Language models live in `cluster.langflow.models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cluster.langflow.export import LfNode
+from cluster.langflow.prompt import TemplateSyntaxError, escape, parse_template, rebuild
+
+Provider = Literal["openai", "echo"]
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What a converter may know beyond the node itself."""
+
+    node_id: str  # the flowfleet id of the main node
+    connected: frozenset[str]  # LangFlow fields of this node that an edge feeds
+    input_name: str  # for input components: the run input they read
+    provider: Provider  # "openai" keeps OpenAI models, "echo" turns every model offline
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """The flowfleet side of one LangFlow node.
+
+    `nodes[0]` is the node edges connect to; further nodes and `edges` are helpers it needs (e.g. a
+    fixed prompt). `inputs` maps LangFlow field names to its input ports, `outputs` LangFlow output
+    names to its output ports.
+    """
+
+    nodes: tuple[dict[str, Any], ...]
+    inputs: Mapping[str, str]
+    outputs: Mapping[str, str]
+    default_output: str
+    edges: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    reason: str
+
+
+Converter = Callable[[LfNode, NodeContext], "Mapped | Unsupported"]
+
+
+def text_field(node: LfNode, name: str) -> str:
+    """A field's value as text; LangFlow writes unset fields as "", null or a missing key."""
+    value = node.fields.get(name)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
+def fixed_prompt(node_id: str, text: str, target_input: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A variable-free PromptTemplate node that supplies `text` to `target_input` of `node_id`.
+
+    Used where LangFlow lets a value be typed into a field that flowfleet only feeds through a port.
+    """
+    helper_id = f"{node_id}.{target_input}"
+    node = {"id": helper_id, "type": "PromptTemplate", "params": {"template": escape(text)}}
+    edge = {"source": helper_id, "target": node_id, "source_output": "text", "target_input": target_input}
+    return node, edge
+
+
+def _input(flowfleet_type: str, port: str) -> Converter:
+    def convert(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+        params: dict[str, Any] = {"name": ctx.input_name}
+        # LangFlow runs with the value typed into the component when the request carries none.
+        default = text_field(node, "input_value")
+        if default:
+            params["default"] = default
+        flowfleet_node = {"id": ctx.node_id, "type": flowfleet_type, "params": params}
+        outputs = {"message": port, "text": port}
+        return Mapped(nodes=(flowfleet_node,), inputs={}, outputs=outputs, default_output=port)
+
+    return convert
+
+
+def _output(flowfleet_type: str, port: str) -> Converter:
+    def convert(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+        flowfleet_node = {"id": ctx.node_id, "type": flowfleet_type, "params": {}}
+        outputs = {"message": port, "text": port}
+        return Mapped(
+            nodes=(flowfleet_node,), inputs={"input_value": port}, outputs=outputs, default_output=port
+        )
+
+    return convert
+
+
+def convert_prompt(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+    """Prompt: variables fed by edges become ports; a value typed into LangFlow is written into the
+    template; any other variable is read from the run's inputs under its name."""
+    try:
+        template = parse_template(text_field(node, "template"))
+    except TemplateSyntaxError as e:
+        return Unsupported(f"template: {e}")
+    fixed = {
+        name: text_field(node, name)
+        for name in template.variables
+        if name not in ctx.connected and text_field(node, name)
+    }
+    params = {"template": rebuild(template, fixed)}
+    inputs = {name: name for name in template.variables if name not in fixed}
+    flowfleet_node = {"id": ctx.node_id, "type": "PromptTemplate", "params": params}
+    return Mapped(nodes=(flowfleet_node,), inputs=inputs, outputs={"prompt": "text"}, default_output="text")
+
+
+def convert_parser(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+    """Parser: "Stringify" passes the input on as text; "Parser" fills its template from the input.
+
+    flowfleet values between nodes are plain values, not LangFlow Data records, so the template may
+    only use `{text}` (the text of an incoming message, which is what LangFlow reads for a Message).
+    """
+    mode = text_field(node, "mode") or "Parser"
+    if mode == "Stringify":
+        source = "{text}"
+    elif mode == "Parser":
+        # Renamed from "pattern" to "format" in later LangFlow versions.
+        source = text_field(node, "format") or text_field(node, "pattern")
+    else:
+        return Unsupported(f"unknown parser mode {mode!r}")
+    try:
+        template = parse_template(source)
+    except TemplateSyntaxError as e:
+        return Unsupported(f"template: {e}")
+    others = [name for name in template.variables if name != "text"]
+    if others or "text" not in template.variables:
+        shown = ", ".join("{" + n + "}" for n in others) or "no {text}"
+        return Unsupported(
+            f"parser template uses {shown}; only {{text}} (the incoming message's text) is supported"
+        )
+    flowfleet_node = {
+        "id": ctx.node_id,
+        "type": "PromptTemplate",
+        "params": {"template": rebuild(template, {})},
+    }
+    return Mapped(
+        nodes=(flowfleet_node,),
+        inputs={"input_data": "text"},
+        outputs={"parsed_text": "text"},
+        default_output="text",
+    )
+
+
+def convert_json_cleaner(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+    """JSON Cleaner: find the JSON an LLM wrote (fenced or bare) and pass on its text.
+
+    LangFlow's cleaner outputs the JSON as a string, which is OutputParser's `text` output (the JSON
+    fragment); its `parsed` output would be the decoded value instead.
+    """
+    flowfleet_node = {"id": ctx.node_id, "type": "OutputParser", "params": {"mode": "json"}}
+    return Mapped(
+        nodes=(flowfleet_node,),
+        inputs={"json_str": "text"},
+        outputs={"output": "text"},
+        default_output="text",
+    )
+
+
+INPUT_TYPES = frozenset({"ChatInput", "TextInput"})
+
+CONVERTERS: dict[str, Converter] = {
+    "ChatInput": _input("ChatInput", "message"),
+    "TextInput": _input("TextInput", "text"),
+    "ChatOutput": _output("ChatOutput", "message"),
+    "TextOutput": _output("TextOutput", "text"),
+    "Prompt": convert_prompt,
+    "Prompt Template": convert_prompt,
+    # The Parser's class is ParserComponent; exports name its type after the component's `name`.
+    "parser": convert_parser,
+    "ParserComponent": convert_parser,
+    "Parser": convert_parser,
+    "JSONCleaner": convert_json_cleaner,
+}

@@ -1,0 +1,169 @@
+"""The control-plane HTTP API: a Starlette app whose handlers parse, call the service and render.
+
+    app = create_app(Settings.from_env(os.environ))   # refuses to build without any API token
+    uvicorn.run(app, port=8700)
+
+Every route but ``/healthz`` needs ``Authorization: Bearer <token>``; see `control.auth` for roles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cluster.errors import Unauthorized
+from cluster.http import EXCEPTION_HANDLERS, error_response
+from cluster.keys import Keys
+from cluster.redis_conn import connect, redact
+from cluster.settings import Settings
+from cluster.store import Store
+from control import routes
+from control.auth import WWW_AUTHENTICATE, Principal, Role, TokenTable
+from control.metrics import ControlMetrics
+from control.service import ControlService
+from control.state import ControlState, control_state
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request, Principal], Awaitable[Response]]
+
+
+def authenticated(role: Role, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler so it runs only for a principal holding at least `role` (401 / 403 otherwise)."""
+
+    async def endpoint(request: Request) -> Response:
+        state = control_state(request)
+        try:
+            principal = state.tokens.authenticate(request.headers.get("authorization"))
+        except Unauthorized as e:
+            # RFC 6750: a 401 names the scheme the client should use.
+            return error_response(
+                e.http_status, e.code, e.message, e.details, headers={"WWW-Authenticate": WWW_AUTHENTICATE}
+            )
+        principal.require(role)
+        request.state.principal = principal
+        return await handler(request, principal)
+
+    return endpoint
+
+
+class MetricsMiddleware:
+    """Counts every response by method, route template (bounded label values) and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ControlMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            label = route.path if isinstance(route, Route) else "unmatched"
+            self.metrics.requests.labels(scope["method"], label, str(status)).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+
+async def redis_unavailable(request: Request, exc: Exception) -> Response:
+    """Redis down or unreachable is the service being unavailable (503, retry later), not a bug (500)."""
+    log.warning("redis error on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503, "redis_unavailable", "the version store (Redis) is unavailable; retry later", {}
+    )
+
+
+def build_routes() -> list[BaseRoute]:
+    r = routes
+    v, d, a = Role.VIEWER, Role.DEPLOYER, Role.ADMIN
+    return [
+        Route("/healthz", r.healthz, methods=["GET"]),
+        Route("/metrics", authenticated(v, r.metrics), methods=["GET"]),
+        Route("/openapi.json", authenticated(v, r.openapi), methods=["GET"]),
+        Route("/v1/flows", authenticated(v, r.list_flows), methods=["GET"]),
+        Route("/v1/flows/{name}", authenticated(v, r.get_flow), methods=["GET"]),
+        Route("/v1/flows/{name}/versions", authenticated(d, r.publish), methods=["POST"]),
+        Route("/v1/flows/{name}/versions/{hash}", authenticated(v, r.get_version), methods=["GET"]),
+        Route("/v1/flows/{name}/activate", authenticated(d, r.activate), methods=["POST"]),
+        Route("/v1/flows/{name}/rollback", authenticated(d, r.rollback), methods=["POST"]),
+        Route("/v1/flows/{name}/history", authenticated(v, r.history), methods=["GET"]),
+        Route("/v1/flows/{name}/diff", authenticated(v, r.diff), methods=["GET"]),
+        Route("/v1/fleet", authenticated(v, r.fleet), methods=["GET"]),
+        Route("/v1/audit", authenticated(v, r.audit), methods=["GET"]),
+        Route("/v1/gc", authenticated(a, r.gc), methods=["POST"]),
+    ]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    redis: aioredis.Redis | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Starlette:
+    """The control-plane app. With `redis`, the caller owns that client; otherwise the app makes one from
+    `settings.redis_url` and its lifespan closes it. `environ` reaches components compiled for checks.
+
+    Configuration errors (no token, a bad tokens file, Redis URL or namespace) raise here, before any
+    server starts listening.
+    """
+    tokens = TokenTable.from_settings(settings)
+    keys = Keys(settings.namespace)
+    # No I/O yet: connect() only checks the URL; connections open on first use inside the event loop.
+    client = redis if redis is not None else connect(settings.redis_url, client_name="flowfleet-control")
+    metrics = ControlMetrics()
+    state = ControlState(settings=settings, tokens=tokens, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = Store(
+            client,
+            keys,
+            history_keep=settings.history_keep,
+            audit_keep=settings.audit_keep,
+        )
+        state.redis = client
+        state.service = ControlService(store, environ=environ, metrics=metrics)
+        log.info(
+            "control plane ready redis=%s namespace=%s principals=%d",
+            redact(settings.redis_url) if redis is None else "<given>",
+            settings.namespace,
+            len(tokens.entries),
+        )
+        try:
+            yield
+        finally:
+            state.service = None
+            state.redis = None
+            if redis is None:
+                await client.aclose()
+
+    app = Starlette(
+        routes=build_routes(),
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        exception_handlers={**EXCEPTION_HANDLERS, RedisError: redis_unavailable},
+        lifespan=lifespan,
+    )
+    app.state.control = state
+    return app

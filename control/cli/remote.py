@@ -1,0 +1,248 @@
+"""`flowfleet publish | activate | rollback | history | show | diff | status | audit | gc | sync`.
+
+Each command talks to the control API (``FLOWFLEET_URL``, ``FLOWFLEET_TOKEN``, or ``--url``/``--token``)
+and prints a table for people or, with ``--output json``, the API's JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cluster.errors import BadRequest
+from cluster.settings import Settings
+from control.cli import render
+from control.cli.client import ApiClient, path
+
+
+def client_of(args: argparse.Namespace) -> ApiClient:
+    settings = Settings.from_env(os.environ, control_url=args.url, token=args.token)
+    return ApiClient(settings.control_url, settings.token)
+
+
+def emit(args: argparse.Namespace, body: Any, text: str) -> int:
+    print(render.pretty_json(body) if args.output == "json" else text)
+    return 0
+
+
+def release_line(release: dict[str, Any]) -> str:
+    return (
+        f"{release['action']} {release['flow']} -> {render.short(release['hash'])} "
+        f"generation {release['generation']} by {release['activated_by']}"
+    )
+
+
+# -- writes -------------------------------------------------------------------------------------------
+def flow_name_of(file: Path, data: bytes, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"{file} is not valid JSON: {e}") from e
+    name = document.get("name") if isinstance(document, dict) else None
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f'{file} has no "name"; pass --flow NAME')
+    return name
+
+
+def read_file(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as e:
+        raise BadRequest(f"cannot read {file}: {e.strerror}") from e
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    data = read_file(args.file)
+    flow = flow_name_of(args.file, data, args.flow)
+    with client_of(args) as api:
+        params = {"activate": args.activate or None, "message": args.message}
+        body = api.post(path("v1", "flows", flow, "versions"), content=data, params=params)
+    state = "new version" if body["created"] else "unchanged, already stored"
+    text = f"published {flow} {render.short(body['hash'])} ({state})"
+    if body.get("release"):
+        text += "\n" + release_line(body["release"])
+    return emit(args, body, text)
+
+
+def cmd_activate(args: argparse.Namespace) -> int:
+    payload: dict[str, Any] = {"hash": args.hash}
+    if args.expected_generation is not None:
+        payload["expected_generation"] = args.expected_generation
+    with client_of(args) as api:
+        url = path("v1", "flows", args.flow, "activate")
+        body = api.post(url, json=payload, params={"message": args.message})
+    return emit(args, body, release_line(body))
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    payload: dict[str, Any] = {}
+    if args.to_generation is not None:
+        payload["to_generation"] = args.to_generation
+    if args.to is not None:
+        payload["to_hash"] = args.to
+    with client_of(args) as api:
+        url = path("v1", "flows", args.flow, "rollback")
+        body = api.post(url, json=payload, params={"message": args.message})
+    return emit(args, body, release_line(body))
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    with client_of(args) as api:
+        body = api.post(path("v1", "gc"))
+    text = f"removed {body['removed_count']} version(s), {body['bytes_freed']} bytes; kept {body['kept']}"
+    for flow, hashes in sorted(body["removed"].items()):
+        text += "\n" + "\n".join(f"  {flow} {render.short(h)}" for h in hashes)
+    return emit(args, body, text)
+
+
+# -- reads --------------------------------------------------------------------------------------------
+def cmd_history(args: argparse.Namespace) -> int:
+    with client_of(args) as api:
+        body = api.get(path("v1", "flows", args.flow, "history"), params={"limit": args.limit})
+    rows = [
+        [r["generation"], render.short(r["hash"]), r["action"], r["activated_by"],
+         render.when(r["activated_at"]), r["reason"]]
+        for r in body["releases"]
+    ]  # fmt: skip
+    return emit(args, body, render.table(["GEN", "HASH", "ACTION", "BY", "AT (UTC)", "REASON"], rows))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with client_of(args) as api:
+        if args.hash:
+            body = api.get(path("v1", "flows", args.flow, "versions", args.hash))
+            return emit(args, body, render.pretty_json(body["document"]))
+        body = api.get(path("v1", "flows", args.flow))
+    release = body["release"]
+    lines = [f"flow {body['flow']}"]
+    if release:
+        lines.append(
+            f"current {release['hash']} generation {release['generation']} "
+            f"({release['action']} by {release['activated_by']} at {render.when(release['activated_at'])})"
+        )
+    else:
+        lines.append("current - (never activated)")
+    rows = [
+        [render.short(v["hash"]), render.when(v["created_at"]), v["author"], v["node_count"], v["message"]]
+        for v in body["versions"]
+    ]
+    lines += ["", render.table(["VERSION", "CREATED (UTC)", "AUTHOR", "NODES", "MESSAGE"], rows)]
+    return emit(args, body, "\n".join(lines))
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    with client_of(args) as api:
+        body = api.get(path("v1", "flows", args.flow, "diff"), params={"from": args.a, "to": args.b})
+    header = f"{args.flow}: {render.short(body['from'])} -> {render.short(body['to'])}"
+    return emit(args, body, header + "\n" + render.diff_text(body["diff"]))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with client_of(args) as api:
+        body = api.get(path("v1", "fleet"))
+    rows = [r for r in body["rows"] if args.flow is None or r["flow"] == args.flow]
+    if args.output == "json":
+        return emit(args, {**body, "rows": rows}, "")
+    table = [
+        [r["replica"], r["flow"], r["generation"], render.short(r["hash"]), r["current_generation"],
+         r["state"], r["error"]]
+        for r in rows
+    ]  # fmt: skip
+    text = render.table(["REPLICA", "FLOW", "GEN", "HASH", "CURRENT", "STATE", "ERROR"], table)
+    if not rows:
+        text = "no live replica reports " + (f"flow {args.flow}" if args.flow else "any flow")
+    return emit(args, body, text)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    with client_of(args) as api:
+        body = api.get(path("v1", "audit"), params={"flow": args.flow, "limit": args.limit})
+    rows = [
+        [render.when(e.get("at")), e.get("action"), e.get("flow"), render.short(e.get("hash")),
+         e.get("generation"), e.get("by"), e.get("reason") or e.get("message")]
+        for e in body["entries"]
+    ]  # fmt: skip
+    return emit(args, body, render.table(["AT (UTC)", "ACTION", "FLOW", "HASH", "GEN", "BY", "REASON"], rows))
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from control.cli.sync import sync_directory
+
+    with client_of(args) as api:
+        report = sync_directory(api, args.dir, activate=args.activate, message=args.message)
+    return emit(args, report.as_dict(), report.text())
+
+
+# -- parsers ------------------------------------------------------------------------------------------
+def common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--url", help="control plane URL (default: $FLOWFLEET_URL or http://127.0.0.1:8700)")
+    parent.add_argument("--token", help="API token (default: $FLOWFLEET_TOKEN)")
+    parent.add_argument("--output", "-o", choices=("table", "json"), default="table", help="output format")
+    return parent
+
+
+def register(subparsers: Any) -> None:
+    parent = common()
+
+    def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = subparsers.add_parser(name, parents=[parent], help=help_text)
+        parser.set_defaults(func=func)
+        return parser
+
+    def message(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("-m", "--message", help="why (recorded in history and the audit log)")
+
+    p = add("publish", cmd_publish, "validate and store a flow version")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--flow", help="flow name (default: the document's name)")
+    p.add_argument("--activate", action="store_true", help="also make it the current release")
+    message(p)
+
+    p = add("activate", cmd_activate, "make a stored version current")
+    p.add_argument("flow", metavar="FLOW")
+    p.add_argument("hash", metavar="HASH", help="version hash or unique prefix (8+ characters)")
+    p.add_argument(
+        "--expected-generation", type=int, metavar="N", help="fail (exit 3) unless at generation N"
+    )
+    message(p)
+
+    p = add("rollback", cmd_rollback, "activate an earlier version as a new generation")
+    p.add_argument("flow", metavar="FLOW")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--to-generation", type=int, metavar="N", help="the version of release N")
+    target.add_argument("--to", metavar="HASH", help="a stored version")
+    message(p)
+
+    p = add("history", cmd_history, "releases of a flow, newest first")
+    p.add_argument("flow", metavar="FLOW")
+    p.add_argument("--limit", type=int, default=100)
+
+    p = add("show", cmd_show, "a flow's release and versions, or one version's document")
+    p.add_argument("flow", metavar="FLOW")
+    p.add_argument("hash", metavar="HASH", nargs="?")
+
+    p = add("diff", cmd_diff, "node/edge/param differences between two versions")
+    p.add_argument("flow", metavar="FLOW")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+
+    p = add("status", cmd_status, "which replica runs which version")
+    p.add_argument("flow", metavar="FLOW", nargs="?")
+
+    p = add("audit", cmd_audit, "audit log, newest first")
+    p.add_argument("--flow")
+    p.add_argument("--limit", type=int, default=100)
+
+    add("gc", cmd_gc, "delete versions no release references (admin)")
+
+    p = add("sync", cmd_sync, "validate a directory of flows, then publish (and activate) what changed")
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("--activate", action="store_true")
+    message(p)

@@ -1,0 +1,197 @@
+"""The OpenAPI 3.1 description of the control API, written by hand to match `control.api.build_routes`.
+
+Served at ``/openapi.json`` to any authenticated principal (viewer and up); a test checks that every
+route is described and nothing else is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed request (bad JSON, wrong field type, unknown field, bad hash or name)",
+        401: "Missing or invalid bearer token",
+        403: "The principal's role may not do this",
+        404: "Unknown flow, version or release generation",
+        409: "Generation conflict, ambiguous short hash, corrupt stored version or nothing to roll back",
+        413: "Request body larger than the configured limit",
+        422: "The flow document is invalid (every problem is listed in details.problems)",
+    }
+    return {str(s): _json(_ref("Error"), text[s]) for s in (401, 403, *statuses)}
+
+
+def _op(summary: str, ok: dict[str, Any], *errors: int, role: str = "viewer", **extra: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Requires the {role} role or higher.",
+        "responses": {"200": ok, **_errors(*errors)},
+    }
+    op.update(extra)
+    return op
+
+
+def _param(name: str, where: str, description: str, schema: dict[str, Any], required: bool = False) -> Any:
+    return {"name": name, "in": where, "required": required, "description": description, "schema": schema}
+
+
+FLOW_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"}
+NAME = _param("name", "path", "Flow name", FLOW_NAME, True)
+HASH = {"type": "string", "pattern": "^[0-9a-f]{8,64}$", "description": "Full sha256 or a unique prefix (8+)"}
+LIMIT = _param(
+    "limit", "query", "Maximum entries (1-1000)", {"type": "integer", "minimum": 1, "maximum": 1000}
+)
+MESSAGE = [
+    _param("X-Flowfleet-Message", "header", "Why (recorded in history and audit)", {"type": "string"}),
+    _param("message", "query", "Why, when a header is inconvenient", {"type": "string"}),
+]
+OBJECT = {"type": "object"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message", "details"],
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "details": OBJECT},
+    },
+    "Release": {
+        "type": "object",
+        "properties": {
+            "flow": {"type": "string"},
+            "hash": {"type": "string"},
+            "generation": {"type": "integer"},
+            "previous_hash": {"type": ["string", "null"]},
+            "activated_by": {"type": "string"},
+            "activated_at": {"type": "number"},
+            "reason": {"type": "string"},
+            "action": {"type": "string", "enum": ["activate", "rollback"]},
+        },
+    },
+    "PublishResult": {
+        "type": "object",
+        "properties": {
+            "flow": {"type": "string"},
+            "hash": {"type": "string"},
+            "created": {"type": "boolean"},
+            "release": {"oneOf": [_ref("Release"), {"type": "null"}]},
+        },
+    },
+}
+
+ROUTES: dict[str, dict[str, Any]] = {
+    "/healthz": {
+        "get": {
+            "summary": "Liveness and Redis reachability (no authentication)",
+            "security": [],
+            "responses": {"200": _json(OBJECT, "Healthy"), "503": _json(OBJECT, "Redis unreachable")},
+        }
+    },
+    "/metrics": {"get": _op("Prometheus metrics", {"description": "Prometheus text format"})},
+    "/openapi.json": {"get": _op("This document", _json(OBJECT, "OpenAPI 3.1"))},
+    "/v1/flows": {"get": _op("Every flow with its release record", _json(OBJECT, "{flows: [...]}"))},
+    "/v1/flows/{name}": {
+        "parameters": [NAME],
+        "get": _op("Release record and recent versions", _json(OBJECT, "{flow, release, versions}"),
+                   400, 404),
+    },
+    "/v1/flows/{name}/versions": {
+        "parameters": [NAME],
+        "post": _op(
+            "Validate, dry-run the document's tests and store a version; optionally activate it",
+            _json(_ref("PublishResult"), "Identical content was already stored"),
+            400, 404, 409, 413, 422,
+            role="deployer",
+            parameters=[
+                _param("activate", "query", "Also activate the version", {"type": "boolean"}),
+                _param("expected_generation", "query", "CAS for the activation", {"type": "integer"}),
+                *MESSAGE,
+            ],
+            requestBody={"required": True, "content": {JSON: {"schema": OBJECT}}},
+        ),
+    },
+    "/v1/flows/{name}/versions/{hash}": {
+        "parameters": [NAME, _param("hash", "path", "Version", HASH, True)],
+        "get": _op("A stored version: document and metadata", _json(OBJECT, "{flow, hash, meta, document}"),
+                   400, 404, 409),
+    },
+    "/v1/flows/{name}/activate": {
+        "parameters": [NAME],
+        "post": _op(
+            "Make a stored version current (verified and compiled first)",
+            _json(_ref("Release"), "The new release record"),
+            400, 404, 409, 413, 422,
+            role="deployer",
+            parameters=MESSAGE,
+            requestBody={"required": True, "content": {JSON: {"schema": {
+                "type": "object", "required": ["hash"], "additionalProperties": False,
+                "properties": {"hash": HASH, "expected_generation": {"type": "integer", "minimum": 0}},
+            }}}},
+        ),
+    },
+    "/v1/flows/{name}/rollback": {
+        "parameters": [NAME],
+        "post": _op(
+            "Activate an earlier version as a new generation (default: the previous release)",
+            _json(_ref("Release"), "The new release record"),
+            400, 404, 409, 413, 422,
+            role="deployer",
+            parameters=MESSAGE,
+            requestBody={"required": False, "content": {JSON: {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"to_generation": {"type": "integer", "minimum": 0}, "to_hash": HASH},
+            }}}},
+        ),
+    },
+    "/v1/flows/{name}/history": {
+        "parameters": [NAME],
+        "get": _op("Releases, newest first", _json(OBJECT, "{flow, releases}"), 400, 404, parameters=[LIMIT]),
+    },
+    "/v1/flows/{name}/diff": {
+        "parameters": [NAME],
+        "get": _op(
+            "Node, edge and param level differences between two versions",
+            _json(OBJECT, "{flow, from, to, diff}"),
+            400, 404, 409,
+            parameters=[_param("from", "query", "Old version", HASH, True),
+                        _param("to", "query", "New version", HASH, True)],
+        ),
+    },
+    "/v1/fleet": {"get": _op("Live replicas and what they run", _json(OBJECT, "{replicas, releases, rows}"))},
+    "/v1/audit": {
+        "get": _op(
+            "Audit entries, newest first",
+            _json(OBJECT, "{entries}"),
+            400,
+            parameters=[_param("flow", "query", "Only this flow", {"type": "string"}), LIMIT],
+        )
+    },
+    "/v1/gc": {
+        "post": _op("Delete versions no release or history references", _json(OBJECT, "Removed/kept"),
+                    role="admin"),
+    },
+}  # fmt: skip
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "flowfleet control plane", "version": "1"},
+    "security": [{"bearer": []}],
+    "paths": ROUTES,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+}
+
+ROUTES["/v1/flows/{name}/versions"]["post"]["responses"]["201"] = _json(
+    _ref("PublishResult"), "Stored a new version"
+)

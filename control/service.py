@@ -1,0 +1,309 @@
+"""The control-plane service layer: every operation the HTTP API offers, independent of HTTP.
+
+Writes go through three gates before the fleet hears about them: a published document is parsed with
+limits, validated (every problem at once), compiled and its `tests` examples run as a dry run; an
+activation reads the stored blob back, checks its sha256 and compiles it again; only then does the
+cutover (one atomic store script) move the release record and announce it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cluster import engine, validation
+from cluster.analysis import ComponentRegistry
+from cluster.errors import (
+    BadRequest,
+    CorruptBlob,
+    FlowNotFound,
+    FlowValidationError,
+    GenerationConflict,
+    Problem,
+    VersionNotFound,
+)
+from cluster.hashing import content_address, is_hash_prefix
+from cluster.keys import check_flow_name
+from cluster.release import NoPreviousRelease, Release, rollback_target
+from cluster.store import Store
+from control.cutover import Cutover, CutoverRequest, DirectCutover
+from control.diff import diff_documents
+from control.fleetview import fleet_rows
+from control.metrics import ControlMetrics
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 2000
+RECENT_VERSIONS = 20
+# Activation failures by metric label; anything else counts as "error".
+FAILURE_LABELS: tuple[tuple[type[Exception], str], ...] = (
+    (GenerationConflict, "conflict"),
+    (FlowValidationError, "invalid"),
+    (CorruptBlob, "corrupt"),
+    (VersionNotFound, "not_found"),
+)
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    flow: str
+    hash: str
+    created: bool
+    release: Release | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "hash": self.hash,
+            "created": self.created,
+            "release": release_dict(self.release),
+        }
+
+
+def release_dict(release: Release | None) -> dict[str, Any] | None:
+    return None if release is None else release.as_dict()
+
+
+def check_message(message: str | None) -> str:
+    message = (message or "").strip()
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise BadRequest(f"message is longer than {MAX_MESSAGE_CHARS} characters")
+    return message
+
+
+def name_problems(flow: str, document: Any) -> list[Problem]:
+    """The URL names the flow; a document that names a different one is refused, not silently renamed."""
+    if isinstance(document, Mapping):
+        name = document.get("name")
+        if name is not None and name != flow:
+            return [
+                Problem(
+                    "/name",
+                    "name_mismatch",
+                    f"document is named {name!r} but is being published as flow {flow!r}",
+                )
+            ]
+    return []
+
+
+def parse(raw: bytes, limits: validation.Limits | None) -> Any:
+    """The document in `raw`; bytes that are not JSON at all are a malformed request (400), not a flow
+    problem (422)."""
+    try:
+        return validation.parse_document(raw, limits)
+    except FlowValidationError as e:
+        if [p.code for p in e.problems] == ["invalid_json"]:
+            raise BadRequest(e.problems[0].message) from e
+        raise
+
+
+class ControlService:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        registry: ComponentRegistry | None = None,
+        limits: validation.Limits | None = None,
+        environ: Mapping[str, str] | None = None,
+        cutover: Cutover | None = None,
+        metrics: ControlMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.limits = limits
+        self.environ: Mapping[str, str] = environ or {}
+        self.cutover: Cutover = cutover or DirectCutover(store)
+        self.metrics = metrics or ControlMetrics()
+
+    # -- writes -------------------------------------------------------------------------------------
+    async def publish(
+        self,
+        flow: str,
+        raw: bytes,
+        *,
+        actor: str,
+        message: str | None = None,
+        activate: bool = False,
+        expected_generation: int | None = None,
+    ) -> PublishOutcome:
+        """Validate, dry-run and store a document; with `activate`, also make it current."""
+        check_flow_name(flow)
+        message = check_message(message)
+        try:
+            document = parse(raw, self.limits)
+            misnamed = name_problems(flow, document)
+            try:
+                # compile_flow validates first and reports every problem; validating separately would
+                # double the cost for large flows.
+                compiled = await self._compile(document)
+            except FlowValidationError as e:
+                raise FlowValidationError(misnamed + list(e.problems)) from e
+            if misnamed:
+                raise FlowValidationError(misnamed)
+            failures = await engine.run_examples(compiled)
+            if failures:
+                raise FlowValidationError(failures)
+        except FlowValidationError:
+            self.metrics.publishes.labels("invalid").inc()
+            raise
+        data, digest = content_address(document)
+        result = await self.store.publish(
+            flow, data, digest, author=actor, message=message, node_count=compiled.node_count
+        )
+        self.metrics.publishes.labels("created" if result.created else "unchanged").inc()
+        release = None
+        if activate:
+            release = await self._cutover(
+                CutoverRequest(flow, digest, actor, message, "activate", expected_generation)
+            )
+        return PublishOutcome(flow, digest, result.created, release)
+
+    async def activate(
+        self,
+        flow: str,
+        ref: str,
+        *,
+        actor: str,
+        message: str | None = None,
+        expected_generation: int | None = None,
+    ) -> Release:
+        """Make a stored version (full hash or unambiguous prefix) the flow's current release."""
+        digest = await self.resolve(flow, ref)
+        request = CutoverRequest(flow, digest, actor, check_message(message), "activate", expected_generation)
+        return await self._cutover(request)
+
+    async def rollback(
+        self,
+        flow: str,
+        *,
+        actor: str,
+        message: str | None = None,
+        to_generation: int | None = None,
+        to_hash: str | None = None,
+    ) -> Release:
+        """Activate an earlier version as a new generation (by default the newest earlier release with
+        a different version, so a rollback of a rollback goes forward again, like `kubectl rollout undo`).
+
+        The default target depends on what is current, so that activation is compare-and-set against the
+        generation it was computed from: a concurrent activation makes it a conflict, not a surprise.
+        """
+        if to_generation is not None and to_hash is not None:
+            raise BadRequest("give to_generation or to_hash, not both", flow=flow)
+        message = check_message(message)
+        current = await self.store.get_release(flow)
+        if current is None:
+            await self.require_flow(flow)
+            raise NoPreviousRelease(f"flow {flow!r} has never been activated", flow=flow)
+        expected = None
+        if to_hash is not None:
+            digest = await self.resolve(flow, to_hash)
+        else:
+            history = await self.store.history(flow, self.store.history_keep)
+            digest = rollback_target(flow, current, history, to_generation=to_generation).hash
+            if to_generation is None:
+                expected = current.generation
+        return await self._cutover(CutoverRequest(flow, digest, actor, message, "rollback", expected))
+
+    async def gc(self, *, actor: str) -> dict[str, Any]:
+        result = await self.store.gc(by=actor)
+        log.info("gc by=%s removed=%d kept=%d", actor, result.removed_count, result.kept)
+        return result.as_dict()
+
+    # -- reads --------------------------------------------------------------------------------------
+    async def list_flows(self) -> list[dict[str, Any]]:
+        names = await self.store.list_flows()
+        releases = await self.store.list_releases()
+        return [{"name": n, "release": release_dict(releases.get(n))} for n in sorted(names)]
+
+    async def get_flow(self, flow: str, versions: int = RECENT_VERSIONS) -> dict[str, Any]:
+        """The release record and the newest stored versions' metadata."""
+        release = await self.store.get_release(flow)
+        if release is None:
+            await self.require_flow(flow)
+        metas = await self.store.list_versions(flow, versions)
+        return {"flow": flow, "release": release_dict(release), "versions": [m.as_dict() for m in metas]}
+
+    async def history(self, flow: str, limit: int = 100) -> list[Release]:
+        releases = await self.store.history(flow, limit)
+        if not releases:
+            await self.require_flow(flow)
+        return releases
+
+    async def version(self, flow: str, ref: str) -> dict[str, Any]:
+        digest = await self.resolve(flow, ref)
+        document = await self.load(flow, digest)
+        meta = await self.store.get_meta(flow, digest)
+        return {
+            "flow": flow,
+            "hash": digest,
+            "meta": None if meta is None else meta.as_dict(),
+            "document": document,
+        }
+
+    async def diff(self, flow: str, old_ref: str, new_ref: str) -> dict[str, Any]:
+        old_hash = await self.resolve(flow, old_ref)
+        new_hash = await self.resolve(flow, new_ref)
+        old, new = await self.load(flow, old_hash), await self.load(flow, new_hash)
+        return {"flow": flow, "from": old_hash, "to": new_hash, "diff": diff_documents(old, new).as_dict()}
+
+    async def fleet(self) -> dict[str, Any]:
+        statuses = await self.store.read_fleet()
+        releases = await self.store.list_releases()
+        rows = fleet_rows(statuses, {f: r.generation for f, r in releases.items()})
+        return {
+            "replicas": statuses,
+            "releases": {f: release_dict(r) for f, r in releases.items()},
+            "rows": [r.as_dict() for r in rows],
+        }
+
+    async def audit(self, flow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if flow is not None:
+            check_flow_name(flow)
+        return await self.store.audit(flow, limit)
+
+    # -- helpers ------------------------------------------------------------------------------------
+    async def require_flow(self, flow: str) -> None:
+        check_flow_name(flow)
+        if flow not in await self.store.list_flows():
+            raise FlowNotFound(flow)
+
+    async def resolve(self, flow: str, ref: str) -> str:
+        check_flow_name(flow)
+        ref = ref.strip().lower()
+        if not is_hash_prefix(ref):
+            raise BadRequest(f"{ref!r} is not a version hash: use 8 to 64 hex characters", hash=ref)
+        return await self.store.resolve(flow, ref)
+
+    async def load(self, flow: str, digest: str) -> Any:
+        """The stored document, after checking its bytes still hash to their address."""
+        try:
+            data = await self.store.get_verified_blob(flow, digest)
+        except CorruptBlob as e:
+            log.error("corrupt stored version flow=%s version=%s: %s", flow, digest[:12], e)
+            raise
+        return orjson.loads(data)
+
+    async def _compile(self, document: Any) -> engine.CompiledFlow:
+        # Compiling a large flow is CPU work; keep it off the event loop so other requests proceed.
+        return await asyncio.to_thread(
+            engine.compile_flow, document, registry=self.registry, limits=self.limits, environ=self.environ
+        )
+
+    async def _cutover(self, request: CutoverRequest) -> Release:
+        counter = self.metrics.activations
+        try:
+            # The stored version is checked again: the registry or the bytes may have changed since publish.
+            await self._compile(await self.load(request.flow, request.digest))
+            release = await self.cutover(request)
+        except Exception as e:
+            label = next((name for kind, name in FAILURE_LABELS if isinstance(e, kind)), "error")
+            counter.labels(request.action, label).inc()
+            raise
+        # The store logs the state change itself (one line per activation).
+        counter.labels(request.action, "ok").inc()
+        return release

@@ -1,0 +1,84 @@
+"""LLM with the echo provider, its params and ports; the openai provider has its own test file."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.components.llm import LLM
+from cluster.components.providers.echo import EchoProvider
+from cluster.components.providers.openai import OpenAIProvider
+from tests.component_helpers import build, problems_of, run
+
+
+def test_ports() -> None:
+    ports = LLM.ports({})
+    assert ports.inputs == ("prompt", "system")
+    assert ports.required == {"prompt"}
+    assert ports.default_input == "prompt"
+    assert ports.outputs == ("text",) and ports.default_output == "text"
+
+
+async def test_echo_shows_model_and_prompt() -> None:
+    component = build(LLM, {"provider": "echo", "model": "tiny-2"})
+    assert isinstance(component.provider, EchoProvider)
+    assert await run(component, {"prompt": "hello"}) == {"text": "[tiny-2] hello"}
+
+
+async def test_echo_defaults() -> None:
+    component = build(LLM, {})
+    assert await run(component, {"prompt": "x"}) == {"text": "[echo-1] x"}
+    await component.aclose()  # nothing to release, and harmless
+
+
+async def test_system_from_params() -> None:
+    component = build(LLM, {"system": "be brief"})
+    assert await run(component, {"prompt": "p"}) == {"text": "[echo-1] (system: be brief) p"}
+    # Fixed in the params, the system message has no port, so neither an edge nor a run input can replace it.
+    assert LLM.ports({"system": "be brief"}).inputs == ("prompt",)
+
+
+async def test_system_from_input() -> None:
+    component = build(LLM, {})
+    assert await run(component, {"prompt": "p", "system": "be loud"}) == {
+        "text": "[echo-1] (system: be loud) p"
+    }
+    assert await run(component, {"prompt": "p", "system": None}) == {"text": "[echo-1] p"}
+
+
+async def test_non_text_prompt_is_rendered_as_json() -> None:
+    assert await run(build(LLM, {}), {"prompt": {"q": 1}}) == {"text": '[echo-1] {"q":1}'}
+
+
+async def test_openai_provider_is_built_once_and_closed() -> None:
+    component = build(LLM, {"provider": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    assert isinstance(component.provider, OpenAIProvider)
+    assert component.provider.config.model == "m"
+    assert component.provider.config.url == "http://127.0.0.1:9/v1/chat/completions"
+    await component.aclose()
+    assert component.provider._client.is_closed
+
+
+def test_openai_needs_a_model() -> None:
+    problems = problems_of(LLM, {"provider": "openai"})
+    assert [(p.path, p.code) for p in problems] == [("/nodes/0/params/model", "missing_param")]
+
+
+@pytest.mark.parametrize(
+    ("params", "path"),
+    [
+        ({"provider": "claude"}, "/nodes/0/params/provider"),
+        ({"provider": "openai", "model": "m", "base_url": "ftp://x"}, "/nodes/0/params/base_url"),
+        ({"provider": "openai", "model": "m", "api_key_env": "sk-live-123"}, "/nodes/0/params/api_key_env"),
+        ({"provider": "openai", "model": "m", "api_key": "sk-123"}, "/nodes/0/params"),
+        ({"temperature": 3}, "/nodes/0/params/temperature"),
+        ({"retries": 11}, "/nodes/0/params/retries"),
+        ({"timeout_s": 0}, "/nodes/0/params/timeout_s"),
+    ],
+)
+def test_bad_params(params: dict[str, object], path: str) -> None:
+    problems = problems_of(LLM, params)
+    assert [(p.path, p.code) for p in problems] == [(path, "invalid_params")]
+
+
+def test_api_key_env_may_be_null_for_keyless_endpoints() -> None:
+    assert problems_of(LLM, {"provider": "openai", "model": "m", "api_key_env": None}) == []

@@ -1,0 +1,226 @@
+"""The `openai` provider against a real OpenAI-compatible server on loopback (uvicorn + Starlette)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from cluster.components.providers.openai import OpenAIConfig, OpenAIProvider, reply_text, retry_after_seconds
+from cluster.engine import compile_flow
+from cluster.errors import ComponentError, NodeFailed
+from tests.openai_server import HANG, FakeOpenAI, Reply, completion, run_fake_openai
+
+ENV = {"TEST_LLM_KEY": "sk-test-123"}
+MakeProvider = Callable[..., OpenAIProvider]
+
+
+def no_deadline() -> None:
+    return None
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with run_fake_openai() as server:
+        yield server
+
+
+@pytest.fixture
+async def make_provider(fake: FakeOpenAI) -> AsyncIterator[MakeProvider]:
+    providers: list[OpenAIProvider] = []
+
+    def make(environ: dict[str, str] | None = None, **overrides: Any) -> OpenAIProvider:
+        settings: dict[str, Any] = {
+            "base_url": fake.url,
+            "model": "gpt-test",
+            "api_key_env": "TEST_LLM_KEY",
+            "backoff_s": 0.01,
+            "timeout_s": 5.0,
+        }
+        settings.update(overrides)
+        provider = OpenAIProvider(OpenAIConfig(**settings), ENV if environ is None else environ)
+        providers.append(provider)
+        return provider
+
+    yield make
+    for provider in providers:
+        await provider.aclose()
+
+
+async def test_success_sends_model_messages_and_bearer_key(
+    fake: FakeOpenAI, make_provider: MakeProvider
+) -> None:
+    fake.script = [Reply(body=completion("Hi there"))]
+    provider = make_provider(temperature=0.2, max_tokens=50)
+    assert await provider.complete("Hello?", "Be kind.", no_deadline) == "Hi there"
+    (request,) = fake.requests
+    assert request.headers["authorization"] == "Bearer sk-test-123"
+    assert request.body == {
+        "model": "gpt-test",
+        "messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hello?"}],
+        "temperature": 0.2,
+        "max_tokens": 50,
+    }
+
+
+async def test_client_is_reused_across_requests(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
+    provider = make_provider()
+    client = provider._client
+    for _ in range(3):
+        assert await provider.complete("p", None, no_deadline) == "hello"
+    assert provider._client is client and len(fake.requests) == 3
+    assert fake.requests[0].body["messages"] == [{"role": "user", "content": "p"}]
+    assert "temperature" not in fake.requests[0].body
+
+
+async def test_429_then_success_honours_retry_after(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
+    fake.script = [Reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "0.2"}), Reply()]
+    started = time.monotonic()
+    assert await make_provider().complete("p", None, no_deadline) == "hello"
+    assert len(fake.requests) == 2
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_500_retries_then_fails(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
+    fake.script = [Reply(500, {"error": {"message": "upstream exploded"}})]
+    with pytest.raises(
+        ComponentError, match=r"failed after 3 attempt\(s\); last error: HTTP 500: upstream exploded"
+    ):
+        await make_provider(retries=2).complete("p", None, no_deadline)
+    assert len(fake.requests) == 3
+
+
+async def test_5xx_then_success(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
+    fake.script = [Reply(503, "overloaded"), Reply(502, ""), Reply(body=completion("finally"))]
+    assert await make_provider(retries=3).complete("p", None, no_deadline) == "finally"
+    assert len(fake.requests) == 3
+
+
+async def test_non_retryable_status_fails_at_once(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
+    fake.script = [Reply(401, {"error": {"message": "Incorrect API key provided"}})]
+    with pytest.raises(ComponentError, match="answered HTTP 401: Incorrect API key provided") as info:
+        await make_provider(retries=3).complete("p", None, no_deadline)
+    assert info.value.details["status"] == 401
+    assert len(fake.requests) == 1
+
+
+async def test_timeout(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
+    fake.script = [HANG]
+    with pytest.raises(ComponentError, match=r"timed out after 0.2s"):
+        await make_provider(timeout_s=0.2, retries=1).complete("p", None, no_deadline)
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("<html>oops</html>", "body is not JSON"),
+        ({"choices": []}, r"no choices\[0\].message.content"),
+        ({"unexpected": True}, r"no choices\[0\].message.content"),
+        ({"choices": [{"message": {"content": None}}]}, "message content is NoneType, not text"),
+    ],
+)
+async def test_malformed_body(fake: FakeOpenAI, make_provider: MakeProvider, body: Any, why: str) -> None:
+    fake.script = [Reply(200, body)]
+    with pytest.raises(ComponentError, match=f"malformed response: {why}"):
+        await make_provider().complete("p", None, no_deadline)
+    assert len(fake.requests) == 1  # a malformed success is not retried
+
+
+async def test_missing_key_variable_fails_before_any_request(
+    fake: FakeOpenAI, make_provider: MakeProvider
+) -> None:
+    with pytest.raises(ComponentError, match="environment variable TEST_LLM_KEY"):
+        await make_provider(environ={}).complete("p", None, no_deadline)
+    assert fake.requests == []
+
+
+async def test_keyless_endpoint_sends_no_authorization(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
+    await make_provider(api_key_env=None).complete("p", None, no_deadline)
+    assert "authorization" not in fake.requests[0].headers
+
+
+async def test_retry_after_beyond_the_deadline_gives_up_at_once(
+    fake: FakeOpenAI, make_provider: MakeProvider
+) -> None:
+    fake.script = [Reply(429, {"error": "rate limited"}, {"Retry-After": "30"})]
+    deadline = time.monotonic() + 2.0
+    started = time.monotonic()
+    with pytest.raises(
+        ComponentError, match="would pass the run deadline; last error: HTTP 429: rate limited"
+    ):
+        await make_provider(retries=5).complete("p", None, lambda: deadline - time.monotonic())
+    assert time.monotonic() - started < 1.5
+    assert len(fake.requests) == 1
+
+
+async def test_request_timeout_is_capped_by_the_deadline(
+    fake: FakeOpenAI, make_provider: MakeProvider
+) -> None:
+    fake.script = [HANG]
+    deadline = time.monotonic() + 0.3
+    with pytest.raises(ComponentError):
+        await make_provider(timeout_s=60, retries=5).complete("p", None, lambda: deadline - time.monotonic())
+    assert time.monotonic() < deadline + 1.0
+
+
+async def test_spent_deadline_sends_nothing(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
+    with pytest.raises(ComponentError, match=r"run deadline reached after 0 attempt\(s\)$"):
+        await make_provider().complete("p", None, lambda: 0.0)
+    assert fake.requests == []
+
+
+async def test_connection_refused_is_retried_then_reported(make_provider: MakeProvider) -> None:
+    provider = make_provider(base_url="http://127.0.0.1:9/v1", retries=1)
+    with pytest.raises(ComponentError, match="connection failed"):
+        await provider.complete("p", None, no_deadline)
+
+
+async def test_llm_node_in_a_compiled_flow(fake: FakeOpenAI) -> None:
+    fake.script = [Reply(body=completion("Paris")), Reply(400, {"error": {"message": "context too long"}})]
+    document = {
+        "nodes": [
+            {"id": "prompt", "type": "PromptTemplate", "params": {"template": "Capital of {country}?"}},
+            {
+                "id": "llm",
+                "type": "LLM",
+                "params": {
+                    "provider": "openai",
+                    "model": "m",
+                    "base_url": fake.url,
+                    "api_key_env": "TEST_LLM_KEY",
+                    "system": "Answer in one word.",
+                },
+            },
+        ],
+        "edges": [{"source": "prompt", "target": "llm"}],
+    }
+    flow = compile_flow(document, environ=ENV)
+    try:
+        assert (await flow.run({"country": "France"})).outputs == {"llm": "Paris"}
+        assert fake.requests[0].body["messages"][1] == {"role": "user", "content": "Capital of France?"}
+        with pytest.raises(NodeFailed, match="context too long") as info:
+            await flow.run({"country": "France"})
+        assert info.value.node_id == "llm"
+    finally:
+        await flow.aclose()
+    llm = next(step.component for step in flow.steps if step.node_id == "llm")
+    assert llm.provider._client.is_closed
+
+
+def test_retry_after_parsing() -> None:
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("") is None
+    assert retry_after_seconds("1.5") == 1.5
+    assert retry_after_seconds("-3") == 0.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+    assert retry_after_seconds("garbage") is None
+
+
+def test_reply_text() -> None:
+    assert reply_text(b'{"choices": [{"message": {"content": "x"}}]}') == "x"
+    with pytest.raises(ComponentError):
+        reply_text(b'{"choices": "nope"}')
