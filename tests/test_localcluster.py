@@ -17,9 +17,10 @@ import pytest
 import redis
 
 from cluster.keys import Keys
+from control.cli.up import READY_LINE, render_report, try_commands
 from control.localcluster import acl, bootstrap, children, redis_server
 from control.localcluster.bootstrap import StartupFailed
-from control.localcluster.cluster import LocalCluster, UpConfig
+from control.localcluster.cluster import LocalCluster, Report, UpConfig
 from control.localcluster.credentials import Credentials, CredentialsError
 from control.localcluster.replica import reuse_port_socket
 from tests.redis_server import RedisServer, free_port
@@ -297,3 +298,53 @@ def test_a_taken_redis_port_fails_start_up_clearly_and_stops_everything(tmp_path
 def test_zero_replicas_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StartupFailed, match="at least 1"):
         LocalCluster(UpConfig(replicas=0, state_dir=tmp_path), os.environ).start()
+
+
+# -- what `flowfleet up` prints ------------------------------------------------------------------------
+def report(examples: list[bootstrap.ExampleFlow], released: list[bootstrap.Released]) -> Report:
+    return Report(
+        api_url="http://127.0.0.1:8700",
+        replica_url="http://127.0.0.1:8000",
+        redis_address="127.0.0.1:6380",
+        redis_version="7.0.15",
+        acl_mode="users worker + control",
+        admin_token_file=Path("/repo/.flowfleet/admin-token"),
+        state_dir=Path("/repo/.flowfleet"),
+        log_dir=Path("/repo/.flowfleet/logs"),
+        replica_ids=("local-1", "local-2", "local-3"),
+        examples=tuple(examples),
+        released=tuple(released),
+    )
+
+
+def test_report_names_every_address_the_token_file_and_three_commands() -> None:
+    examples = bootstrap.read_examples(ROOT / "flows")
+    released = [
+        bootstrap.Released("rag_qa", "a" * 64, 1, activated_now=True),
+        bootstrap.Released("support_qa", "b" * 64, 4, activated_now=False),
+    ]
+    text = render_report(report(examples, released))
+    assert "http://127.0.0.1:8700" in text and "http://127.0.0.1:8000" in text
+    assert 'FLOWFLEET_TOKEN="$(cat /repo/.flowfleet/admin-token)"' in text
+    assert "support_qa       bbbbbbbbbbbb  generation 4  (kept the current release)" in text
+    assert text.splitlines()[-1].startswith(READY_LINE)
+    run, publish, rollback = try_commands(report(examples, released))
+    # The flow with a second version file is the one to try; its own example inputs make the run work.
+    assert (
+        "/v1/flows/support_qa/run" in run and '{"inputs":{"question":"How do I reset my password?"}}' in run
+    )
+    assert publish.endswith(
+        "publish " + str(ROOT / "flows" / "support_qa_v2.json") + " --activate -m 'try the next version'"
+    )
+    assert rollback.endswith("rollback support_qa")
+
+
+def test_report_without_a_second_version_or_without_flows() -> None:
+    examples = [e for e in bootstrap.read_examples(ROOT / "flows") if e.name == "rag_qa"]
+    released = [bootstrap.Released("rag_qa", "a" * 64, 1, activated_now=True)]
+    run, publish, rollback = try_commands(report(examples, released))
+    assert (
+        "/v1/flows/rag_qa/run" in run and "rag_qa.json --activate" in publish and rollback.endswith("rag_qa")
+    )
+    (only,) = try_commands(report([], []))
+    assert "publish flows/YOUR_FLOW.json --activate" in only
