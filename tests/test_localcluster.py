@@ -3,6 +3,7 @@ processes (no orphans, even when the parent is killed), SO_REUSEPORT sockets and
 
 from __future__ import annotations
 
+import doctest
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ from tests.redis_server import RedisServer, free_port
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = Keys()
 PASSWORDS = {"worker": "w-secret", "control": "c-secret"}
+ONLY_WORKER = "user worker on #__WORKER_PASSWORD_SHA256__ -@all +get %R~flowfleet:*\n"
 
 
 # -- ACL rendering ------------------------------------------------------------------------------------
@@ -41,9 +43,9 @@ def test_render_fills_each_users_hash() -> None:
 @pytest.mark.parametrize(
     ("template", "passwords", "message"),
     [
-        (acl.TEMPLATE_EXAMPLE, {"worker": "w"}, "no password for Redis user 'control'"),
-        (acl.TEMPLATE_EXAMPLE, {"worker": "has space", "control": "c"}, "contains whitespace"),
-        (acl.TEMPLATE_EXAMPLE, PASSWORDS, "has no __CONTROL_PASSWORD_SHA256__"),
+        (ONLY_WORKER, {"worker": "w"}, "no password for Redis user 'control'"),
+        (ONLY_WORKER, {"worker": "has space", "control": "c"}, "contains whitespace"),
+        (ONLY_WORKER, PASSWORDS, "has no __CONTROL_PASSWORD_SHA256__"),
         (
             "user worker on #__WORKER_PASSWORD_SHA256__\nuser control on #__CONTROL_PASSWORD_SHA256__\n"
             "user ops on #__OPS_PASSWORD_SHA256__\n",
@@ -57,6 +59,11 @@ def test_render_refuses_what_redis_could_not_load(
 ) -> None:
     with pytest.raises(acl.AclError, match=message):
         acl.render(template, passwords)
+
+
+def test_module_examples_hold() -> None:
+    result = doctest.testmod(acl)
+    assert result.attempted >= 2 and result.failed == 0
 
 
 def test_render_file_reports_a_missing_template(tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
-"""Renders the Redis ACL template (`compose/redis/users.acl`) into a file redis-server can load.
+r"""Renders the Redis ACL template (`compose/redis/users.acl`) into a file redis-server can load.
 
 The template holds the rules of the two users, `worker` and `control`, with placeholders where their
 password hashes go: the repository never ships a password or the hash of one. Redis ACL files allow no
 comments, so the rules are explained in docs/operations.md.
 
->>> rendered = render(TEMPLATE_EXAMPLE, {"worker": "w-secret", "control": "c-secret"})
->>> rendered.split()[3] == "#" + password_sha256("w-secret")
-True
+>>> template = ("user worker on #__WORKER_PASSWORD_SHA256__ %R~flowfleet:*\n"
+...             "user control on #__CONTROL_PASSWORD_SHA256__ ~flowfleet:*\n")
+>>> print(render(template, {"worker": "w", "control": "c"}).splitlines()[0][:32])
+user worker on #50e721e49c013f00
+>>> print(render(template, {"worker": "w", "control": "c"}, selectors=False).split()[4])
+~flowfleet:*
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ PLACEHOLDERS = {user: f"__{user.upper()}_PASSWORD_SHA256__" for user in USERS}
 # Key selectors with explicit permissions (%R~, %W~, %RW~) exist since Redis 7.0.
 SELECTOR = re.compile(r"%(?:R|W|RW)~")
 LEFTOVER = re.compile(r"__[A-Z_]+_PASSWORD_SHA256__")
-TEMPLATE_EXAMPLE = "user worker on #__WORKER_PASSWORD_SHA256__ -@all +get %R~flowfleet:*\n"
 # The template sits next to the deployment files, two levels above this package.
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "compose" / "redis" / "users.acl"
 
