@@ -18,6 +18,7 @@ import orjson
 
 from cluster import engine, validation
 from cluster.analysis import ComponentRegistry
+from cluster.documents import load_document
 from cluster.errors import (
     BadRequest,
     CorruptBlob,
@@ -91,11 +92,11 @@ def name_problems(flow: str, document: Any) -> list[Problem]:
     return []
 
 
-def parse(raw: bytes, limits: validation.Limits | None) -> Any:
-    """The document in `raw`; bytes that are not JSON at all are a malformed request (400), not a flow
-    problem (422)."""
+def parse(raw: bytes, limits: validation.Limits | None, flow: str) -> Any:
+    """The document in `raw` (a LangFlow export is converted and named `flow`); bytes that are not JSON
+    at all are a malformed request (400), not a flow problem (422)."""
     try:
-        return validation.parse_document(raw, limits)
+        return load_document(raw, limits, name=flow)
     except FlowValidationError as e:
         if [p.code for p in e.problems] == ["invalid_json"]:
             raise BadRequest(e.problems[0].message) from e
@@ -135,7 +136,7 @@ class ControlService:
         check_flow_name(flow)
         message = check_message(message)
         try:
-            document = parse(raw, self.limits)
+            document = parse(raw, self.limits, flow)
             misnamed = name_problems(flow, document)
             try:
                 # compile_flow validates first and reports every problem; validating separately would

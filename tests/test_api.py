@@ -417,3 +417,26 @@ async def test_metrics_count_requests_publishes_and_activations(http: httpx.Asyn
 async def test_unknown_routes_and_methods_answer_json(http: httpx.AsyncClient) -> None:
     assert_error(await http.get("/v1/nothing-here"), 404, "not_found")
     assert_error(await http.delete(f"/v1/flows/{FLOW}"), 405, "method_not_allowed")
+
+
+# -- LangFlow exports ---------------------------------------------------------------------------------
+LANGFLOW_DATA = Path(__file__).parent / "data" / "langflow"
+
+
+async def test_a_langflow_export_is_stored_as_the_converted_flowfleet_document(
+    http: httpx.AsyncClient,
+) -> None:
+    export = json.loads((LANGFLOW_DATA / "basic_prompting.json").read_text())
+    response = await publish(http, export)
+    assert response.status_code == 201, response.text
+    stored = (await http.get(f"/v1/flows/{FLOW}/versions/{response.json()['hash']}")).json()["document"]
+    assert stored["name"] == FLOW and "data" not in stored
+    assert content_address(stored)[1] == response.json()["hash"]
+    assert '"code"' not in json.dumps(stored)
+
+
+async def test_an_unsupported_langflow_export_is_refused_listing_every_node(http: httpx.AsyncClient) -> None:
+    export = json.loads((LANGFLOW_DATA / "unsupported.json").read_text())
+    body = assert_error(await publish(http, export), 422, "unsupported_langflow")
+    assert len(body["details"]["unsupported"]) >= 2
+    assert_error(await http.get(f"/v1/flows/{FLOW}"), 404, "flow_not_found")

@@ -304,3 +304,12 @@ def test_control_refuses_a_bad_redis_url_before_listening() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("flowfleet: unsupported Redis URL scheme 'http'")
+
+
+def test_publish_converts_a_langflow_export_first(cli: Cli, flow: str) -> None:
+    export = Path(__file__).parent / "data" / "langflow" / "basic_prompting.json"
+    result = cli("publish", str(export), "--flow", flow, "--output", "json")
+    assert result.code == 0, result.err
+    shown = cli("show", flow, result.json()["hash"], "--output", "json")
+    assert shown.code == 0, shown.err
+    assert "data" not in shown.json()["document"] and shown.json()["document"]["name"] == flow

@@ -176,7 +176,9 @@ async def test_a_refused_only_version_does_not_hold_readiness_back(redis_server,
         await wait_for(lambda: ready(client), what="ready")
         body = (await client.get("/readyz")).json()
         assert body["flows"][0]["state"] == "refused"
-        assert (await client.post("/v1/flows/qa/run", json={"inputs": {}})).status_code == 404
+        r = await client.post("/v1/flows/qa/run", json={"inputs": {}})
+        assert r.status_code == 503 and r.json()["error"] == "flow_not_loaded"
+        assert r.json()["details"]["reason"] == "invalid_document" and r.headers["retry-after"] == "1"
 
 
 async def test_shutdown_waits_for_the_in_flight_run(redis_server, namespace, store):
@@ -203,3 +205,24 @@ async def test_shutdown_waits_for_the_in_flight_run(redis_server, namespace, sto
         compiler.gates["v1"].set()
         assert (await run).status_code == 200
         await asyncio.wait_for(stopping, timeout=10)
+
+
+async def test_shutdown_gives_up_on_a_run_that_outlasts_the_grace(redis_server, namespace, store, caplog):
+    compiler = ToyCompiler()
+    compiler.gates["stuck"] = asyncio.Event()
+    await publish_activate(store, "qa", "stuck")
+    settings = Settings.from_env(
+        {}, redis_url=redis_server.url, namespace=namespace, replica_id="r-grace", shutdown_grace_s=0.2
+    )
+    app = create_app(settings, compiler=compiler)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://w") as client:
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        await wait_for(lambda: ready(client), what="ready")
+        run = asyncio.create_task(client.post("/v1/flows/qa/run", json={"inputs": {}}))
+        await asyncio.wait_for(compiler.started.setdefault("stuck", asyncio.Event()).wait(), timeout=10)
+        await asyncio.wait_for(lifespan.__aexit__(None, None, None), timeout=15)
+        assert "shutdown grace 0.2s over with 1 run(s) still in flight" in caplog.text
+        compiler.gates["stuck"].set()
+        assert (await run).status_code == 200

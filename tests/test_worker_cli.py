@@ -30,3 +30,29 @@ def test_logging_config_is_accepted_by_dictconfig():
         for handler in saved[1]:
             if handler not in root.handlers:
                 root.addHandler(handler)
+
+
+def run_worker_command(env_extra: dict[str, str]):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **env_extra}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "--port", "1"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_bad_settings_fail_with_one_line_and_exit_code_2():
+    done = run_worker_command({"FLOWFLEET_RECONCILE_S": "soon"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "flowfleet: FLOWFLEET_RECONCILE_S='soon' is not a valid float"
+    )
+
+
+def test_bad_redis_url_and_replica_id_fail_before_listening():
+    done = run_worker_command({"FLOWFLEET_REDIS_URL": "http://cache.internal"})
+    assert done.returncode == 2 and "unsupported Redis URL scheme" in done.stderr
+    done = run_worker_command({"FLOWFLEET_REPLICA_ID": "has space"})
+    assert done.returncode == 2 and "invalid replica id" in done.stderr

@@ -248,3 +248,42 @@ async def test_a_stale_reconcile_read_never_moves_a_replica_backwards(store, par
     outcome = await loader.apply(stale, triggered_by="reconcile", authoritative=True)
     assert outcome.result == "ignored"
     assert state.snapshot.get("qa").hash == d2
+
+
+async def test_a_burst_of_events_compiles_only_the_newest(store, parts):
+    import asyncio
+
+    loader, state, _, compiler, _ = parts
+    releases = []
+    for label in ("v1", "v2", "v3"):
+        await publish_activate(store, "qa", label)
+        releases.append(await store.get_release("qa"))
+    outcomes = await asyncio.gather(*(loader.apply(r, triggered_by="event", forced=True) for r in releases))
+    # v1 was already being fetched when v2 and v3 arrived; v2 waited behind it and was superseded.
+    assert [o.result for o in outcomes] == ["loaded", "ignored", "loaded"]
+    assert compiler.compiled == ["v1", "v3"]
+    assert state.snapshot.get("qa").generation == 3
+
+
+async def test_one_structured_log_line_per_reload(store, parts, redis_client, keys, caplog):
+    import logging
+
+    loader, _, _, _, _ = parts
+    caplog.set_level(logging.INFO, logger="worker.loader")
+    d1, _ = await publish_activate(store, "qa", "v1")
+    await loader.apply(await store.get_release("qa"), triggered_by="subscribe")
+    d2, _ = await publish_activate(store, "qa", "v2")
+    await redis_client.set(keys.blob("qa", d2), b"tampered")
+    await loader.apply(await store.get_release("qa"), triggered_by="event:activate", forced=True)
+    lines = [r for r in caplog.records if r.name == "worker.loader"]
+    assert len(lines) == 2
+    ok, bad = lines
+    assert ok.getMessage() == (
+        f"reload flow=qa old_hash=- new_hash={d1} generation=1 triggered_by=subscribe "
+        f"duration_ms={ok.reload['duration_ms']} result=loaded replica=r1"
+    )
+    assert bad.levelname == "WARNING"
+    assert f"old_hash={d1} new_hash={d2} generation=2 triggered_by=event:activate" in bad.getMessage()
+    assert "result=failed" in bad.getMessage() and "reason=hash_mismatch" in bad.getMessage()
+    assert 'error="stored bytes of ' in bad.getMessage()
+    assert bad.reload["consecutive_failures"] == 1 and bad.reload["retry_in_s"] == 2.0

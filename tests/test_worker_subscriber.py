@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 import redis.asyncio as aioredis
 
+from cluster.events import ReleaseChanged, encode
 from cluster.keys import Keys
 from cluster.store import Store
 from tests.worker_support import ToyCompiler, publish_activate, toy_doc, wait_for
@@ -53,6 +54,20 @@ async def test_startup_reads_existing_releases_after_subscribing(redis_server, n
         await wait_for(lambda: state.synced and served(state, "qa") == d1, what="initial load")
         assert state.is_ready()
         assert metrics.registry.get_sample_value("flowfleet_subscriber_connected") == 1
+
+
+async def test_the_first_read_happens_only_once_subscribed(redis_server, namespace, redis_client):
+    async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
+        seen: list[bool] = []
+        original = sub.store.list_releases
+
+        async def recording():
+            seen.append(sub.connected.is_set())
+            return await original()
+
+        sub.store.list_releases = recording
+        await wait_for(lambda: state.synced, what="first reconcile")
+        assert seen and all(seen)
 
 
 async def test_activation_event_is_applied(redis_server, namespace, redis_client):
@@ -112,16 +127,27 @@ async def test_activation_lost_during_the_disconnect_is_caught_by_the_resubscrib
         await wait_for(lambda: served(state, "qa") == d1, what="convergence after resubscribe")
 
 
-async def test_malformed_and_unknown_events_do_not_kill_the_subscriber(redis_server, namespace, redis_client):
+async def test_malformed_and_unknown_events_do_not_kill_the_subscriber(
+    redis_server, namespace, redis_client, caplog
+):
     keys = Keys(namespace)
     store = Store(redis_client, keys)
     async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
         await wait_for(lambda: sub.connected.is_set(), what="subscribed")
-        for junk in (b"not json", b"[]", b'{"v": 1, "type": "teleport"}', b'{"v": 99, "type": "release"}'):
+        bad_name = ReleaseChanged(flow="../etc", hash="a" * 64, generation=9, by="x", at=0.0)
+        for junk in (
+            b"not json",
+            b"[]",
+            b'{"v": 1, "type": "teleport"}',
+            b'{"v": 99, "type": "release"}',
+            encode(bad_name),
+        ):
             await redis_client.publish(keys.channel(), junk)
         d1, _ = await publish_activate(store, "qa", "v1")
         await wait_for(lambda: served(state, "qa") == d1, what="event after junk")
         assert sub.connected.is_set()
+        assert "invalid flow name" in caplog.text
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], "junk is dropped, not an error"
 
 
 async def test_silent_connection_trips_the_watchdog_and_reconnects(make_redis_server, namespace):
@@ -169,10 +195,51 @@ def test_backoff_is_jittered_and_capped():
     assert max(late) <= 5.0 and min(late) < 2.5
 
 
-@pytest.mark.parametrize("reason", ["subscribe", "startup"])
+@pytest.mark.parametrize("reason", ["subscribe", "reconcile"])
 async def test_request_reconcile_runs_a_pass(redis_server, namespace, reason):
     async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
         await wait_for(lambda: sub.reconciles >= 1, what="startup reconcile")
         before = sub.reconciles
         sub.request_reconcile(reason)
         await wait_for(lambda: sub.reconciles > before, what="requested reconcile")
+
+
+async def test_half_open_connection_is_detected_by_the_watchdog(redis_server, namespace, redis_client):
+    """Injected: every proxied connection silently stops carrying bytes (sockets stay open).
+    Checked: the PING watchdog notices, the subscriber reconnects, and an activation converges."""
+    from tests.blackhole_proxy import BlackholeProxy
+
+    proxy = await BlackholeProxy(redis_server.port).start()
+    timing = Timing(reconcile_s=60.0, watchdog_s=0.8, ping_s=0.2, backoff_base_s=0.05, backoff_cap_s=0.2)
+    try:
+        async with running_subscriber(proxy.url, namespace, timing) as (sub, state, metrics):
+            await wait_for(lambda: sub.connected.is_set() and state.synced, what="subscribed via the proxy")
+            assert proxy.blackhole() >= 1
+            await wait_for(lambda: not sub.connected.is_set(), timeout=10, what="watchdog firing")
+            await wait_for(
+                lambda: sub.connected.is_set(), timeout=10, what="resubscribed on a new connection"
+            )
+            d1, _ = await publish_activate(Store(redis_client, Keys(namespace)), "qa", "v1")
+            await wait_for(lambda: served(state, "qa") == d1, timeout=20, what="activation after half-open")
+    finally:
+        await proxy.stop()
+
+
+async def test_an_unexpected_reconcile_error_does_not_stop_later_passes(
+    redis_server, namespace, redis_client
+):
+    timing = Timing(reconcile_s=0.2, watchdog_s=30.0, ping_s=10.0)
+    async with running_subscriber(redis_server.url, namespace, timing) as (sub, state, _):
+        original = sub.store.list_releases
+        calls = 0
+
+        async def flaky():
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise ValueError("a bug somewhere below")
+            return await original()
+
+        sub.store.list_releases = flaky
+        d1, _ = await publish_activate(Store(redis_client, Keys(namespace)), "qa", "v1")
+        await wait_for(lambda: served(state, "qa") == d1 and calls >= 2, what="a later pass")

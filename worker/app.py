@@ -8,6 +8,7 @@ it, so a swap during the run never changes what that run executes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -50,7 +51,7 @@ async def run_flow(request: Request) -> Response:
     # The one read of the snapshot for this run: everything below uses `loaded`, whatever swaps later.
     loaded = replica.state.snapshot.get(name)
     if loaded is None:
-        raise FlowNotFound(name)
+        return not_loaded(replica, name)
     metrics = replica.metrics
     if not replica.gate.try_enter():
         metrics.runs_total.labels(name, loaded.hash, "overloaded").inc()
@@ -69,6 +70,9 @@ async def run_flow(request: Request) -> Response:
     except FlowfleetError as e:
         outcome = e.code
         raise
+    except asyncio.CancelledError:
+        outcome = "cancelled"  # the client went away, or shutdown ran out of grace
+        raise
     finally:
         replica.gate.leave()
         metrics.runs_total.labels(name, loaded.hash, outcome).inc()
@@ -83,6 +87,20 @@ async def run_flow(request: Request) -> Response:
     if trace:
         payload["trace"] = result.trace
     return JSONResponse(payload, headers={"X-Flowfleet-Version": loaded.hash})
+
+
+def not_loaded(replica: Replica, name: str) -> Response:
+    """404 for a flow this replica never heard of; 503 for one with a release it could not load."""
+    target = replica.state.targets.get(name)
+    if target is None:
+        raise FlowNotFound(name)
+    err = replica.state.health_of(name).last_error
+    details: dict[str, Any] = {"flow": name, "hash": target.hash, "generation": target.generation}
+    if err is not None:
+        details["reason"] = err.reason
+        details["error"] = err.message
+    message = f"flow {name!r} has a release, but no version of it is loaded on this replica"
+    return error_response(503, "flow_not_loaded", message, details, headers={"Retry-After": RETRY_AFTER_S})
 
 
 async def list_flows(request: Request) -> Response:
@@ -109,12 +127,11 @@ async def readyz(request: Request) -> Response:
         }
         for r in state.readiness()
     ]
-    subscriber = replica.subscriber
     details = {
         "replica": replica.settings.replica_id,
         "synced": state.synced,
         "draining": state.draining,
-        "subscribed": subscriber is not None and subscriber.connected.is_set(),
+        "subscribed": replica.subscriber.connected.is_set(),
         "flows": flows,
     }
     if state.is_ready():

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -92,6 +93,10 @@ class Loader:
         async with self._lock(target.flow):
             current = self.state.snapshot.get(target.flow)
             old_hash = current.hash if current else None
+            latest = self.state.targets.get(target.flow)
+            if not authoritative and latest is not None and latest.generation > target.generation:
+                # A newer release was announced while this one waited for the lock: skip the work.
+                return ReloadOutcome(target.flow, "ignored", old_hash, target.hash, target.generation, 0.0)
             regressed = False
             if current is not None and target.generation <= current.generation:
                 confirmed = None
@@ -196,38 +201,36 @@ class Loader:
         outcome = ReloadOutcome(
             target.flow, "failed", old_hash, target.hash, target.generation, (now - started) * 1000, error
         )
-        self._log(outcome, triggered_by)
-        log.warning(
-            "flow=%s hash=%s generation=%s replica=%s refused (%s): %s; keeps serving %s; "
-            "consecutive_failures=%d, next retry in %.0fs",
-            target.flow,
-            target.hash[:12],
-            target.generation,
-            self.state.replica_id,
-            e.reason,
-            e.message,
-            old_hash[:12] if old_hash else "nothing",
-            health.consecutive_failures,
-            max(0.0, health.retry_at - now),
+        self._log(
+            outcome,
+            triggered_by,
+            reason=e.reason,
+            error=e.message,
+            consecutive_failures=health.consecutive_failures,
+            retry_in_s=round(max(0.0, health.retry_at - now), 1),
         )
         return outcome
 
-    def _log(self, outcome: ReloadOutcome, triggered_by: str) -> None:
-        # One structured line per reload attempt; `extra` carries the same fields for JSON formatters.
-        fields = {
+    def _log(self, outcome: ReloadOutcome, triggered_by: str, **failure: Any) -> None:
+        # One structured line per reload attempt (logfmt); `extra` carries the fields for JSON formatters.
+        fields: dict[str, Any] = {
             "flow": outcome.flow,
-            "old_hash": outcome.old_hash,
+            "old_hash": outcome.old_hash or "-",
             "new_hash": outcome.new_hash,
             "generation": outcome.generation,
             "triggered_by": triggered_by,
             "duration_ms": round(outcome.duration_ms, 3),
             "result": outcome.result,
             "replica": self.state.replica_id,
+            **failure,
         }
-        log.log(
-            logging.INFO if outcome.result == "loaded" else logging.WARNING,
-            "reload flow=%s old_hash=%s new_hash=%s generation=%s triggered_by=%s duration_ms=%.3f "
-            "result=%s replica=%s",
-            *fields.values(),
-            extra={"reload": fields},
-        )
+        line = " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
+        level = logging.INFO if outcome.result == "loaded" else logging.WARNING
+        log.log(level, "reload %s", line, extra={"reload": fields})
+
+
+def _logfmt(value: Any) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' "=\n'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

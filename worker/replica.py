@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from cluster.keys import Keys
+from cluster.keys import REPLICA_ID, InvalidName, Keys
 from cluster.redis_conn import connect, redact
 from cluster.settings import Settings
 from worker.heartbeat import Heartbeat
@@ -37,11 +37,16 @@ StoreFactory = Callable[[aioredis.Redis, Keys, Settings], ReleaseReader]
 
 def engine_compiler(environ: Mapping[str, str]) -> Compiler:
     """The real compiler: parse with the engine's limits, validate, build components."""
+    from cluster.components.registry import default_registry
     from cluster.engine import compile_flow
     from cluster.validation import parse_document
 
+    # Built now, not on the first load: plugin problems show in the start-up log, and the first swap
+    # does not pay for scanning entry points.
+    registry = default_registry()
+
     def compile_bytes(data: bytes) -> Runnable:
-        return compile_flow(parse_document(data), environ=environ)
+        return compile_flow(parse_document(data), registry=registry, environ=environ)
 
     return compile_bytes
 
@@ -97,6 +102,9 @@ def redis_client(
 
 
 class Replica:
+    """Everything is built here (no I/O yet), so a bad URL or replica id fails at start-up, before
+    the server listens; `start()` only launches the background tasks."""
+
     def __init__(
         self,
         settings: Settings,
@@ -105,22 +113,17 @@ class Replica:
         store_factory: StoreFactory | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.settings = settings
-        self.keys = Keys(settings.namespace)
-        self.compiler = compiler or engine_compiler(environ or {})
-        self.store_factory = store_factory or store_from_redis
-        self.state = WorkerState(settings.replica_id)
+        s = self.settings = settings
+        if not REPLICA_ID.match(s.replica_id):
+            raise InvalidName(
+                f"invalid replica id {s.replica_id!r}: use letters, digits, '_', '.', ':' or '-'",
+                replica_id=s.replica_id,
+            )
+        self.keys = Keys(s.namespace)
+        self.state = WorkerState(s.replica_id)
         self.metrics = WorkerMetrics()
-        self.gate = RunGate(max(1, settings.max_concurrent_runs))
+        self.gate = RunGate(max(1, s.max_concurrent_runs))
         self.started_at = time.time()
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._clients: list[aioredis.Redis] = []
-        self.subscriber: Subscriber | None = None
-        self.heartbeat: Heartbeat | None = None
-        self.loader: Loader | None = None
-
-    async def start(self) -> None:
-        s = self.settings
         redis = redis_client(s.redis_url, retries=1, name=f"flowfleet-worker:{s.replica_id}")
         # The subscriber's connection never retries or health-checks on its own: the subscriber owns
         # reconnecting and its PING watchdog is the health check.
@@ -128,22 +131,30 @@ class Replica:
             s.redis_url, retries=0, name=f"flowfleet-worker-sub:{s.replica_id}", health_check_s=0
         )
         self._clients = [redis, sub_redis]
-        store = self.store_factory(redis, self.keys, s)
-        self.loader = Loader(store, self.state, self.compiler, self.metrics)
-        timing = Timing(reconcile_s=s.reconcile_s, watchdog_s=s.watchdog_s, ping_s=s.ping_s)
-        self.subscriber = Subscriber(
-            sub_redis, self.keys.channel(), store, self.loader, self.state, self.metrics, timing
-        )
-        subscriber = self.subscriber
+        self.store = (store_factory or store_from_redis)(redis, self.keys, s)
         self.heartbeat = Heartbeat(
-            store,
+            self.store,
             self.state,
             interval_s=s.heartbeat_s,
             ttl_s=s.status_ttl_s,
-            subscribed=lambda: subscriber.connected.is_set(),
+            subscribed=lambda: self.subscriber.connected.is_set(),
         )
         self.heartbeat.started_at = self.started_at
-        self.loader.on_change = self.heartbeat.poke
+        self.loader = Loader(
+            self.store,
+            self.state,
+            compiler or engine_compiler(environ or {}),
+            self.metrics,
+            on_change=self.heartbeat.poke,
+        )
+        timing = Timing(reconcile_s=s.reconcile_s, watchdog_s=s.watchdog_s, ping_s=s.ping_s)
+        self.subscriber = Subscriber(
+            sub_redis, self.keys.channel(), self.store, self.loader, self.state, self.metrics, timing
+        )
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        s = self.settings
         self._tasks = [
             asyncio.create_task(self.subscriber.run(), name="flowfleet-subscriber"),
             asyncio.create_task(self.heartbeat.run(), name="flowfleet-heartbeat"),
@@ -167,16 +178,17 @@ class Replica:
                 s.shutdown_grace_s,
                 self.gate.in_flight,
             )
-        if self.subscriber is not None:
-            self.subscriber.stop()
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
+        self.subscriber.stop()
+        self.heartbeat.stop()
         done, pending = await asyncio.wait(self._tasks, timeout=5.0) if self._tasks else (set(), set())
         for task in pending:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.heartbeat is not None:
-            await self.heartbeat.beat()  # last word: "draining", expires with the TTL
+        try:
+            # Last word: "draining", expiring with the TTL; never worth delaying the exit for.
+            await asyncio.wait_for(self.heartbeat.beat(), timeout=2.0)
+        except TimeoutError:
+            pass
         for client in self._clients:
             await client.aclose()
         log.info("replica=%s stopped", s.replica_id)

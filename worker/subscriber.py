@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cluster.events import Ping, ReleaseChanged, decode
+from cluster.keys import FLOW_NAME
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
 from worker.ports import ReleaseReader
@@ -36,6 +37,10 @@ POLL_S = 0.5
 
 class ChannelSilent(Exception):
     """Nothing at all (event, ping or pong) arrived for longer than the watchdog allows."""
+
+
+# Failures that are part of life (Redis restarts, network cuts); anything else is logged with a traceback.
+EXPECTED = (RedisError, OSError, ChannelSilent)
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class Subscriber:
         self.reconciles = 0  # completed reconcile passes (tests wait on it)
         self._stop = asyncio.Event()
         self._reconcile_wanted = asyncio.Event()
-        self._pending_reason = "startup"
+        self._pending_reason = "subscribe"
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failures = 0
 
@@ -91,11 +96,12 @@ class Subscriber:
             while not self._stop.is_set():
                 try:
                     await self._session()
-                except (RedisError, OSError, ChannelSilent) as e:
+                except Exception as e:  # whatever breaks a session, the next one must still come
                     self._disconnected()
                     self._failures += 1
                     delay = backoff_with_jitter(self._failures, self.timing, self.rng)
-                    log.warning(
+                    log.log(
+                        logging.WARNING if isinstance(e, EXPECTED) else logging.ERROR,
                         "subscriber replica=%s lost %s (%s: %s); reconnecting in %.2fs (attempt %d)",
                         self.state.replica_id,
                         self.channel,
@@ -103,6 +109,7 @@ class Subscriber:
                         e,
                         delay,
                         self._failures,
+                        exc_info=not isinstance(e, EXPECTED),
                     )
                     await self._sleep(delay)
                 finally:
@@ -179,6 +186,8 @@ class Subscriber:
     def _on_event(self, data: bytes) -> None:
         event = decode(data)
         match event:
+            case ReleaseChanged() if not FLOW_NAME.match(event.flow):
+                log.warning("dropping release event for an invalid flow name %.100r", event.flow)
             case ReleaseChanged():
                 task = asyncio.create_task(
                     self.loader.apply(event, triggered_by=f"event:{event.action}", forced=True),
@@ -198,7 +207,8 @@ class Subscriber:
 
     # -- reconcile ----------------------------------------------------------------------------------
     async def _reconcile_loop(self) -> None:
-        self.request_reconcile("startup")
+        # No pass before the first subscribe confirmation: subscribing first, then reading, means nothing
+        # activated in between can be missed. If subscribing keeps failing, the timer still reads.
         while True:
             interval = self.timing.reconcile_s * self.rng.uniform(0.75, 1.0)
             try:
@@ -209,12 +219,14 @@ class Subscriber:
             self._reconcile_wanted.clear()
             try:
                 await self.reconcile(reason)
-            except (RedisError, OSError) as e:
-                log.warning(
+            except Exception as e:  # the periodic pass must survive anything, or convergence stops
+                log.log(
+                    logging.WARNING if isinstance(e, EXPECTED) else logging.ERROR,
                     "reconcile replica=%s failed (%s: %s); serving what is loaded",
                     self.state.replica_id,
                     type(e).__name__,
                     e,
+                    exc_info=not isinstance(e, EXPECTED),
                 )
 
     async def reconcile(self, triggered_by: str) -> None:

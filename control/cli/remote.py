@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from cluster.errors import BadRequest
+from cluster.documents import load_document
+from cluster.errors import BadRequest, FlowValidationError
+from cluster.hashing import canonical_bytes
 from cluster.settings import Settings
 from control.cli import render
 from control.cli.client import ApiClient, path
@@ -37,17 +37,22 @@ def release_line(release: dict[str, Any]) -> str:
 
 
 # -- writes -------------------------------------------------------------------------------------------
-def flow_name_of(file: Path, data: bytes, explicit: str | None) -> str:
-    if explicit:
-        return explicit
+def prepare(file: Path, data: bytes, explicit: str | None) -> tuple[str, bytes]:
+    """The flow name and the bytes to send; a LangFlow export is converted here, before it is sent."""
     try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise BadRequest(f"{file} is not valid JSON: {e}") from e
+        document = load_document(data, name=explicit)
+    except FlowValidationError as e:
+        if [p.code for p in e.problems] == ["invalid_json"]:
+            raise BadRequest(f"{file} is not valid JSON: {e.problems[0].message}") from e
+        raise
+    # The canonical bytes are sent: the same content, and a LangFlow export arrives already converted.
+    data = canonical_bytes(document)
+    if explicit:
+        return explicit, data
     name = document.get("name") if isinstance(document, dict) else None
     if not isinstance(name, str) or not name:
         raise BadRequest(f'{file} has no "name"; pass --flow NAME')
-    return name
+    return name, data
 
 
 def read_file(file: Path) -> bytes:
@@ -59,7 +64,7 @@ def read_file(file: Path) -> bytes:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     data = read_file(args.file)
-    flow = flow_name_of(args.file, data, args.flow)
+    flow, data = prepare(args.file, data, args.flow)
     with client_of(args) as api:
         params = {"activate": args.activate or None, "message": args.message}
         body = api.post(path("v1", "flows", flow, "versions"), content=data, params=params)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster import engine, validation
+from cluster.documents import load_document
 from cluster.errors import BadRequest, FlowfleetError, FlowValidationError, Problem
 from cluster.hashing import content_address
 from cluster.keys import InvalidName, check_flow_name
@@ -81,7 +82,7 @@ def check_file(file: Path) -> tuple[LocalFlow | None, list[Problem]]:
     except OSError as e:
         return None, [Problem("", "unreadable", f"cannot read: {e.strerror}")]
     try:
-        document = validation.parse_document(data)
+        document = load_document(data)
     except FlowValidationError as e:
         return None, list(e.problems)
     name = document.get("name") if isinstance(document, dict) else None
@@ -100,7 +101,9 @@ def check_file(file: Path) -> tuple[LocalFlow | None, list[Problem]]:
         problems = list(e.problems)
     if problems:
         return None, problems
-    return LocalFlow(file, flow, data, content_address(document)[1]), []
+    # The canonical bytes are sent: the same content, and a LangFlow export arrives already converted.
+    canonical, digest = content_address(document)
+    return LocalFlow(file, flow, canonical, digest), []
 
 
 def check_directory(directory: Path) -> list[LocalFlow]:

@@ -7,6 +7,7 @@ Every test injects one fault, states what it checks, and stops every process it 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ from cluster.events import ReleaseChanged, encode
 from cluster.hashing import content_address
 from cluster.keys import Keys
 from cluster.store import Store
+from tests.control_support import DEPLOYER_TOKEN, ControlProcess, bearer
 from tests.e2e.fleet import (
     HoldServer,
     WorkerProcess,
@@ -97,17 +99,41 @@ def store(redis_client, namespace) -> Store:
     return Store(redis_client, Keys(namespace))
 
 
+@pytest.fixture
+def control(redis_server, namespace, tmp_path) -> Any:
+    server = ControlProcess(redis_server.url, namespace, tmp_path).start()
+    yield server
+    server.stop()
+
+
+async def control_call(http: httpx.AsyncClient, control: ControlProcess, path: str, **kwargs: Any) -> Any:
+    r = await http.post(f"{control.url}/v1/flows/{FLOW}/{path}", headers=bearer(DEPLOYER_TOKEN), **kwargs)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
 async def test_three_replicas_serve_every_activation_and_rollback_brings_them_back(
-    redis_server, store, make_fleet, http, namespace
+    redis_server, store, make_fleet, http, control
 ):
-    v1, _ = await release(store, qa_doc("v1"))
+    """Through the control plane's HTTP API: publish + activate v1, v2, then roll back."""
+
+    async def publish_and_activate(doc: dict[str, Any]) -> dict[str, Any]:
+        published = await control_call(http, control, "versions", content=json.dumps(doc))
+        return await control_call(http, control, "activate", json={"hash": published["hash"]})
+
+    v1 = (await publish_and_activate(qa_doc("v1")))["hash"]
     fleet = make_fleet(redis_server.url)
     await wait_ready(http, fleet)
     await wait_all_serve(http, fleet, FLOW, v1)
 
-    v2, gen2 = await release(store, qa_doc("v2"))
+    second = await publish_and_activate(qa_doc("v2"))
+    v2, gen2 = second["hash"], second["generation"]
     took = await wait_all_serve(http, fleet, FLOW, v2)
-    print(f"activation reached 3 replicas in {took * 1000:.1f} ms")
+    swaps = [await swap_delay(http, w, second["activated_at"]) for w in fleet]
+    print(
+        f"activation reached 3 replicas in {took * 1000:.1f} ms (observed by polling); swapped "
+        f"{', '.join(f'{d * 1000:.1f}' for d in swaps)} ms after the activation was recorded"
+    )
     for w in fleet:
         r = await run(http, w)
         assert r.status_code == 200, r.text
@@ -115,22 +141,29 @@ async def test_three_replicas_serve_every_activation_and_rollback_brings_them_ba
         assert "v2 hi" in str(r.json()["outputs"])
         assert r.headers["x-flowfleet-replica"] == w.replica_id
 
-    back = await store.rollback(FLOW, by="e2e", reason="bad answers")
-    assert back.hash == v1
+    back = await control_call(http, control, "rollback", json={})
+    assert back["hash"] == v1
     took = await wait_all_serve(http, fleet, FLOW, v1)
     print(f"rollback reached 3 replicas in {took * 1000:.1f} ms")
     for w in fleet:
         r = await run(http, w)
-        assert r.json()["version"] == v1 and r.json()["generation"] == back.generation
+        assert r.json()["version"] == v1 and r.json()["generation"] == back["generation"]
 
-    async def fleet_on_rollback() -> bool:
-        statuses = {s["id"]: s for s in await store.read_fleet()}
-        return all(
-            statuses.get(w.replica_id, {}).get("flows", {}).get(FLOW, {}).get("generation") == back.generation
-            for w in fleet
-        )
+    async def fleet_view_current() -> bool:
+        r = await http.get(f"{control.url}/v1/fleet", headers=bearer(DEPLOYER_TOKEN))
+        rows = [row for row in r.json()["rows"] if row["flow"] == FLOW]
+        return sorted(row["replica"] for row in rows if row["state"] == "current") == sorted(
+            w.replica_id for w in fleet
+        ) and all(row["generation"] == back["generation"] for row in rows)
 
-    await poll(fleet_on_rollback, what="fleet status on the rollback generation")
+    await poll(fleet_view_current, what="the control plane's fleet view showing 3 current replicas")
+
+
+async def swap_delay(http: httpx.AsyncClient, worker: WorkerProcess, activated_at: float) -> float:
+    """Seconds from the release record's activated_at to this replica's swap (same machine clock)."""
+    body = await get_json(http, f"{worker.url}/v1/flows")
+    [entry] = [f for f in body["flows"] if f["flow"] == FLOW]
+    return float(entry["loaded_at"]) - activated_at
 
 
 async def test_slow_run_finishes_on_v1_while_a_run_started_after_the_swap_gets_v2(

@@ -1,0 +1,61 @@
+"""A replica runs under the least-privilege ACL user documented in docs/worker.md (real redis-server)."""
+
+from __future__ import annotations
+
+import pytest
+from redis.exceptions import NoPermissionError
+
+from cluster.keys import Keys
+from cluster.redis_conn import connect
+from cluster.settings import Settings
+from cluster.store import Store
+from tests.worker_support import ToyCompiler, publish_activate, wait_for
+from worker.replica import Replica
+
+NS = "aclworker"
+# Kept verbatim (with the namespace `flowfleet`) in docs/worker.md.
+MINIMAL_WORKER_RULE = (
+    f"resetkeys resetchannels %R~{NS}:* %W~{NS}:replica:* %W~{NS}:replicas &{NS}:events "
+    "-@all +smembers +hgetall +get +set +zadd +subscribe +unsubscribe +ping +hello +auth +client|setname"
+)
+# redis-py also sends CLIENT SETINFO (Redis >= 7.2 knows it; grant it there) and ignores a refusal.
+IGNORED_REFUSALS = {"client|setinfo"}
+
+
+async def test_replica_loads_follows_and_reports_with_only_the_minimal_rule(make_redis_server):
+    server = make_redis_server()
+    admin = connect(server.url)
+    await admin.execute_command("ACL", "SETUSER", "worker", "on", ">w-secret", *MINIMAL_WORKER_RULE.split())
+    store = Store(admin, Keys(NS))
+    url = f"redis://worker:w-secret@127.0.0.1:{server.port}/0"
+    replica = Replica(
+        Settings.from_env({}, redis_url=url, namespace=NS, replica_id="acl-1", ping_s=0.1, heartbeat_s=0.1),
+        compiler=ToyCompiler(),
+    )
+    try:
+        d1, _ = await publish_activate(store, "qa", "v1")
+        await replica.start()
+        await wait_for(lambda: replica.state.is_ready(), what="ready under the ACL")
+        pings = replica.metrics.last_event_at
+        await wait_for(lambda: replica.metrics.last_event_at != pings, what="PONG under the ACL")
+        d2, _ = await publish_activate(store, "qa", "v2")
+        await wait_for(lambda: replica.state.snapshot.get("qa").hash == d2, what="event under the ACL")
+        await wait_for(lambda: replica.heartbeat.beats >= 2, what="status writes under the ACL")
+        assert [s["id"] for s in await store.read_fleet()] == ["acl-1"]
+        assert replica.subscriber._failures == 0 and not replica.heartbeat._failing
+        # The same credentials cannot change what runs, nor announce anything.
+        with pytest.raises(NoPermissionError):
+            await replica.store.redis.hset(Keys(NS).release("qa"), "hash", d1)  # type: ignore[attr-defined]
+        with pytest.raises(NoPermissionError):
+            await replica.store.redis.publish(Keys(NS).channel(), b"x")  # type: ignore[attr-defined]
+    finally:
+        await replica.stop()
+        await admin.aclose()
+
+    admin = connect(server.url)
+    try:
+        log = await admin.acl_log()
+    finally:
+        await admin.aclose()
+    denied = {entry["object"] for entry in log} - IGNORED_REFUSALS
+    assert denied == {"hset", "publish"}, log  # only the two refusals above
