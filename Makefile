@@ -28,6 +28,10 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# A local cluster in the foreground: Redis, control plane, 3 replicas on one port, example flows.
+up: $(STAMP)
+	$(BIN)/flowfleet up $(UP_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "control.cli.servers",
     "control.cli.worker",
     "control.cli.langflow",
+    "control.cli.up",
 )
 
 
