@@ -5,12 +5,33 @@ from __future__ import annotations
 import argparse
 import logging.config
 import os
+import socket
 from types import FrameType
 from typing import Any
 
 from cluster.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+BACKLOG = 2048
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket other processes can bind too; the kernel spreads connections between them
+    (a real load-balancing mechanism, not a proxy)."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("this platform has no SO_REUSEPORT: run one replica per port instead")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
 
 
 def logging_config(level: str) -> dict[str, Any]:
@@ -24,7 +45,8 @@ def logging_config(level: str) -> dict[str, Any]:
     }
 
 
-def serve(host: str, port: int, log_level: str = "INFO") -> int:
+def serve(host: str, port: int, log_level: str = "INFO", *, reuse_port: bool = False) -> int:
+    """Run one replica until SIGINT/SIGTERM; with `reuse_port`, several replicas share host:port."""
     import uvicorn
 
     from worker.app import create_app
@@ -38,6 +60,7 @@ def serve(host: str, port: int, log_level: str = "INFO") -> int:
         port=port,
         log_config=None,
         lifespan="on",
+        backlog=BACKLOG,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
     )
     replica = app.state.replica
@@ -48,12 +71,12 @@ def serve(host: str, port: int, log_level: str = "INFO") -> int:
             replica.state.draining = True
             super().handle_exit(sig, frame)
 
-    WorkerServer(config).run()
+    WorkerServer(config).run(sockets=[reuse_port_socket(host, port)] if reuse_port else None)
     return 0
 
 
 def handle(args: argparse.Namespace) -> int:
-    return serve(args.host, args.port, args.log_level)
+    return serve(args.host, args.port, args.log_level, reuse_port=args.reuse_port)
 
 
 def register(subparsers: Any) -> None:
@@ -65,4 +88,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT so several replicas share one address (the kernel balances them)",
+    )
     parser.set_defaults(func=handle)

@@ -184,7 +184,17 @@ class LocalCluster:
 
     def _start_workers(self, creds: Credentials, replica_ids: tuple[str, ...]) -> None:
         c = self.config
-        argv = [sys.executable, "-m", "control.localcluster.replica", "--host", c.host, "--port", str(c.port)]
+        argv = [
+            sys.executable,
+            "-m",
+            "control.cli",
+            "worker",
+            "--reuse-port",
+            "--host",
+            c.host,
+            "--port",
+            str(c.port),
+        ]
         for replica_id in replica_ids:
             env = self._env("worker", creds.worker_password, FLOWFLEET_REPLICA_ID=replica_id)
             self.workers.append(
