@@ -45,6 +45,21 @@ def logging_config(level: str) -> dict[str, Any]:
     }
 
 
+def uvicorn_config(app: Any, host: str, port: int, *, grace_s: float) -> Any:
+    """The uvicorn settings of a replica (the request-path benchmark serves its baseline with these too)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        backlog=BACKLOG,
+        timeout_graceful_shutdown=int(grace_s) or None,
+    )
+
+
 def serve(host: str, port: int, log_level: str = "INFO", *, reuse_port: bool = False) -> int:
     """Run one replica until SIGINT/SIGTERM; with `reuse_port`, several replicas share host:port."""
     import uvicorn
@@ -54,15 +69,7 @@ def serve(host: str, port: int, log_level: str = "INFO", *, reuse_port: bool = F
     logging.config.dictConfig(logging_config(log_level.upper()))
     settings = Settings.from_env(os.environ)
     app = create_app(settings, environ=dict(os.environ))
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        lifespan="on",
-        backlog=BACKLOG,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
-    )
+    config = uvicorn_config(app, host, port, grace_s=settings.shutdown_grace_s)
     replica = app.state.replica
 
     class WorkerServer(uvicorn.Server):

@@ -116,14 +116,29 @@ class HoldServer:
 
 
 class WorkerProcess:
-    """One replica: `python -m worker` with FLOWFLEET_* settings, logs in a temp file."""
+    """One replica: `python -m worker` with FLOWFLEET_* settings, logs in a temp file.
 
-    def __init__(self, redis_url: str, namespace: str, replica_id: str, **env: str) -> None:
+    `port` + `reuse_port` let several replicas share one address (SO_REUSEPORT); `cwd` runs the process
+    in another directory (an empty one shows that a replica needs no local files)."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        namespace: str,
+        replica_id: str,
+        *,
+        port: int | None = None,
+        reuse_port: bool = False,
+        cwd: Path | None = None,
+        **env: str,
+    ) -> None:
         self.redis_url = redis_url
         self.namespace = namespace
         self.replica_id = replica_id
         self.env = env
-        self.port = free_port()
+        self.port = port or free_port()
+        self.reuse_port = reuse_port
+        self.cwd = cwd or ROOT
         self.log_path = Path(tempfile.mkstemp(prefix=f"flowfleet-{replica_id}-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -147,11 +162,14 @@ class WorkerProcess:
         }
         extra = env.pop("PLUGIN_PATH", None)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), extra, os.environ.get("PYTHONPATH")) if p)
+        args = [sys.executable, "-m", "worker", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.reuse_port:
+            args.append("--reuse-port")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "--host", "127.0.0.1", "--port", str(self.port)],
+                args,
                 env=env,
-                cwd=ROOT,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -163,6 +181,17 @@ class WorkerProcess:
     def terminate(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no last heartbeat."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def wait(self, timeout: float = 30.0) -> int:
         assert self.proc is not None

@@ -1,0 +1,253 @@
+"""Cutover latency and skew: activations through the control plane's HTTP API to 3 and 10 real replicas,
+against the floor measured in the same run: a bare Redis PUBLISH to as many subscriber processes.
+
+    python -m bench.bench_cutover [--mode one-phase|two-phase|both] [--activations 50] [--quick]
+
+Each activation alternates between two versions of the 3-node flow, so every one is a real fetch +
+verify + compile + swap. For each, the replicas' own swap timestamps (`loaded_at` in their status in
+Redis, taken at the swap) and the first probing request that a replica answers with the new generation
+(every replica is probed on its own port every ~2 ms throughout) are compared with the moment the activate
+call returned (and was sent). Skew: first to last replica swap of one activation. The floor does the same
+with a bare PUBLISH and the moment each subscriber process read the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+from bench.floor import FloorProcesses
+from bench.harness import (
+    MODES,
+    Fleet,
+    ModeUnavailable,
+    Round,
+    bench_args,
+    dist,
+    fmt,
+    header,
+    qa_doc,
+    rounds_summary,
+    save,
+    start_results,
+)
+from bench.loadgen import Connection
+from bench.report import load
+
+COMMAND = "python -m bench.bench_cutover"
+
+
+class Prober:
+    """Sends runs to every replica on its own port, back to back with a short pause, and remembers when
+    each replica first answered with each generation."""
+
+    def __init__(self, fleet: Fleet, pause_s: float = 0.002) -> None:
+        self.fleet = fleet
+        self.pause_s = pause_s
+        self.first_seen: dict[str, dict[int, float]] = {w.replica_id: {} for w in fleet.workers}
+        self.periods: list[float] = []
+        self.errors = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._probe(w.replica_id, w.port)) for w in self.fleet.workers]
+
+    async def _probe(self, replica: str, port: int) -> None:
+        conn = Connection(
+            "127.0.0.1", port, f"/v1/flows/{qa_doc('x')['name']}/run", b'{"inputs": {"input": "p"}}'
+        )
+        seen = self.first_seen[replica]
+        last = 0
+        while not self._stop.is_set():
+            try:
+                sent, received, status, generation, *_ = await conn.send()
+            except (OSError, EOFError, ValueError, asyncio.IncompleteReadError):
+                self.errors += 1
+                conn.close()
+                await asyncio.sleep(0.01)
+                continue
+            if status != 200:
+                self.errors += 1
+            elif generation > last:
+                seen.setdefault(generation, received)
+                last = generation
+            self.periods.append((received - sent) * 1000)
+            await asyncio.sleep(self.pause_s)
+        conn.close()
+
+    async def wait_seen(self, generation: int, timeout: float = 30.0) -> list[float]:
+        """When each replica first answered a probe with `generation` or newer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            firsts = [
+                min((t for g, t in seen.items() if g >= generation), default=None)
+                for seen in self.first_seen.values()
+            ]
+            if all(t is not None for t in firsts):
+                return [t for t in firsts if t is not None]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"probes did not see generation {generation} everywhere")
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
+async def measure(replicas: int, activations: int, mode: str) -> dict[str, Any]:
+    async with Fleet(replicas) as fleet:
+        versions = [await fleet.publish(qa_doc("a")), await fleet.publish(qa_doc("b"))]
+        try:
+            first = await fleet.activate(versions[0], mode)
+        except ModeUnavailable as e:
+            return {"replicas": replicas, "mode": mode, "available": False, "why": str(e)}
+        await fleet.wait_swapped(first.generation)
+        prober = Prober(fleet)
+        prober.start()
+        swaps: list[Round] = []
+        probes: list[Round] = []
+        try:
+            await prober.wait_seen(first.generation)
+            for i in range(activations):
+                act = await fleet.activate(versions[(i + 1) % 2], mode)
+                swapped = await fleet.wait_swapped(act.generation)
+                seen = await prober.wait_seen(act.generation)
+                swaps.append(Round(act.started, act.returned, list(swapped.values())))
+                probes.append(Round(act.started, act.returned, seen))
+                await asyncio.sleep(random.uniform(0.05, 0.1))  # spacing, not synchronisation
+        finally:
+            await prober.stop()
+        assert fleet.redis is not None and fleet.client is not None
+        async with FloorProcesses(fleet.redis.url, f"{fleet.namespace}:floor", replicas) as floor:
+            floor_rounds = []
+            for i in range(activations):
+                floor_rounds.append(await floor.round(fleet.client, i))
+                await asyncio.sleep(random.uniform(0.05, 0.1))
+        return {
+            "replicas": replicas,
+            "mode": mode,
+            "available": True,
+            "activation_api": "prepare field"
+            if not fleet._legacy_activate
+            else "no prepare field (one-phase only)",
+            "activations": activations,
+            "swaps": rounds_summary(swaps),
+            "probes": rounds_summary(probes),
+            "probe_round_trip_ms": dist(prober.periods),
+            "probe_errors": prober.errors,
+            "floor": rounds_summary(floor_rounds),
+        }
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "## Cutover latency and skew",
+        "",
+        header(results),
+        "",
+        "Activations through the control plane's HTTP API (`POST /v1/flows/{flow}/activate`), alternating "
+        "two versions of a 3-node flow, each replica a real `flowfleet worker` process on its own port, "
+        "probed with runs every ~2 ms throughout. *Swap* = the replica's own swap timestamp (`loaded_at` in "
+        "its status); *probe* = the first probing response carrying the new generation (late by up to one "
+        "probe round trip, listed). All times in ms, measured from the moment the activate call returned "
+        "(negative: the replica swapped before the HTTP response reached the caller — a one-phase "
+        "activation publishes the event before it answers) and from the moment the call was sent. "
+        "*Floor*: a bare `PUBLISH` to as many redis-py subscriber processes, same Redis, same run; the "
+        "subscriber reading the message stands for the swap. Skew: first to last replica of one activation.",
+        "",
+        "| replicas | mode | activations | activate call p50 / p99 | swap after return p50 / p99 (each) "
+        "| all swapped after return p50 / p99 | all swapped after call sent p50 / p99 | probe after return "
+        "p50 / p99 (each) | probe round trip p50 | skew p50 / p99 |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    floor_lines = [
+        "",
+        "Floor in the same run (bare PUBLISH, the subscriber reading it), and the ratio of the p50 time "
+        "until *all* replicas swapped (from the call being sent) to the p50 time until all subscribers "
+        "read the PUBLISH (from the PUBLISH being sent):",
+        "",
+        "| subscribers | PUBLISH call p50 / p99 | received after return p50 / p99 (each) "
+        "| all received after send p50 / p99 | skew p50 / p99 | cutover / floor (p50, all, from send) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in results["runs"]:
+        if not run["available"]:
+            lines.append(f"| {run['replicas']} | {run['mode']} | not available: {run['why']} | | | | | | | |")
+            continue
+        s, p, f = run["swaps"], run["probes"], run["floor"]
+        lines.append(
+            f"| {run['replicas']} | {run['mode']} | {run['activations']} "
+            f"| {fmt(s['call_ms'])} / {fmt(s['call_ms'], 'p99')} "
+            f"| {fmt(s['each_after_return_ms'])} / {fmt(s['each_after_return_ms'], 'p99')} "
+            f"| {fmt(s['last_after_return_ms'])} / {fmt(s['last_after_return_ms'], 'p99')} "
+            f"| {fmt(s['last_after_start_ms'])} / {fmt(s['last_after_start_ms'], 'p99')} "
+            f"| {fmt(p['each_after_return_ms'])} / {fmt(p['each_after_return_ms'], 'p99')} "
+            f"| {fmt(run['probe_round_trip_ms'])} "
+            f"| {fmt(s['skew_ms'])} / {fmt(s['skew_ms'], 'p99')} |"
+        )
+        ratio = s["last_after_start_ms"]["p50"] / max(f["last_after_start_ms"]["p50"], 1e-6)
+        floor_lines.append(
+            f"| {run['replicas']} | {fmt(f['call_ms'])} / {fmt(f['call_ms'], 'p99')} "
+            f"| {fmt(f['each_after_return_ms'])} / {fmt(f['each_after_return_ms'], 'p99')} "
+            f"| {fmt(f['last_after_start_ms'])} / {fmt(f['last_after_start_ms'], 'p99')} "
+            f"| {fmt(f['skew_ms'])} / {fmt(f['skew_ms'], 'p99')} | {ratio:.1f}× |"
+        )
+    apis = {r.get("activation_api") for r in results["runs"] if r["available"]}
+    note = [
+        "",
+        "Activation modes: *one-phase* = every replica swaps as soon as it has compiled; *two-phase* = "
+        "prepare on every replica, then commit. "
+        + (
+            "The control plane measured here has only the one-phase path (its activate call takes no "
+            "`prepare` field), so only one-phase is reported; `--mode two-phase` measures the other once "
+            "it exists."
+            if apis == {"no prepare field (one-phase only)"}
+            else "Both are requested through the activate body's `prepare` field."
+        ),
+    ]
+    return "\n".join(lines + floor_lines + note)
+
+
+async def run(args: Any) -> dict[str, Any]:
+    results = start_results(COMMAND, args)
+    modes = MODES if args.mode == "both" else (args.mode,)
+    sizes = (2,) if args.quick else tuple(args.replicas)
+    activations = 3 if args.quick else args.activations
+    results["runs"] = []
+    for mode in modes:
+        for replicas in sizes:
+            run = await measure(replicas, activations, mode)
+            results["runs"].append(run)
+            if run["available"]:
+                s, f = run["swaps"], run["floor"]
+                print(
+                    f"{mode} {replicas} replicas: all swapped {s['last_after_return_ms']['p50']:.2f} ms "
+                    f"p50 after the call returned ({s['last_after_start_ms']['p50']:.2f} after it was sent), "
+                    f"skew {s['skew_ms']['p50']:.2f} ms; floor {f['last_after_start_ms']['p50']:.2f} ms",
+                    flush=True,
+                )
+            else:
+                print(f"{mode}: {run['why']}", flush=True)
+    results["load_after"] = load()
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = bench_args(
+        argv,
+        __doc__,
+        mode={"choices": [*MODES, "both"], "default": "both", "help": "activation mode(s) to measure"},
+        activations={"type": int, "default": 50},
+        replicas={"type": int, "nargs": "+", "default": [3, 10]},
+    )
+    results = asyncio.run(run(args))
+    save("cutover", results, _markdown(results), args)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -1,0 +1,352 @@
+"""Shared by the fleet benchmarks and tests/chaos: a real redis-server, the control plane and real worker
+processes on loopback, activation through the control plane's HTTP API, and percentiles.
+
+    async with Fleet(replicas=3) as fleet:
+        a = await fleet.publish(qa_doc("a"))
+        activation = await fleet.activate(a, mode="one-phase")
+        swaps = await fleet.wait_swapped(activation.generation)   # replica id -> its swap timestamp
+
+Process helpers come from tests/ (tests/redis_server.py, tests/e2e/fleet.py, tests/control_support.py),
+which import nothing from pytest, so benchmarks and tests start replicas the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from cluster.keys import Keys
+from cluster.store import Store
+from tests.control_support import DEPLOYER_TOKEN, ControlProcess, bearer
+from tests.e2e.fleet import WorkerProcess, wait_ready
+from tests.redis_server import RedisServer, free_port
+
+FLOW = "bench_qa"
+MODES = ("one-phase", "two-phase")
+# Production defaults for the replicas (cluster/settings.py), so benchmarks measure what ships.
+PRODUCTION_TIMING = {
+    "FLOWFLEET_RECONCILE_S": "5",
+    "FLOWFLEET_HEARTBEAT_S": "2",
+    "FLOWFLEET_STATUS_TTL_S": "10",
+    "FLOWFLEET_PING_S": "5",
+    "FLOWFLEET_WATCHDOG_S": "15",
+}
+
+
+def qa_doc(tag: str, flow: str = FLOW) -> dict[str, Any]:
+    """The 3-node flow PromptTemplate -> LLM(echo) -> ChatOutput; `tag` makes a distinct version."""
+    return {
+        "name": flow,
+        "nodes": [
+            {
+                "id": "prompt",
+                "type": "PromptTemplate",
+                "params": {"template": f"[{tag}] Summarise: {{input}}"},
+            },
+            {"id": "llm", "type": "LLM", "params": {"provider": "echo", "model": "echo-1"}},
+            {"id": "out", "type": "ChatOutput", "params": {"name": "answer"}},
+        ],
+        "edges": [{"source": "prompt", "target": "llm"}, {"source": "llm", "target": "out"}],
+    }
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def dist(samples: list[float]) -> dict[str, float]:
+    """p50/p99/min/max/mean of samples (same unit in, same unit out), rounded to 3 decimals."""
+    if not samples:
+        return {"n": 0}
+    return {
+        "n": len(samples),
+        "p50": round(percentile(samples, 50), 3),
+        "p99": round(percentile(samples, 99), 3),
+        "min": round(min(samples), 3),
+        "max": round(max(samples), 3),
+        "mean": round(sum(samples) / len(samples), 3),
+    }
+
+
+def fmt(d: dict[str, float], key: str = "p50") -> str:
+    return "–" if not d.get("n") else f"{d[key]:.2f}"
+
+
+class ModeUnavailable(Exception):
+    """The control plane does not offer this activation mode (yet)."""
+
+
+@dataclass(frozen=True)
+class Activation:
+    hash: str
+    generation: int
+    started: float  # time.time() just before the call
+    returned: float  # time.time() when the response was read
+    activated_at: float  # the release record's timestamp
+    body: dict[str, Any]
+
+
+class Fleet:
+    """redis-server + `flowfleet control` + `replicas` worker processes; stops everything on exit.
+
+    `shared_port`: every replica binds the same port with SO_REUSEPORT (the kernel balances connections);
+    otherwise each has its own port, so each can be probed.
+    """
+
+    def __init__(
+        self,
+        replicas: int,
+        *,
+        shared_port: bool = False,
+        env: dict[str, str] | None = None,
+        control: bool = True,
+        redis_args: tuple[str, ...] = (),
+    ) -> None:
+        self.replicas = replicas
+        self.shared_port = free_port() if shared_port else None
+        self.env = {**PRODUCTION_TIMING, **(env or {})}
+        self.with_control = control
+        self.redis_args = redis_args
+        self.namespace = f"ffbench-{uuid.uuid4().hex[:8]}"
+        self.keys = Keys(self.namespace)
+        self.dir = Path(tempfile.mkdtemp(prefix="flowfleet-bench-"))
+        self.redis: RedisServer | None = None
+        self.control: ControlProcess | None = None
+        self.workers: list[WorkerProcess] = []
+        self.http = httpx.AsyncClient(timeout=30.0)
+        self.client: aioredis.Redis | None = None
+        self._legacy_activate = False  # the control plane predates the `prepare` field
+
+    @property
+    def url(self) -> str:
+        """The shared address (with `shared_port`)."""
+        assert self.shared_port is not None
+        return f"http://127.0.0.1:{self.shared_port}"
+
+    @property
+    def store(self) -> Store:
+        assert self.client is not None
+        return Store(self.client, self.keys)
+
+    async def __aenter__(self) -> Fleet:
+        try:
+            self.redis = RedisServer(*self.redis_args).start()
+            self.client = aioredis.Redis.from_url(self.redis.url)
+            if self.with_control:
+                self.control = ControlProcess(self.redis.url, self.namespace, self.dir)
+                await asyncio.to_thread(self.control.start)
+            for i in range(self.replicas):
+                self.add_worker(f"r{i}")
+            if self.shared_port is None:
+                await wait_ready(self.http, self.workers, timeout=60.0)
+            await self.wait_registered(self.replicas)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    def add_worker(self, replica_id: str, **env: str) -> WorkerProcess:
+        assert self.redis is not None
+        worker = WorkerProcess(
+            self.redis.url,
+            self.namespace,
+            replica_id,
+            port=self.shared_port,
+            reuse_port=self.shared_port is not None,
+            **{**self.env, **env},
+        ).start()
+        self.workers.append(worker)
+        return worker
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for w in self.workers:
+            await asyncio.to_thread(w.stop)
+        if self.control is not None:
+            await asyncio.to_thread(self.control.stop)
+        await self.http.aclose()
+        if self.client is not None:
+            await self.client.aclose()
+        if self.redis is not None:
+            self.redis.stop()
+
+    # -- control plane -------------------------------------------------------------------------------
+    async def publish(self, doc: dict[str, Any]) -> str:
+        assert self.control is not None
+        r = await self.http.post(
+            f"{self.control.url}/v1/flows/{doc['name']}/versions",
+            content=json.dumps(doc),
+            headers=bearer(DEPLOYER_TOKEN),
+        )
+        assert r.status_code in (200, 201), r.text
+        digest: str = r.json()["hash"]
+        return digest
+
+    async def activate(self, digest: str, mode: str = "one-phase", flow: str = FLOW) -> Activation:
+        """POST /v1/flows/{flow}/activate; `mode` two-phase asks for prepare -> commit, one-phase not.
+
+        A control plane without the `prepare` field has only the one-phase path: one-phase is then
+        requested without the field, and two-phase raises ModeUnavailable."""
+        assert self.control is not None and mode in MODES
+        body: dict[str, Any] = {"hash": digest}
+        if not self._legacy_activate:
+            body["prepare"] = mode == "two-phase"
+        started = time.time()
+        r = await self.http.post(
+            f"{self.control.url}/v1/flows/{flow}/activate", json=body, headers=bearer(DEPLOYER_TOKEN)
+        )
+        returned = time.time()
+        if r.status_code == 400 and "prepare" in r.text and "unknown field" in r.text:
+            if mode == "two-phase":
+                raise ModeUnavailable("the control plane has no two-phase activation")
+            self._legacy_activate = True
+            return await self.activate(digest, mode, flow)
+        assert r.status_code == 200, r.text
+        rel = r.json()
+        return Activation(digest, rel["generation"], started, returned, rel["activated_at"], rel)
+
+    # -- replicas, as Redis sees them ----------------------------------------------------------------
+    async def statuses(self) -> dict[str, dict[str, Any]]:
+        return {s["id"]: s for s in await self.store.read_fleet()}
+
+    async def wait_registered(self, count: int, timeout: float = 60.0) -> None:
+        """Until `count` replicas report themselves ready in Redis."""
+        deadline = time.monotonic() + timeout
+        while sum(1 for s in (await self.statuses()).values() if s.get("ready")) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {count} replicas reported in {timeout}s")
+            await asyncio.sleep(0.05)
+
+    async def wait_swapped(
+        self, generation: int, flow: str = FLOW, timeout: float = 60.0, poll_s: float = 0.005
+    ) -> dict[str, float]:
+        """Wait until every replica's status shows `generation` (or newer) of `flow`; returns each
+        replica's own swap timestamp (`loaded_at`, unix seconds) for that generation."""
+        ids = [w.replica_id for w in self.workers if w.proc is not None and w.proc.poll() is None]
+        deadline = time.monotonic() + timeout
+        while True:
+            statuses = await self.statuses()
+            flows = {i: (statuses.get(i) or {}).get("flows", {}).get(flow) or {} for i in ids}
+            if all((f.get("generation") or 0) >= generation for f in flows.values()):
+                return {i: float(f["loaded_at"]) for i, f in flows.items()}
+            if time.monotonic() > deadline:
+                behind = [i for i, f in flows.items() if (f.get("generation") or 0) < generation]
+                raise TimeoutError(f"replicas {behind} not on generation {generation} after {timeout}s")
+            await asyncio.sleep(poll_s)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One announcement: when the call started and returned, and when each receiver acted on it."""
+
+    started: float
+    returned: float
+    seen: list[float]  # unix seconds, one per receiver
+
+
+def rounds_summary(rounds: list[Round]) -> dict[str, Any]:
+    """Milliseconds: each receiver after the call returned / started, the last one, and the skew."""
+    ms = 1000.0
+    return {
+        "rounds": len(rounds),
+        "call_ms": dist([(r.returned - r.started) * ms for r in rounds]),
+        "each_after_return_ms": dist([(t - r.returned) * ms for r in rounds for t in r.seen]),
+        "each_after_start_ms": dist([(t - r.started) * ms for r in rounds for t in r.seen]),
+        "last_after_return_ms": dist([(max(r.seen) - r.returned) * ms for r in rounds]),
+        "last_after_start_ms": dist([(max(r.seen) - r.started) * ms for r in rounds]),
+        "skew_ms": dist([(max(r.seen) - min(r.seen)) * ms for r in rounds]),
+    }
+
+
+def bench_args(argv: list[str] | None, doc: str, **extra: Any) -> Any:
+    """Common options: `--quick` (tiny sizes, results in a temporary directory, docs untouched) and
+    `--out DIR` (where the JSON goes; default bench/results)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.strip().split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves the script works")
+    parser.add_argument("--out", type=Path, default=None, help="results directory (default bench/results)")
+    for flag, options in extra.items():
+        parser.add_argument(f"--{flag.replace('_', '-')}", **options)
+    args = parser.parse_args(argv or [])
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="flowfleet-bench-quick-")) if args.quick else RESULTS
+    return args
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save(name: str, results: dict[str, Any], markdown: str, args: Any) -> Path:
+    """bench results JSON into `args.out`; the docs section only for a full run."""
+    import orjson
+
+    from bench.report import write_section
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{name}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    if not args.quick:
+        write_section(name, markdown)
+    print(f"wrote {path}" + ("" if args.quick else f" and the {name} section of docs/benchmarks.md"))
+    return path
+
+
+def header(results: dict[str, Any]) -> str:
+    """The machine / date / command line that heads every section."""
+    m = results["machine"]
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores (shared, loaded), {m.get('ram', '?')} RAM, "
+        f"{m['system']}, Python {m['python']}, redis-server {m.get('redis', '?')}. Date: {results['date']}. "
+        f"Command: `{results['command']}` (or `make bench`). Load average (1/5/15 min) "
+        f"{results['load_before']} before, {results['load_after']} after."
+    )
+
+
+def machine_facts() -> dict[str, Any]:
+    """bench.report.machine() plus RAM and the redis-server version."""
+    import subprocess
+
+    from bench.report import machine
+    from tests.redis_server import find_redis_server
+
+    facts = machine()
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+        facts["ram"] = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        facts["ram"] = "?"
+    try:
+        out = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True, timeout=10)
+        facts["redis"] = next((p[2:] for p in out.stdout.split() if p.startswith("v=")), out.stdout.strip())
+    except (OSError, RuntimeError):
+        facts["redis"] = "?"
+    return facts
+
+
+def start_results(command: str, args: Any) -> dict[str, Any]:
+    from bench.report import load, now
+
+    return {
+        "machine": machine_facts(),
+        "date": now(),
+        "command": command + (" --quick" if args.quick else ""),
+        "quick": args.quick,
+        "load_before": load(),
+    }
