@@ -1,8 +1,13 @@
-"""Run every benchmark module (`bench/bench_*.py`), or only those named: `python -m bench engine`."""
+"""Run every benchmark module (`bench/bench_*.py`), or only those named: `python -m bench engine cutover`.
+
+`--quick` runs each benchmark that has a quick mode with tiny sizes (results in a temporary directory,
+docs/benchmarks.md untouched): a smoke test of the scripts, not a measurement.
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import sys
 from pathlib import Path
@@ -13,7 +18,13 @@ def modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
 
 
+def takes_arguments(main: object) -> bool:
+    return callable(main) and bool(inspect.signature(main).parameters)
+
+
 def run(selected: list[str]) -> int:
+    quick = "--quick" in selected
+    selected = [s for s in selected if s != "--quick"]
     names = modules()
     if selected:
         unknown = [s for s in selected if f"bench_{s}" not in names and s not in names]
@@ -23,7 +34,13 @@ def run(selected: list[str]) -> int:
         names = [n for n in names if n in selected or n.removeprefix("bench_") in selected]
     for name in names:
         print(f"== {name}", flush=True)
-        importlib.import_module(f"bench.{name}").main()
+        main = importlib.import_module(f"bench.{name}").main
+        if takes_arguments(main):
+            main(["--quick"] if quick else [])
+        elif quick:
+            print("no quick mode; skipped", flush=True)
+        else:
+            main()
     return 0
 
 

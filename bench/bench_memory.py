@@ -67,7 +67,7 @@ async def measure(reloads: int) -> dict[str, Any]:
     loaded = sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
-        if line.startswith("flowfleet_reload_total{") and 'result="loaded"' in line
+        if line.startswith("flowfleet_workflow_reload_total{") and 'result="loaded"' in line
     )
     return {
         "nodes_per_version": NODES,
@@ -92,8 +92,8 @@ def _markdown(results: dict[str, Any]) -> str:
             header(results),
             "",
             f"One `flowfleet worker` process; {r['reloads']} reloads, each a distinct version of a "
-            f"{r['nodes_per_version']}-node chain (the replica's own `flowfleet_reload_total` counted "
-            f"{r['reloads_counted_by_replica']} loads), each waited for before the next. RSS from "
+            f"{r['nodes_per_version']}-node chain (the replica's own `flowfleet_workflow_reload_total` "
+            f"counted {r['reloads_counted_by_replica']} loads), each waited for before the next. RSS from "
             "/proc/<pid>/status.",
             "",
             "| RSS at start (after the first load) | after all reloads | growth "
