@@ -86,17 +86,20 @@ async def drive(
     body: bytes = DEFAULT_BODY,
     timeout: float = 30.0,
     started: asyncio.Event | None = None,
+    until: asyncio.Event | None = None,
+    records: list[Record] | None = None,
 ) -> list[Record]:
-    """Run the load; returns every record."""
+    """Run the load for `duration` seconds or until `until` is set; returns every record (appended to
+    `records` as they come, when given, so a caller can watch the load while it runs)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     connections = [Connection(host, port, parts.path or "/", body) for _ in range(concurrency)]
     await asyncio.gather(*(c.open() for c in connections))
-    records: list[Record] = []
+    records = [] if records is None else records
     end = time.monotonic() + duration
 
     async def loop(conn: Connection) -> None:
-        while time.monotonic() < end:
+        while time.monotonic() < end and not (until is not None and until.is_set()):
             sent = time.time()
             try:
                 async with asyncio.timeout(timeout):
