@@ -8,6 +8,8 @@ import asyncio
 import time
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cluster.keys import Keys
 from cluster.store import Store
@@ -16,6 +18,18 @@ from tests.e2e.fleet import get_json, wait_all_serve, wait_ready
 
 OUTAGE_S = 3.0
 FREEZE_S = 4
+
+
+async def is_frozen(url: str) -> bool:
+    """True when Redis does not answer a PING within 0.3 s."""
+    probe = aioredis.Redis.from_url(url, socket_timeout=0.3)
+    try:
+        await probe.ping()
+        return False
+    except (RedisTimeoutError, RedisConnectionError, TimeoutError):
+        return True
+    finally:
+        await probe.aclose()
 
 
 async def test_redis_kill9_under_load_then_activations_reach_every_replica(
@@ -87,7 +101,7 @@ async def test_redis_frozen_by_debug_sleep_then_replicas_converge_by_reconcile(
         frozen_at = time.time()
         freeze = asyncio.create_task(sleeper.execute_command("DEBUG", "SLEEP", FREEZE_S))
         writer = aioredis.Redis.from_url(server.url, socket_timeout=FREEZE_S + 10)
-        await asyncio.sleep(0.2)  # let DEBUG SLEEP reach Redis first: the record change must queue behind it
+        await poll(lambda: is_frozen(server.url), what="Redis frozen")  # the change must queue behind it
         change = asyncio.create_task(inject_release(writer, keys, v2, gen1 + 1, announce=False))
         await load.wait_for(50, "load during the freeze")
         assert await freeze in (b"OK", "OK", True)
