@@ -12,10 +12,19 @@ import pkgutil
 import sys
 from pathlib import Path
 
+# The order of the sections in docs/benchmarks.md; modules not listed run last, by name.
+ORDER = ("cutover", "hotreload", "overhead", "reload", "memory", "scale", "engine")
+
 
 def modules() -> list[str]:
     here = Path(__file__).parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+    names = [m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_")]
+
+    def rank(name: str) -> tuple[int, str]:
+        short = name.removeprefix("bench_")
+        return (ORDER.index(short) if short in ORDER else len(ORDER), name)
+
+    return sorted(names, key=rank)
 
 
 def takes_arguments(main: object) -> bool:
