@@ -50,6 +50,11 @@ def run(selected: list[str]) -> int:
             print("no quick mode; skipped", flush=True)
         else:
             main()
+    if not quick:
+        from bench import summary
+
+        if summary.write():
+            print("wrote the summary of docs/benchmarks.md", flush=True)
     return 0
 
 

@@ -105,3 +105,36 @@ def test_scale_quick(tmp_path: Path) -> None:
     [row] = run_quick(bench_scale, "scale", tmp_path)["runs"]
     assert row["swaps"]["rounds"] == 2 and row["swaps"]["each_after_start_ms"]["n"] == 2 * row["replicas"]
     assert row["floor"]["rounds"] == 2
+
+
+def test_summary_goes_under_the_title_and_skips_quick_results(tmp_path: Path) -> None:
+    from bench import summary
+    from bench.report import write_section
+
+    results, doc = tmp_path / "results", tmp_path / "benchmarks.md"
+    results.mkdir()
+    assert summary.write(results, doc) is False
+    hot = {
+        "quick": False,
+        "run": {
+            "load": {"requests": 1000, "errors": 0},
+            "duration_s": 60.0,
+            "activations": 100,
+            "stale_after_convergence": 0,
+            "versions_seen": {"a": 500, "b": 500},
+        },
+    }
+    mem = {"quick": True, "run": {}}
+    (results / "hotreload.json").write_text(json.dumps(hot))
+    (results / "memory.json").write_text(json.dumps(mem))
+    write_section("engine", "engine numbers", doc)
+    assert summary.write(results, doc) is True
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks")
+    assert text.index("## Summary") < text.index("engine numbers")
+    assert "1000 runs" in text and "0 errors" in text and "Memory" not in text
+    hot["run"]["load"]["requests"] = 2000
+    (results / "hotreload.json").write_text(json.dumps(hot))
+    summary.write(results, doc)
+    text = doc.read_text()
+    assert text.count("## Summary") == 1 and "2000 runs" in text and "1000 runs" not in text

@@ -1,0 +1,141 @@
+"""The summary at the top of docs/benchmarks.md: each claim of the README next to the numbers that back it,
+read from bench/results/*.json (`python -m bench` writes it after a full run; `python -m bench.summary`
+rewrites it alone)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.report import DOC, DOC_HEADER, RESULTS
+
+START, END = "<!-- bench:summary:start -->", "<!-- bench:summary:end -->"
+
+
+def _load(name: str, results: Path) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    return orjson.loads(path.read_bytes()) if path.exists() else None
+
+
+def _cutover(data: dict[str, Any]) -> list[str]:
+    lines = []
+    for run in data["runs"]:
+        if not run["available"]:
+            continue
+        s, r, f = run["swaps"], run["swaps_from_record"], run["floor"]
+        lines.append(
+            f"- **Cutover, {run['replicas']} replicas ({run['mode']})**: the last replica swapped "
+            f"{s['last_after_return_ms']['p50']:.1f} ms (p50) / {s['last_after_return_ms']['p99']:.1f} ms "
+            f"(p99) after the activate call returned, {s['last_after_start_ms']['p50']:.1f} / "
+            f"{s['last_after_start_ms']['p99']:.1f} ms after it was sent; skew "
+            f"{s['skew_ms']['p50']:.1f} / {s['skew_ms']['p99']:.1f} ms. From the release record to the last "
+            f"swap {r['last_after_start_ms']['p50']:.1f} ms p50 against {f['last_after_start_ms']['p50']:.1f}"
+            f" ms for a bare PUBLISH to {run['replicas']} subscribers "
+            f"({r['last_after_start_ms']['p50'] / max(f['last_after_start_ms']['p50'], 1e-9):.1f}×)."
+        )
+    return lines
+
+
+def _hotreload(data: dict[str, Any]) -> list[str]:
+    r = data["run"]
+    return [
+        f"- **No failed request while switching**: {r['load']['requests']} runs through the shared address "
+        f"in {r['duration_s']:.0f} s while {r['activations']} activations alternated two versions: "
+        f"{r['load']['errors']} errors, {r['stale_after_convergence']} answers from an older generation "
+        f"after convergence, {len(r['versions_seen'])} versions seen (the two activated)."
+    ]
+
+
+def _overhead(data: dict[str, Any]) -> list[str]:
+    return [
+        f"- **Request path, {row['concurrency']} connection(s)**: flowfleet "
+        f"{row['flowfleet']['throughput_rps']:.0f} runs/s, p50 {row['flowfleet']['latency_ms']['p50']:.2f} ms"
+        f" / p99 {row['flowfleet']['latency_ms']['p99']:.2f} ms against a bare Starlette endpoint's "
+        f"{row['bare']['throughput_rps']:.0f} runs/s, {row['bare']['latency_ms']['p50']:.2f} / "
+        f"{row['bare']['latency_ms']['p99']:.2f} ms: throughput ratio {row['throughput_ratio']:.2f}, "
+        f"p50 ratio {row['p50_ratio']:.2f}."
+        for row in data["runs"]
+    ]
+
+
+def _reload(data: dict[str, Any]) -> list[str]:
+    parts = [f"{row['nodes']} nodes {row['replica']['logged_ms']['p50']:.1f} ms" for row in data["rows"]]
+    return [f"- **Reload cost on a replica** (fetch + verify + compile + swap, p50): {', '.join(parts)}."]
+
+
+def _memory(data: dict[str, Any]) -> list[str]:
+    r = data["run"]
+    start, end, growth, late = (
+        r[k] / 1024 for k in ("start_kib", "end_kib", "growth_kib", "growth_second_half_kib")
+    )
+    return [
+        f"- **Memory**: RSS {start:.1f} MiB at start, {end:.1f} MiB after {r['reloads']} reloads "
+        f"({growth:+.1f} MiB; {late:+.1f} MiB over the second half)."
+    ]
+
+
+def _scale(data: dict[str, Any]) -> list[str]:
+    lines = []
+    for run in data["runs"]:
+        swapped, floor = run["swaps"]["last_after_start_ms"], run["floor"]["last_after_start_ms"]
+        lines.append(
+            f"- **Fleet scale, {run['replicas']} replicas in one process**: all swapped {swapped['p50']:.0f} "
+            f"ms p50 / {swapped['p99']:.0f} ms p99 after the activation was sent (bare PUBLISH floor: "
+            f"{floor['p50']:.0f} ms p50)."
+        )
+    return lines
+
+
+SECTIONS = {
+    "cutover": _cutover,
+    "hotreload": _hotreload,
+    "overhead": _overhead,
+    "reload": _reload,
+    "memory": _memory,
+    "scale": _scale,
+}
+
+
+def markdown(results: Path = RESULTS) -> str | None:
+    lines: list[str] = []
+    for name, render in SECTIONS.items():
+        data = _load(name, results)
+        if data is not None and not data.get("quick"):
+            lines += render(data)
+    if not lines:
+        return None
+    return "\n".join(
+        [
+            "## Summary",
+            "",
+            "Everything on loopback on one loaded 2-core machine (details and baselines in each section "
+            "below); reproduce with `make bench`.",
+            "",
+            *lines,
+        ]
+    )
+
+
+def write(results: Path = RESULTS, doc: Path = DOC) -> bool:
+    """Put the summary right under the title (replacing the previous one); False if nothing to sum up."""
+    text = markdown(results)
+    if text is None:
+        return False
+    block = f"{START}\n{text}\n{END}"
+    current = doc.read_text() if doc.exists() else DOC_HEADER
+    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
+    if pattern.search(current):
+        current = pattern.sub(lambda _: block, current)
+    else:
+        head, sep, rest = current.partition("\n<!-- bench:")
+        current = head.rstrip("\n") + "\n\n" + block + "\n" + (sep + rest if sep else "")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(current)
+    return True
+
+
+if __name__ == "__main__":
+    print("wrote the summary of docs/benchmarks.md" if write() else "no results to sum up")
