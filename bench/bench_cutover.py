@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.floor import FloorProcesses
 from bench.harness import (
+    FLOW,
     MODES,
     Fleet,
     ModeUnavailable,
@@ -56,9 +57,7 @@ class Prober:
         self._tasks = [asyncio.create_task(self._probe(w.replica_id, w.port)) for w in self.fleet.workers]
 
     async def _probe(self, replica: str, port: int) -> None:
-        conn = Connection(
-            "127.0.0.1", port, f"/v1/flows/{qa_doc('x')['name']}/run", b'{"inputs": {"input": "p"}}'
-        )
+        conn = Connection("127.0.0.1", port, f"/v1/flows/{FLOW}/run", b'{"inputs": {"input": "p"}}')
         seen = self.first_seen[replica]
         last = 0
         while not self._stop.is_set():

@@ -54,6 +54,7 @@ class BareServer:
                 except httpx.TransportError:
                     pass
                 if self.proc.returncode is not None or time.monotonic() > deadline:
+                    await self.__aexit__()
                     raise RuntimeError("the bare baseline server did not start")
                 await asyncio.sleep(0.05)
 

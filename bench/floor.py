@@ -56,18 +56,33 @@ class FloorProcesses:
         self._readers: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> FloorProcesses:
-        for _ in range(self.n):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.floor", self.url, self.channel, stdout=asyncio.subprocess.PIPE
-            )
-            self.procs.append(proc)
-        for proc in self.procs:
-            assert proc.stdout is not None
-            line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
-            if line.strip() != b"ready":
-                raise RuntimeError("floor subscriber failed to start")
-            self._readers.append(asyncio.create_task(self._read(proc)))
+        try:
+            for _ in range(self.n):
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bench.floor",
+                    self.url,
+                    self.channel,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                self.procs.append(proc)
+            for proc in self.procs:
+                assert proc.stdout is not None
+                line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+                if line.strip() != b"ready":
+                    raise RuntimeError("floor subscriber failed to start")
+                self._readers.append(asyncio.create_task(self._read(proc)))
+        except BaseException:
+            await self._kill()
+            raise
         return self
+
+    async def _kill(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None

@@ -150,8 +150,13 @@ async def start_process(
         "--concurrency", str(concurrency), "--out", out, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+    except TimeoutError:
+        line = b""
     if line.strip() != b"started":
+        if proc.returncode is None:
+            proc.kill()
         await proc.wait()
         raise RuntimeError(f"load generator failed to start (exit {proc.returncode})")
     return proc

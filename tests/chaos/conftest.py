@@ -3,7 +3,7 @@ settings so every scenario ends well inside the test timeout), an HTTP client, a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -11,6 +11,7 @@ import pytest
 
 from cluster.keys import Keys
 from cluster.store import Store
+from tests.chaos.support import Load
 from tests.e2e.fleet import WorkerProcess
 
 CHAOS_TIMING = {
@@ -50,3 +51,18 @@ def make_fleet(namespace: str) -> Iterator[Any]:
 @pytest.fixture
 def store(redis_client: Any, namespace: str) -> Store:
     return Store(redis_client, Keys(namespace))
+
+
+@pytest.fixture
+async def start_load() -> AsyncIterator[Callable[[list[WorkerProcess]], Load]]:
+    """start_load(workers) -> a running Load; every load still running is stopped after the test."""
+    loads: list[Load] = []
+
+    def start(workers: list[WorkerProcess]) -> Load:
+        load = Load(workers).start()
+        loads.append(load)
+        return load
+
+    yield start
+    for load in loads:
+        await load.stop()

@@ -85,7 +85,7 @@ async def expect_refused_everywhere(
     ids=["corrupted-blob", "invalid-document", "oversized-document"],
 )
 async def test_bad_version_written_into_redis_is_refused_everywhere_and_v1_keeps_serving(
-    redis_server, namespace, make_fleet, http, redis_client, store, control, make_bad, api_status
+    redis_server, namespace, make_fleet, http, start_load, redis_client, store, control, make_bad, api_status
 ):
     """Injected: the bad version's bytes written with SET, the release record pointed at it with HSET and
     a release event published, as an intruder or a broken tool might. Checked: every replica refuses it
@@ -96,7 +96,7 @@ async def test_bad_version_written_into_redis_is_refused_everywhere_and_v1_keeps
     fleet = make_fleet(redis_server.url)
     await wait_ready(http, fleet)
     await wait_all_serve(http, fleet, FLOW, v1)
-    load = Load(fleet).start()
+    load = start_load(fleet)
     await load.wait_for(30, "load before the injection")
 
     bad, reason = await make_bad(redis_client, keys)(store)

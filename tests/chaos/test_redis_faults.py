@@ -33,7 +33,7 @@ async def is_frozen(url: str) -> bool:
 
 
 async def test_redis_kill9_under_load_then_activations_reach_every_replica(
-    make_redis_server, namespace, make_fleet, http
+    make_redis_server, namespace, make_fleet, http, start_load
 ):
     """Injected: SIGKILL to redis-server while runs flow, Redis down for 3 s, then restarted on the same
     port (append-only file on, as in production). Checked: no run failed before, during or after; every
@@ -45,7 +45,7 @@ async def test_redis_kill9_under_load_then_activations_reach_every_replica(
         fleet = make_fleet(server.url)
         await wait_ready(http, fleet)
         await wait_all_serve(http, fleet, FLOW, v1)
-        load = Load(fleet).start()
+        load = start_load(fleet)
         await load.wait_for(50, "load before the outage")
 
         killed_at = time.time()
@@ -79,7 +79,7 @@ async def test_redis_kill9_under_load_then_activations_reach_every_replica(
 
 
 async def test_redis_frozen_by_debug_sleep_then_replicas_converge_by_reconcile(
-    make_redis_server, namespace, make_fleet, http
+    make_redis_server, namespace, make_fleet, http, start_load
 ):
     """Injected: DEBUG SLEEP freezes Redis for 4 s (longer than the 2 s watchdog) while runs flow; during
     the freeze the release record is changed to v2 without any event (the write runs when Redis wakes).
@@ -94,7 +94,7 @@ async def test_redis_frozen_by_debug_sleep_then_replicas_converge_by_reconcile(
         fleet = make_fleet(server.url)
         await wait_ready(http, fleet)
         await wait_all_serve(http, fleet, FLOW, v1)
-        load = Load(fleet).start()
+        load = start_load(fleet)
         await load.wait_for(50, "load before the freeze")
 
         sleeper = aioredis.Redis.from_url(server.url, socket_timeout=FREEZE_S + 10)
@@ -128,7 +128,7 @@ async def test_redis_frozen_by_debug_sleep_then_replicas_converge_by_reconcile(
 
 
 async def test_pubsub_connections_killed_replicas_converge_by_the_resubscribe_reconcile(
-    redis_server, namespace, make_fleet, http, redis_client, store
+    redis_server, namespace, make_fleet, http, start_load, redis_client, store
 ):
     """Injected: the release record changed to v2 with no event, then CLIENT KILL TYPE pubsub drops every
     subscriber connection; the periodic reconcile is 10 minutes away. Checked: the replicas reconnect,
@@ -143,7 +143,7 @@ async def test_pubsub_connections_killed_replicas_converge_by_the_resubscribe_re
     await poll(
         lambda: redis_client.pubsub_numsub(channel), check=lambda r: r[0][1] == 3, what="3 subscribers"
     )
-    load = Load(fleet).start()
+    load = start_load(fleet)
     await load.wait_for(30, "load before the kill")
 
     await inject_release(redis_client, keys, v2, gen1 + 1, announce=False)

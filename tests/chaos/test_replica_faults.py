@@ -15,7 +15,7 @@ from tests.e2e.fleet import get_json, served_version, wait_all_serve, wait_ready
 
 
 async def test_half_open_subscriber_connection_watchdog_reconnects_and_replica_converges(
-    redis_server, namespace, make_fleet, http, store
+    redis_server, namespace, make_fleet, http, start_load, store
 ):
     """Injected: every connection between the replicas and Redis goes half-open (the proxy keeps the
     sockets up but drops all bytes both ways), then v2 is activated directly in Redis, so its event is
@@ -28,7 +28,7 @@ async def test_half_open_subscriber_connection_watchdog_reconnects_and_replica_c
         fleet = make_fleet(proxy.url, FLOWFLEET_RECONCILE_S="600", FLOWFLEET_WATCHDOG_S="2")
         await wait_ready(http, fleet)
         await wait_all_serve(http, fleet, FLOW, v1)
-        load = Load(fleet).start()
+        load = start_load(fleet)
         await load.wait_for(30, "load before the cut")
 
         silenced = proxy.blackhole()
