@@ -50,10 +50,12 @@ def check_versions(records: list[Record], activations: list[dict[str, Any]]) -> 
     }
 
 
-async def measure(replicas: int, duration: float, activations: int, concurrency: int) -> dict[str, Any]:
+async def measure(
+    replicas: int, duration: float, activations: int, concurrency: int, mode: str = "default"
+) -> dict[str, Any]:
     async with Fleet(replicas, shared_port=True) as fleet:
         versions = [await fleet.publish(qa_doc("a")), await fleet.publish(qa_doc("b"))]
-        first = await fleet.activate(versions[0])
+        first = await fleet.activate(versions[0], mode)
         swaps = await fleet.wait_swapped(first.generation)
         done = [{"generation": first.generation, "hash": first.hash, "converged_at": max(swaps.values())}]
         out = str(Path(tempfile.mkdtemp(prefix="flowfleet-load-")) / "records.json")
@@ -63,9 +65,11 @@ async def measure(replicas: int, duration: float, activations: int, concurrency:
         margin = min(2.0, duration * 0.1)
         interval = (duration - 2 * margin) / activations
         convergence_ms = []
+        modes: Counter[str] = Counter()
         for i in range(activations):
             await asyncio.sleep(max(0.0, began + margin + i * interval - time.time()))  # pacing
-            act = await fleet.activate(versions[(i + 1) % 2])
+            act = await fleet.activate(versions[(i + 1) % 2], mode)
+            modes[act.mode] += 1
             swaps = await fleet.wait_swapped(act.generation)
             done.append({"generation": act.generation, "hash": act.hash, "converged_at": max(swaps.values())})
             convergence_ms.append((max(swaps.values()) - act.returned) * 1000)
@@ -76,6 +80,8 @@ async def measure(replicas: int, duration: float, activations: int, concurrency:
         "duration_s": duration,
         "concurrency": concurrency,
         "activations": activations,
+        "mode_requested": mode,
+        "modes_used": dict(modes),
         "versions": versions,
         "load": summarise(records, duration),
         "convergence_after_return_ms": dist(convergence_ms),
@@ -89,6 +95,7 @@ def _markdown(results: dict[str, Any]) -> str:
     r = results["run"]
     load_ = r["load"]
     seen = ", ".join(f"`{v[:12]}` {n}" for v, n in sorted(r["versions_seen"].items()))
+    modes = ", ".join(f"{m} ×{n}" for m, n in sorted(r.get("modes_used", {}).items())) or "one-phase"
     return "\n".join(
         [
             "## Zero-error hot reload under load",
@@ -98,7 +105,8 @@ def _markdown(results: dict[str, Any]) -> str:
             f"{r['replicas']} `flowfleet worker --reuse-port` replicas on one address; a load generator "
             f"(`bench/loadgen.py`, its own process, {r['concurrency']} keep-alive connections) sends runs of "
             f"the 3-node flow back to back for {r['duration_s']:.0f} s while {r['activations']} activations "
-            "through the control plane alternate between two versions, each waiting for the fleet to "
+            f"through the control plane (cutover: {modes}) alternate between two versions, each waiting for "
+            "the fleet to "
             "converge (every replica's own swap timestamp) before the next. Every non-2xx response and "
             "every transport failure counts as an error.",
             "",
@@ -120,9 +128,9 @@ def _markdown(results: dict[str, Any]) -> str:
 async def run(args: Any) -> dict[str, Any]:
     results = start_results(COMMAND, args)
     if args.quick:
-        results["run"] = await measure(2, 3.0, 6, 4)
+        results["run"] = await measure(2, 3.0, 6, 4, args.mode)
     else:
-        results["run"] = await measure(3, args.duration, args.activations, args.concurrency)
+        results["run"] = await measure(3, args.duration, args.activations, args.concurrency, args.mode)
     results["load_after"] = load()
     r = results["run"]
     print(
@@ -140,6 +148,11 @@ def main(argv: list[str] | None = None) -> None:
         duration={"type": float, "default": 60.0},
         activations={"type": int, "default": 100},
         concurrency={"type": int, "default": 32},
+        mode={
+            "choices": ["default", "one-phase", "two-phase"],
+            "default": "default",
+            "help": "activation mode (default: whatever the control plane does by default)",
+        },
     )
     results = asyncio.run(run(args))
     save("hotreload", results, _markdown(results), args)

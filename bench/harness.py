@@ -98,6 +98,12 @@ class Activation:
     activated_at: float  # the release record's timestamp
     body: dict[str, Any]
 
+    @property
+    def mode(self) -> str:
+        """How the control plane says it cut over (`rollout.mode`), or one-phase when it has no rollouts."""
+        rollout = self.body.get("rollout")
+        return str(rollout.get("mode")) if isinstance(rollout, dict) else "one-phase"
+
 
 class Fleet:
     """redis-server + `flowfleet control` + `replicas` worker processes; stops everything on exit.
@@ -198,13 +204,14 @@ class Fleet:
         return digest
 
     async def activate(self, digest: str, mode: str = "one-phase", flow: str = FLOW) -> Activation:
-        """POST /v1/flows/{flow}/activate; `mode` two-phase asks for prepare -> commit, one-phase not.
+        """POST /v1/flows/{flow}/activate; `mode` two-phase asks for prepare -> commit, one-phase not,
+        default leaves it to the control plane.
 
         A control plane without the `prepare` field has only the one-phase path: one-phase is then
         requested without the field, and two-phase raises ModeUnavailable."""
-        assert self.control is not None and mode in MODES
+        assert self.control is not None and mode in (*MODES, "default")
         body: dict[str, Any] = {"hash": digest}
-        if not self._legacy_activate:
+        if not self._legacy_activate and mode != "default":
             body["prepare"] = mode == "two-phase"
         started = time.time()
         r = await self.http.post(

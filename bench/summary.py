@@ -111,8 +111,11 @@ def markdown(results: Path = RESULTS) -> str | None:
         [
             "## Summary",
             "",
-            "Everything on loopback on one loaded 2-core machine (details and baselines in each section "
-            "below); reproduce with `make bench`.",
+            "Everything on loopback on one loaded 2-core machine, real redis-server, real replica "
+            "processes; details and the baseline measured in the same run are in each section below. "
+            "Reproduce: `make bench` (everything), `python -m bench cutover hotreload` (some), "
+            "`python -m bench.bench_cutover --mode both` (one, with its options; `--help` lists them). "
+            "`python -m bench --quick` is a smoke test with tiny sizes that leaves this page alone.",
             "",
             *lines,
         ]
