@@ -60,6 +60,10 @@ async def measure(
         done = [{"generation": first.generation, "hash": first.hash, "converged_at": max(swaps.values())}]
         out = str(Path(tempfile.mkdtemp(prefix="flowfleet-load-")) / "records.json")
         url = f"{fleet.url}/v1/flows/{FLOW}/run"
+        # Baseline: the same load on the same fleet with no activation at all.
+        quiet_s = max(1.0, duration / 4)
+        proc = await start_process(url, duration=quiet_s, concurrency=concurrency, out=out)
+        baseline = summarise(await finish_process(proc, out, timeout=quiet_s + 120), quiet_s)
         proc = await start_process(url, duration=duration, concurrency=concurrency, out=out)
         began = time.time()
         margin = min(2.0, duration * 0.1)
@@ -84,6 +88,7 @@ async def measure(
         "modes_used": dict(modes),
         "versions": versions,
         "load": summarise(records, duration),
+        "baseline_without_activations": baseline,
         "convergence_after_return_ms": dist(convergence_ms),
         "replicas_answering": sorted({r[5] for r in records if r[5]}),
     }
@@ -118,11 +123,29 @@ def _markdown(results: dict[str, Any]) -> str:
             f"| {fmt(load_['latency_ms'])} / {fmt(load_['latency_ms'], 'p99')} | {r['activations']} "
             f"| {fmt(r['convergence_after_return_ms'])} / {fmt(r['convergence_after_return_ms'], 'p99')} "
             f"| {r['stale_after_convergence']} | {seen} |",
+            *_baseline_rows(r),
             "",
             f"Every response named one of the two versions: {'yes' if r['only_the_two_versions'] else 'NO'}; "
             f"replicas that answered: {', '.join(r['replicas_answering'])}.",
         ]
     )
+
+
+def _baseline_rows(r: dict[str, Any]) -> list[str]:
+    b = r.get("baseline_without_activations")
+    if b is None:
+        return []
+    ratio = r["load"]["throughput_rps"] / max(b["throughput_rps"], 1e-9)
+    return [
+        "",
+        "Baseline measured just before, same fleet, same load, no activation:",
+        "",
+        "| requests | errors | throughput (runs/s) | latency p50 / p99 ms "
+        "| throughput with activations / without |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        f"| {b['requests']} | {b['errors']} | {b['throughput_rps']:.0f} "
+        f"| {fmt(b['latency_ms'])} / {fmt(b['latency_ms'], 'p99')} | {ratio:.2f} |",
+    ]
 
 
 async def run(args: Any) -> dict[str, Any]:

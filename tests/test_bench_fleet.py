@@ -80,6 +80,7 @@ def test_hotreload_quick_has_no_errors_and_no_stale_responses(tmp_path: Path) ->
     assert run["load"]["requests"] > 0 and run["load"]["errors"] == 0
     assert run["stale_after_convergence"] == 0 and run["version_generation_mismatches"] == 0
     assert set(run["versions_seen"]) == set(run["versions"])
+    assert run["baseline_without_activations"]["requests"] > 0
 
 
 def test_overhead_quick(tmp_path: Path) -> None:
