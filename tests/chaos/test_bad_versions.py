@@ -108,9 +108,11 @@ async def test_bad_version_written_into_redis_is_refused_everywhere_and_v1_keeps
     r = await http.post(
         f"{control.url}/v1/flows/{FLOW}/activate", json={"hash": bad}, headers=bearer(DEPLOYER_TOKEN)
     )
+    failed = len(Load.failures(records))
     print(
         f"injected: {reason} version {bad[:12]} into Redis + release event; checked: 3 replicas refused "
-        f"({error['message'][:80]}), {len(records)} runs all on v1, control plane answered {r.status_code}"
+        f"({error['message'][:80]}), {len(records)} runs ({failed} failed), control plane answered "
+        f"{r.status_code}"
     )
     assert not Load.failures(records), Load.failures(records)[:5]
     assert {rec[4] for rec in records} == {v1}

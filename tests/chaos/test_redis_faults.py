@@ -66,10 +66,12 @@ async def test_redis_kill9_under_load_then_activations_reach_every_replica(
         took = await wait_all_serve(http, fleet, FLOW, v2, timeout=30)
         await load.wait_for(50, "load after the outage")
         records = await load.stop()
+        failed = len(Load.failures(records))
         during = load.sent_between(killed_at, restarted_at)
         print(
             f"injected: Redis SIGKILL for {restarted_at - killed_at:.1f} s; checked: {len(records)} runs "
-            f"({len(during)} during the outage), 0 failed; v2 on 3 replicas {took:.2f} s after activation"
+            f"({len(during)} during the outage), {failed} failed; v2 on 3 replicas {took:.2f} s after "
+            "the activation"
         )
         assert not Load.failures(records), Load.failures(records)[:5]
         assert len(during) > 0
@@ -113,11 +115,12 @@ async def test_redis_frozen_by_debug_sleep_then_replicas_converge_by_reconcile(
         took = await wait_all_serve(http, fleet, FLOW, v2, timeout=30)
         await poll(lambda: subscribed(http, fleet), what="every replica subscribed again")
         records = await load.stop()
+        failed = len(Load.failures(records))
         during = load.sent_between(frozen_at, thawed_at)
         silent = sum("ChannelSilent" in w.log() for w in fleet)
         print(
             f"injected: DEBUG SLEEP {FREEZE_S} s + a release change without an event; checked: "
-            f"{len(records)} runs ({len(during)} during the freeze), 0 failed; {silent} watchdog "
+            f"{len(records)} runs ({len(during)} during the freeze), {failed} failed; {silent} watchdog "
             f"reconnects; v2 on 3 replicas {took:.2f} s after the thaw"
         )
         assert not Load.failures(records), Load.failures(records)[:5]
@@ -150,9 +153,10 @@ async def test_pubsub_connections_killed_replicas_converge_by_the_resubscribe_re
     killed = await redis_client.client_kill_filter(_type="pubsub")
     took = await wait_all_serve(http, fleet, FLOW, v2, timeout=30)
     records = await load.stop()
+    failed = len(Load.failures(records))
     print(
         f"injected: silent release change + CLIENT KILL TYPE pubsub ({killed} connections); checked: "
-        f"v2 on 3 replicas after {took:.2f} s, {len(records)} runs, 0 failed"
+        f"v2 on 3 replicas after {took:.2f} s, {len(records)} runs, {failed} failed"
     )
     assert killed >= 3
     assert not Load.failures(records), Load.failures(records)[:5]
