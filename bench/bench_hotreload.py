@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import FLOW, Fleet, bench_args, dist, fmt, header, qa_doc, save, start_results
-from bench.loadgen import Record, finish_process, start_process, summarise
+from bench.loadgen import Record, finish_process, is_error, per_second, start_process, summarise
 from bench.report import load
 
 COMMAND = "python -m bench.bench_hotreload"
@@ -60,10 +60,16 @@ async def measure(
         done = [{"generation": first.generation, "hash": first.hash, "converged_at": max(swaps.values())}]
         out = str(Path(tempfile.mkdtemp(prefix="flowfleet-load-")) / "records.json")
         url = f"{fleet.url}/v1/flows/{FLOW}/run"
-        # Baseline: the same load on the same fleet with no activation at all.
-        quiet_s = max(1.0, duration / 4)
-        proc = await start_process(url, duration=quiet_s, concurrency=concurrency, out=out)
-        baseline = summarise(await finish_process(proc, out, timeout=quiet_s + 120), quiet_s)
+        # Baseline: the same load on the same fleet with no activation, half just before and half just
+        # after, so a change in the (shared) machine's load during the run weighs on both sides alike.
+        quiet_s = max(0.5, duration / 8)
+
+        async def quiet() -> list[Record]:
+            proc = await start_process(url, duration=quiet_s, concurrency=concurrency, out=out)
+            return await finish_process(proc, out, timeout=quiet_s + 120)
+
+        quiet_records = await quiet()
+        quiet_seconds = per_second([r for r in quiet_records if not is_error(r)])
         proc = await start_process(url, duration=duration, concurrency=concurrency, out=out)
         began = time.time()
         margin = min(2.0, duration * 0.1)
@@ -78,6 +84,10 @@ async def measure(
             done.append({"generation": act.generation, "hash": act.hash, "converged_at": max(swaps.values())})
             convergence_ms.append((max(swaps.values()) - act.returned) * 1000)
         records = await finish_process(proc, out, timeout=duration + 120)
+        after = await quiet()
+        quiet_seconds += per_second([r for r in after if not is_error(r)])
+        baseline = summarise(quiet_records + after, 2 * quiet_s)
+        baseline["per_second_rps"] = dist(quiet_seconds)  # window by window, never across the gap
         Path(out).unlink()
     result = {
         "replicas": replicas,
@@ -138,14 +148,24 @@ def _baseline_rows(r: dict[str, Any]) -> list[str]:
     ratio = r["load"]["throughput_rps"] / max(b["throughput_rps"], 1e-9)
     return [
         "",
-        "Baseline measured just before, same fleet, same load, no activation:",
+        "Baseline from the same run: same fleet, same load, no activation (half just before, half just "
+        "after):",
         "",
         "| requests | errors | throughput (runs/s) | latency p50 / p99 ms "
         "| throughput with activations / without |",
         "| ---: | ---: | ---: | ---: | ---: |",
         f"| {b['requests']} | {b['errors']} | {b['throughput_rps']:.0f} "
         f"| {fmt(b['latency_ms'])} / {fmt(b['latency_ms'], 'p99')} | {ratio:.2f} |",
+        "",
+        "Runs per second, second by second (min / p50 / max): with activations "
+        f"{_steadiness(r['load'])}; without {_steadiness(b)}. The machine is shared with other work, so "
+        "compare the ratio above with this spread: a difference inside it is noise, not the activations.",
     ]
+
+
+def _steadiness(summary: dict[str, Any]) -> str:
+    d = summary.get("per_second_rps") or {}
+    return "–" if not d.get("n") else f"{d['min']:.0f} / {d['p50']:.0f} / {d['max']:.0f}"
 
 
 async def run(args: Any) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from bench.harness import FLOW, Fleet, bench_args, fmt, header, qa_doc, save, start_results
-from bench.loadgen import Record, finish_process, start_process, summarise
+from bench.harness import FLOW, Fleet, bench_args, dist, fmt, header, qa_doc, save, start_results
+from bench.loadgen import Record, finish_process, is_error, per_second, start_process, summarise
 from bench.report import load
 from tests.redis_server import free_port
 
@@ -97,12 +97,16 @@ async def measure(duration: float, rounds: int, concurrencies: list[int]) -> dic
         runs = []
         for concurrency in concurrencies:
             pooled: dict[str, list[Record]] = {name: [] for name in targets}
+            seconds: dict[str, list[float]] = {name: [] for name in targets}
             for _ in range(rounds):
                 for name, url in targets.items():
-                    pooled[name] += await load_once(url, duration, concurrency)
+                    records = await load_once(url, duration, concurrency)
+                    pooled[name] += records
+                    seconds[name] += per_second([r for r in records if not is_error(r)])
             row: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds, "duration_s": duration}
             for name, records in pooled.items():
                 row[name] = summarise(records, duration * rounds)
+                row[name]["per_second_rps"] = dist(seconds[name])  # round by round, never across a gap
             f, b = row["flowfleet"], row["bare"]
             row["throughput_ratio"] = round(f["throughput_rps"] / max(b["throughput_rps"], 1e-9), 3)
             row["p50_ratio"] = round(f["latency_ms"]["p50"] / max(b["latency_ms"]["p50"], 1e-9), 3)
@@ -129,10 +133,12 @@ def _markdown(results: dict[str, Any]) -> str:
         "the replica's own uvicorn settings, logging and socket. Load: `bench/loadgen.py` in its own "
         "process, keep-alive connections, closed loop; the targets alternate round by round. Errors count "
         "every non-2xx and transport failure. The bare endpoint is the baseline; a throughput ratio "
-        "below 1 and latency ratios above 1 are flowfleet's cost.",
+        "below 1 and latency ratios above 1 are flowfleet's cost. The machine is shared with other work: "
+        "the second-by-second spread shows how much one average can move.",
         "",
-        "| connections | target | requests | errors | runs/s | p50 ms | p99 ms |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| connections | target | requests | errors | runs/s | runs/s second by second (min / max) | p50 ms "
+        "| p99 ms |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     ratios = [
         "",
@@ -144,13 +150,19 @@ def _markdown(results: dict[str, Any]) -> str:
             s = row[name]
             lines.append(
                 f"| {row['concurrency']} | {name} | {s['requests']} | {s['errors']} "
-                f"| {s['throughput_rps']:.0f} | {fmt(s['latency_ms'])} | {fmt(s['latency_ms'], 'p99')} |"
+                f"| {s['throughput_rps']:.0f} | {_spread(s)} | {fmt(s['latency_ms'])} "
+                f"| {fmt(s['latency_ms'], 'p99')} |"
             )
         ratios.append(
             f"| {row['concurrency']} | {row['throughput_ratio']:.2f} | {row['p50_ratio']:.2f} "
             f"| {row['p99_ratio']:.2f} |"
         )
     return "\n".join(lines + ratios)
+
+
+def _spread(summary: dict[str, Any]) -> str:
+    d = summary.get("per_second_rps") or {}
+    return "–" if not d.get("n") else f"{d['min']:.0f} / {d['max']:.0f}"
 
 
 async def run(args: Any) -> dict[str, Any]:

@@ -138,7 +138,22 @@ def summarise(records: list[Record], duration: float) -> dict[str, Any]:
         "error_kinds": errors,
         "throughput_rps": round(len(ok) / duration, 1) if duration else 0.0,
         "latency_ms": dist([(r[1] - r[0]) * 1000 for r in ok]),
+        "per_second_rps": dist(per_second(ok)),
     }
+
+
+def per_second(records: list[Record]) -> list[float]:
+    """Successful responses in each whole second of the run (partial first and last seconds left out):
+    how steady the throughput was, which on a shared machine says how much to trust one average."""
+    if not records:
+        return []
+    start = min(r[1] for r in records)
+    counts: dict[int, int] = {}
+    for r in records:
+        second = int(r[1] - start)
+        counts[second] = counts.get(second, 0) + 1
+    last = max(counts)
+    return [float(counts.get(i, 0)) for i in range(1, last)]
 
 
 async def start_process(

@@ -139,3 +139,12 @@ def test_summary_goes_under_the_title_and_skips_quick_results(tmp_path: Path) ->
     summary.write(results, doc)
     text = doc.read_text()
     assert text.count("## Summary") == 1 and "2000 runs" in text and "1000 runs" not in text
+
+
+def test_per_second_counts_whole_seconds_only() -> None:
+    from bench.loadgen import per_second
+
+    records = [[0, t, 200, 1, "a", "r0", None] for t in (10.0, 10.5, 11.2, 11.4, 11.9, 12.1, 13.5, 14.0)]
+    # per second from the first response: 2, 3, 1, 1, 1; the first and the last are partial
+    assert per_second(records) == [3.0, 1.0, 1.0]
+    assert per_second([]) == []
