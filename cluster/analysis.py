@@ -54,7 +54,9 @@ class Analysis:
 
 
 @lru_cache(maxsize=256)
-def _params_checker(cls: type[Component]) -> SchemaChecker:
+def params_checker(cls: type[Component]) -> SchemaChecker:
+    """The (cached) checker of a component's params schema. Raises jsonschema's SchemaError, or
+    whatever a broken plugin schema raises, when the schema is unusable."""
     return SchemaChecker(cls.params_schema, "invalid_params")
 
 
@@ -85,7 +87,7 @@ def _node_problems(
     """Params schema, the component's own checks, then its ports; plugin bugs become problems."""
     path = pointer("nodes", index, "params")
     try:
-        problems = _params_checker(cls).problems(params, "nodes", index, "params")
+        problems = params_checker(cls).problems(params, "nodes", index, "params")
     except Exception as e:  # a plugin's schema (SchemaError, a bad regex) is code we do not control
         logger.warning("params schema of component %s is unusable: %s", cls.type_name, e)
         return [

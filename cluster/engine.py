@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from cluster.analysis import Analysis, ComponentRegistry
+from cluster.analysis import Analysis, ComponentRegistry, params_checker
 from cluster.components.base import BuildContext, Component, RunContext
 from cluster.errors import FlowValidationError, Problem, RunInputError
 from cluster.examples import run_examples
@@ -29,7 +29,7 @@ from cluster.model import FlowTest
 from cluster.scheduler import Execution, Step
 from cluster.validation import Limits, check_and_analyse, pointer
 
-__all__ = ["CompiledFlow", "RunResult", "compile_flow", "run_examples"]
+__all__ = ["CompiledFlow", "RunResult", "compile_analysis", "compile_flow", "run_examples", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,15 @@ def compile_flow(
 ) -> CompiledFlow:
     """Validate, build every component once and precompute the schedule. Raises FlowValidationError."""
     analysis = check_and_analyse(document, registry=registry, limits=limits)
+    return compile_analysis(analysis, digest=content_address(document)[1], environ=environ)
+
+
+def compile_analysis(
+    analysis: Analysis, *, digest: str, environ: Mapping[str, str] | None = None
+) -> CompiledFlow:
+    """The part of `compile_flow` after validation: build the components of a valid flow's analysis
+    (from `cluster.validation.check_and_analyse`) and precompute the schedule. `digest` is the
+    document's content address. Raises FlowValidationError when a component cannot be built."""
     components = _build(analysis, environ)
     explicit = any(cls.is_output for cls in analysis.classes)
     outputs: list[tuple[int, str]] = []
@@ -185,10 +194,35 @@ def compile_flow(
         outputs.append((i, key))
     return CompiledFlow(
         name=analysis.flow.name,
-        digest=content_address(document)[1],
+        digest=digest,
         steps=_steps(analysis, components),
         outputs=tuple(outputs),
         required_inputs=analysis.required_inputs,
         input_names=analysis.required_inputs | analysis.optional_inputs,
         tests=analysis.flow.tests,
     )
+
+
+def warm_up(registry: ComponentRegistry | None = None) -> list[str]:
+    """Do ahead of time what would otherwise slow down the first compile in a fresh process: load the
+    registry (built-in component modules and plugins) and build every registered component's params
+    validator. Returns the type names whose validator is ready. A component whose params schema is
+    unusable is logged and left out; compiling a flow that uses it reports that as a problem, as ever.
+    Safe to call more than once (a later call finds everything cached) and from any thread.
+    """
+    if registry is None:
+        from cluster.components.registry import default_registry  # imports every built-in component
+
+        registry = default_registry()
+    ready: list[str] = []
+    for name in registry.names():
+        cls = registry.get(name)
+        if cls is None:
+            continue
+        try:
+            params_checker(cls)
+        except Exception as e:  # a plugin's schema is code we do not control
+            logger.warning("params schema of component %s is unusable: %s", name, e)
+            continue
+        ready.append(name)
+    return ready
