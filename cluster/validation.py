@@ -20,6 +20,7 @@ from jsonschema.exceptions import ValidationError
 
 from cluster.errors import FlowValidationError, Problem
 from cluster.fastschema import compile_schema
+from cluster.gcpause import paused_gc
 from cluster.schema import DOCUMENT_SCHEMA
 
 if TYPE_CHECKING:
@@ -202,7 +203,8 @@ def validate(
     document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None
 ) -> list[Problem]:
     """Every problem of the document (empty when it is valid). Never raises for any input value."""
-    return _analyse(document, registry, limits)[0]
+    with paused_gc():
+        return _analyse(document, registry, limits)[0]
 
 
 def check(document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None) -> None:
@@ -216,7 +218,8 @@ def check_and_analyse(
     document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None
 ) -> Analysis:
     """Like `check`, returning what the compiler needs (ports, bound edges, order) to avoid redoing it."""
-    problems, analysis = _analyse(document, registry, limits)
+    with paused_gc():
+        problems, analysis = _analyse(document, registry, limits)
     if problems or analysis is None:
         raise FlowValidationError(problems)
     return analysis
