@@ -88,8 +88,8 @@ def _object_check(schema: Mapping[str, Any], typed: bool) -> Check | None:
     required = frozenset(schema.get("required", ()))
     names = _compile(schema["propertyNames"]) if "propertyNames" in schema else None
     least, most = _bounds(schema, "minProperties", "maxProperties")
-    if not (typed or scan or required or names is not None or least or most is not None):
-        return None
+    if not (scan or required or names is not None or least or most is not None):
+        return None  # at most the type check, which the caller keeps
     get = table.get
 
     def check(v: Any) -> bool:
@@ -112,8 +112,8 @@ def _object_check(schema: Mapping[str, Any], typed: bool) -> Check | None:
 def _array_check(schema: Mapping[str, Any], typed: bool) -> Check | None:
     item = _compile(schema["items"]) if "items" in schema else _always
     least, most = _bounds(schema, "minItems", "maxItems")
-    if not typed and item is _always and not least and most is None:
-        return None
+    if item is _always and not least and most is None:
+        return None  # at most the type check, which the caller keeps
 
     def check(v: Any) -> bool:
         if not isinstance(v, list):
@@ -130,7 +130,7 @@ def _string_check(schema: Mapping[str, Any], typed: bool) -> Check | None:
     search = re.compile(schema["pattern"]).search if "pattern" in schema else None
     if not least and most is None:
         if search is None:
-            return (lambda v: isinstance(v, str)) if typed else None
+            return None  # at most the type check, which the caller keeps
         if typed:  # the most common string schema: a typed identifier
             return lambda v: isinstance(v, str) and search(v) is not None
         return lambda v: not isinstance(v, str) or search(v) is not None
