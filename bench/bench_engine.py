@@ -134,7 +134,7 @@ def compile_times() -> list[dict[str, Any]]:
         for n in SIZES:
             document = build(n)
             assert validate(document) == [], f"{shape}-{n} is not valid"
-            rows.append(_row(shape, document, repeat=30 if n <= 100 else 15 if n <= 1000 else 6))
+            rows.append(_row(shape, document, repeat=30 if n <= 100 else 20 if n <= 1000 else 10))
             best, median = rows[-1]["total"]["min_ms"], rows[-1]["total"]["median_ms"]
             print(f"{shape:5} {n:5} nodes: validate + compile {best:9.3f} ms best, {median:9.3f} ms median")
     return rows
