@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-# Measured on the machine described at the top of docs/benchmarks.md, same graphs and method.
-HISTORY = ""
+# The previous engine against this one, measured back to back (same graphs, machine and method; best of
+# runs, validate + compile), kept here because the section is rewritten on every run.
+HISTORY = (
+    "Against the previous version of the engine (measured back to back on 2026-11-26, best of runs): "
+    "validate + compile of the 1,000-node chain went from 20.7 to 15.1 ms (validate alone 15.1 to 11.0 ms), "
+    "of the 5,000-node chain from 137.9 to 93.2 ms, of the 1,000-node wide graph from 34.7 to 23.1 ms and "
+    "of the 5,000-node wide graph from 245.7 to 148.1 ms. The gains come from parsing each template once "
+    "(a bounded cache keyed by the template text, and a one-pass tokenizer), schema checks specialised "
+    "per type, fewer allocations while binding edges and building the schedule, and pausing the cyclic "
+    "garbage collector for the duration of a validation or compile (`cluster.gcpause`)."
+)
 
 
 def _ms(numbers: dict[str, Any]) -> str:
