@@ -30,8 +30,8 @@ FLOW = "support_qa"
 
 def hold_doc() -> dict[str, Any]:
     """Loadable only where the TestHold plugin is installed (never run here, only compiled)."""
-    return {"name": FLOW, "nodes": [{"id": "hold", "type": "TestHold",
-                                     "params": {"url": "http://127.0.0.1:9/none", "label": "v2"}}]}  # fmt: skip
+    params = {"url": "http://127.0.0.1:9/none", "label": "v2"}
+    return {"name": FLOW, "nodes": [{"id": "hold", "type": "TestHold", "params": params}]}
 
 
 @pytest.fixture
