@@ -73,6 +73,12 @@ def live_replicas(statuses: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[st
     return {replica_id(s): s for s in statuses if s.get("state") != "draining"}
 
 
+def prepare_targets(statuses: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The live replicas a prepare waits for: those also subscribed to the event channel. One that is not
+    (starting, or reconnecting) cannot hear the prepare; it reads the release record once subscribed."""
+    return sorted(rid for rid, s in live_replicas(statuses).items() if s.get("subscribed") is not False)
+
+
 def prepare_reply(status: Mapping[str, Any], flow: str) -> Mapping[str, Any] | None:
     prepared = status.get("prepared")
     if not isinstance(prepared, Mapping):

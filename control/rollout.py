@@ -7,9 +7,10 @@
     abort    on a NACK or the timeout: PUBLISH abort{flow, rollout}, nothing switches, and the caller gets
              RolloutAborted listing each replica and why (`force` commits anyway, audited).
 
-Live replicas are those whose status has not expired and that are not draining, read once when the
-rollout starts; a replica whose status expires meanwhile stops being waited for, one that joins later
-converges on the committed release record like any reconciling replica. See docs/rollout.md.
+Live replicas are those whose status has not expired, that are not draining and that are subscribed to
+the channel (one that is not cannot hear the prepare), read once when the rollout starts; a replica whose
+status expires meanwhile stops being waited for, one that joins later converges on the committed release
+record like any reconciling replica. See docs/rollout.md.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cluster.errors import FlowfleetError
 from cluster.events import Abort, Prepare
 from cluster.release import Release
 from cluster.store import Store
-from control.acks import ReplicaFailure, Tally, assess, live_replicas
+from control.acks import ReplicaFailure, Tally, assess, prepare_targets
 from control.cutover import CutoverRequest, DirectCutover, with_rollout
 from control.metrics import ControlMetrics
 
@@ -81,7 +82,7 @@ class TwoPhaseCutover:
             release = await self.direct(request)
             self.metrics.rollouts.labels("direct").inc()
             return with_rollout(release, {"mode": "direct"})
-        live = sorted(live_replicas(await self.store.read_fleet()))
+        live = prepare_targets(await self.store.read_fleet())
         if not live:
             release = await self.direct(request)
             self.metrics.rollouts.labels("no_replicas").inc()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control.acks import ReplicaFailure, assess, live_replicas
+from control.acks import ReplicaFailure, assess, live_replicas, prepare_targets
 
 
 def status(rid: str, reply: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -47,3 +47,9 @@ def test_all_ready_once_nobody_is_pending() -> None:
 def test_a_nack_without_reason_is_still_a_nack() -> None:
     tally = assess("qa", "r1", "h2", ["a"], [status("a", {"rollout": "r1", "hash": "h2", "ok": None})])
     assert tally.nacked["a"].reason == "nack" and not tally.all_ready
+
+
+def test_a_prepare_waits_only_for_live_subscribed_replicas() -> None:
+    statuses = [status("a", subscribed=True), status("b", subscribed=False), status("c"),
+                status("d", subscribed=True, state="draining")]  # fmt: skip
+    assert prepare_targets(statuses) == ["a", "c"]
