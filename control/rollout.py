@@ -109,8 +109,11 @@ class TwoPhaseCutover:
         log.info(
             "prepare flow=%s hash=%s rollout=%s replicas=%s", flow, digest[:12], rollout_id, ",".join(live)
         )
-        tally, waited = await self._wait(event, live, started + timeout, stop_on_nack=not request.force)
-        failures = tally.failures(timed_out=not tally.done)
+        tally, waited, timed_out = await self._wait(
+            event, live, started + timeout, stop_on_nack=not request.force
+        )
+        # After an early stop on a NACK, replicas still compiling are not failures: nobody waited for them.
+        failures = tally.failures(timed_out=timed_out)
         for failure in failures:
             self.metrics.nacks.labels(failure.reason).inc()
         if tally.all_ready:
@@ -154,15 +157,18 @@ class TwoPhaseCutover:
 
     async def _wait(
         self, event: Prepare, live: list[str], deadline: float, *, stop_on_nack: bool
-    ) -> tuple[Tally, float]:
-        """Poll the replicas' status keys until all are ready, one NACKs (unless forcing), or the deadline."""
+    ) -> tuple[Tally, float, bool]:
+        """Poll the replicas' status keys until all answered, one NACKs (unless forcing), or the deadline.
+        Returns the tally, the seconds waited and whether the deadline ended the wait."""
         started = self._monotonic()
         while True:
             statuses = await self.store.read_fleet()
             tally = assess(event.flow, event.rollout, event.hash, live, statuses)
             now = self._monotonic()
-            if tally.done or (stop_on_nack and tally.nacked) or now >= deadline:
-                return tally, now - started
+            if tally.done or (stop_on_nack and tally.nacked):
+                return tally, now - started, False
+            if now >= deadline:
+                return tally, now - started, True
             await asyncio.sleep(min(self.poll_s, max(deadline - now, 0.0)))
 
     async def _abort(self, record: dict[str, Any], failures: list[ReplicaFailure], why: str) -> None:

@@ -273,3 +273,15 @@ async def test_malformed_cutover_options_are_400(
         params={"activate": "true", "timeout_s": "soon"},
     )  # fmt: skip
     assert bad_query.status_code == 400
+
+
+async def test_a_nack_ends_the_wait_at_once_without_blaming_replicas_still_compiling(
+    store: Store, versions: tuple[str, str], redis_server: RedisServer
+) -> None:
+    _, v2 = versions
+    async with AsyncExitStack() as stack:
+        await fleet(stack, store, redis_server.url, {"a": "nack", "b": "silent"})
+        with pytest.raises(RolloutAborted) as caught:
+            # A 60 s timeout that is never reached: the NACK decides.
+            await asyncio.wait_for(TwoPhaseCutover(store, ControlMetrics(), timeout_s=60)(request(v2)), 10)
+    assert [(f.replica, f.reason) for f in caught.value.failures] == [("a", "invalid_document")]
