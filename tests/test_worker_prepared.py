@@ -130,3 +130,15 @@ async def test_the_status_carries_the_prepared_replies(store, parts):
     status = heartbeat.status()
     assert status["prepared"]["qa"]["hash"] == v2 and status["prepared"]["qa"]["ok"] is True
     assert "flows" in status and status["id"] == "r1"
+
+
+async def test_a_second_prepare_of_the_same_version_reuses_it_for_the_new_rollout(store, parts):
+    _, _, prepared, preparer, compiler, _, _ = parts
+    v2 = await stored(store, "v2")
+    await preparer.prepare(prepare_event(v2, "ro1"))
+    assert (await preparer.prepare(prepare_event(v2, "ro2"))).ok
+    assert compiler.compiled == ["v2"], "compiled once"
+    preparer.abort(Abort("qa", "ro1", "ci", 1.0))
+    assert prepared.held_hash("qa") == v2, "now held for ro2"
+    preparer.abort(Abort("qa", "ro2", "ci", 1.0))
+    assert prepared.held_hash("qa") is None

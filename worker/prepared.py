@@ -124,10 +124,12 @@ class Preparer:
     async def prepare(self, event: Prepare) -> PrepareReply:
         """Compile the announced version and hold it; the reply goes into the status at once."""
         current = self.state.snapshot.get(event.flow)
-        if (current is not None and current.hash == event.hash) or self.prepared.held_hash(
-            event.flow
-        ) == event.hash:
-            # Already serving or already holding it: ready without compiling again.
+        if current is not None and current.hash == event.hash:
+            return self._reply(event, None)  # already serving it: ready without compiling
+        held = self.prepared.take(event.flow, event.hash)
+        if held is not None:
+            # Prepared by an earlier rollout of the same version: hold it for this one instead.
+            self.prepared.hold(event.rollout, held, event.timeout_s)
             return self._reply(event, None)
         try:
             loaded = await self.loader.prepare(event)
