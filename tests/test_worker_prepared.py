@@ -3,17 +3,21 @@ recompiling, drop on abort, supersede and expiry, and the `prepared` field of th
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from cluster.events import Abort, Prepare, ReleaseChanged
+from cluster.events import Abort, Prepare, ReleaseChanged, encode
 from cluster.keys import Keys
 from cluster.store import Store
-from tests.worker_support import ToyCompiler, publish_activate, toy_doc
+from tests.worker_support import ToyCompiler, publish_activate, toy_doc, wait_for
 from worker.heartbeat import Heartbeat
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
 from worker.prepared import EXPIRY_GRACE_S, PreparedVersions, Preparer
+from worker.replica import redis_client
 from worker.state import WorkerState
+from worker.subscriber import Subscriber, Timing
 
 
 class Clock:
@@ -142,3 +146,29 @@ async def test_a_second_prepare_of_the_same_version_reuses_it_for_the_new_rollou
     assert prepared.held_hash("qa") == v2, "now held for ro2"
     preparer.abort(Abort("qa", "ro2", "ci", 1.0))
     assert prepared.held_hash("qa") is None
+
+
+async def test_the_subscriber_hands_prepare_and_abort_events_to_the_preparer(
+    store, parts, redis_server, namespace
+):
+    loader, state, prepared, preparer, _, _, _ = parts
+    v2 = await stored(store, "v2")
+    sub_redis = redis_client(redis_server.url, retries=0)
+    timing = Timing(reconcile_s=60.0, watchdog_s=30.0, ping_s=10.0)
+    sub = Subscriber(
+        sub_redis, store.keys.channel(), store, loader, state, WorkerMetrics(), timing, preparer=preparer
+    )
+    task = asyncio.create_task(sub.run())
+    try:
+        await wait_for(lambda: sub.connected.is_set(), what="subscribed")
+        channel = store.keys.channel()
+        await store.redis.publish(channel, encode(Prepare("bad name!", v2, "ro0", 2, "ci", 1.0)))
+        await store.redis.publish(channel, encode(prepare_event(v2)))
+        await wait_for(lambda: prepared.held_hash("qa") == v2, what="prepared")
+        assert list(prepared.replies) == ["qa"], "an event for an invalid flow name is dropped"
+        await store.redis.publish(channel, encode(Abort("qa", "ro1", "ci", 2.0)))
+        await wait_for(lambda: prepared.held_hash("qa") is None, what="dropped")
+    finally:
+        sub.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await sub_redis.aclose()
