@@ -108,7 +108,8 @@ async def wait_live(
     deadline = time.monotonic() + timeout
     while True:
         fleet = (await http.get(f"{control.url}/v1/fleet", headers=bearer(DEPLOYER_TOKEN))).json()
-        if len(fleet["replicas"]) == count:
+        # A prepare waits only for replicas whose status says they are subscribed to the channel.
+        if sum(1 for r in fleet["replicas"] if r.get("subscribed")) == count:
             return
         assert time.monotonic() < deadline, fleet
         await asyncio.sleep(0.05)
