@@ -109,9 +109,14 @@ class TwoPhaseCutover:
         log.info(
             "prepare flow=%s hash=%s rollout=%s replicas=%s", flow, digest[:12], rollout_id, ",".join(live)
         )
-        tally, waited, timed_out = await self._wait(
-            event, live, started + timeout, stop_on_nack=not request.force
-        )
+        try:
+            tally, waited, timed_out = await self._wait(
+                event, live, started + timeout, stop_on_nack=not request.force
+            )
+        except asyncio.CancelledError:
+            # The caller went away (server shutdown): let the replicas drop what they prepared.
+            await asyncio.shield(self._abort(record, [], "the activation was cancelled"))
+            raise
         # After an early stop on a NACK, replicas still compiling are not failures: nobody waited for them.
         failures = tally.failures(timed_out=timed_out)
         for failure in failures:

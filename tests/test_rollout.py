@@ -285,3 +285,20 @@ async def test_a_nack_ends_the_wait_at_once_without_blaming_replicas_still_compi
             # A 60 s timeout that is never reached: the NACK decides.
             await asyncio.wait_for(TwoPhaseCutover(store, ControlMetrics(), timeout_s=60)(request(v2)), 10)
     assert [(f.replica, f.reason) for f in caught.value.failures] == [("a", "invalid_document")]
+
+
+async def test_a_cancelled_activation_aborts_its_rollout(
+    store: Store, versions: tuple[str, str], redis_server: RedisServer
+) -> None:
+    _, v2 = versions
+    async with AsyncExitStack() as stack:
+        [seen] = await fleet(stack, store, redis_server.url, {"a": "silent"})
+        task = asyncio.create_task(TwoPhaseCutover(store, ControlMetrics(), timeout_s=60)(request(v2)))
+        await wait_for(lambda: any(isinstance(e, Prepare) for e in seen))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(lambda: any(isinstance(e, Abort) for e in seen))
+    record = await rollouts.read_record(store.redis, store.keys, FLOW)
+    assert record is not None and record["state"] == "aborted"
+    assert (await store.get_release(FLOW)).generation == 1  # type: ignore[union-attr]
