@@ -98,6 +98,10 @@ class Keys:
         """STREAM of the flow's audit entries (publish, activate, rollback ...), capped."""
         return f"{self._flow(flow)}:audit"
 
+    def rollout(self, flow: str) -> str:
+        """HASH: the flow's latest two-phase rollout (id, hash, state, replicas, failures ...)."""
+        return f"{self._flow(flow)}:rollout"
+
     def flow_prefix(self, flow: str) -> str:
         """Prefix shared by every key of one flow (for SCAN and ACL patterns)."""
         return f"{self._flow(flow)}:"

@@ -8,6 +8,7 @@ Every route but ``/healthz`` needs ``Authorization: Bearer <token>``; see `contr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -30,7 +31,9 @@ from cluster.settings import Settings
 from cluster.store import Store
 from control import routes
 from control.auth import WWW_AUTHENTICATE, Principal, Role, TokenTable
+from control.guard import RollbackGuard
 from control.metrics import ControlMetrics
+from control.rollout import TwoPhaseCutover
 from control.service import ControlService
 from control.state import ControlState, control_state
 
@@ -110,6 +113,7 @@ def build_routes() -> list[BaseRoute]:
         Route("/v1/flows/{name}/rollback", authenticated(d, r.rollback), methods=["POST"]),
         Route("/v1/flows/{name}/history", authenticated(v, r.history), methods=["GET"]),
         Route("/v1/flows/{name}/diff", authenticated(v, r.diff), methods=["GET"]),
+        Route("/v1/flows/{name}/rollout", authenticated(v, r.rollout), methods=["GET"]),
         Route("/v1/fleet", authenticated(v, r.fleet), methods=["GET"]),
         Route("/v1/audit", authenticated(v, r.audit), methods=["GET"]),
         Route("/v1/gc", authenticated(a, r.gc), methods=["POST"]),
@@ -144,7 +148,15 @@ def create_app(
             audit_keep=settings.audit_keep,
         )
         state.redis = client
-        state.service = ControlService(store, environ=environ, metrics=metrics)
+        cutover = TwoPhaseCutover(store, metrics, timeout_s=settings.prepare_timeout_s)
+        service = state.service = ControlService(store, environ=environ, metrics=metrics, cutover=cutover)
+        guard = RollbackGuard(
+            service,
+            interval_s=settings.guard_interval_s,
+            max_failures=settings.auto_rollback_failures,
+            max_replicas=settings.auto_rollback_replicas,
+        )
+        guarding = asyncio.create_task(guard.run()) if settings.guard_interval_s > 0 else None
         log.info(
             "control plane ready redis=%s namespace=%s principals=%d",
             redact(settings.redis_url) if redis is None else "<given>",
@@ -154,6 +166,9 @@ def create_app(
         try:
             yield
         finally:
+            guard.stop()
+            if guarding is not None:
+                await guarding
             state.service = None
             state.redis = None
             if redis is None:

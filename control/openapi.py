@@ -25,7 +25,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "Missing or invalid bearer token",
         403: "The principal's role may not do this",
         404: "Unknown flow, version or release generation",
-        409: "Generation conflict, ambiguous short hash, corrupt stored version or nothing to roll back",
+        409: "Generation conflict, ambiguous short hash, corrupt stored version, nothing to roll back, or "
+        "a two-phase rollout aborted (`rollout_aborted`, details.failures lists each replica and why)",
         413: "Request body larger than the configured limit",
         422: "The flow document is invalid (every problem is listed in details.problems)",
     }
@@ -57,6 +58,12 @@ MESSAGE = [
     _param("message", "query", "Why, when a header is inconvenient", {"type": "string"}),
 ]
 OBJECT = {"type": "object"}
+# Two-phase cutover options of activate / rollback (docs/rollout.md).
+CUTOVER: dict[str, dict[str, Any]] = {
+    "prepare": {"type": "boolean", "description": "Two-phase prepare/commit (default true)"},
+    "force": {"type": "boolean", "description": "Commit even if replicas NACK or time out (audited)"},
+    "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 300, "description": "Prepare timeout"},
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -75,6 +82,10 @@ SCHEMAS: dict[str, Any] = {
             "activated_at": {"type": "number"},
             "reason": {"type": "string"},
             "action": {"type": "string", "enum": ["activate", "rollback"]},
+            "rollout": {
+                "type": ["object", "null"],
+                "description": "What the cutover did (activate, rollback)",
+            },
         },
     },
     "PublishResult": {
@@ -114,6 +125,7 @@ ROUTES: dict[str, dict[str, Any]] = {
             parameters=[
                 _param("activate", "query", "Also activate the version", {"type": "boolean"}),
                 _param("expected_generation", "query", "CAS for the activation", {"type": "integer"}),
+                *[_param(k, "query", v["description"], {"type": v["type"]}) for k, v in CUTOVER.items()],
                 *MESSAGE,
             ],
             requestBody={"required": True, "content": {JSON: {"schema": OBJECT}}},
@@ -134,7 +146,8 @@ ROUTES: dict[str, dict[str, Any]] = {
             parameters=MESSAGE,
             requestBody={"required": True, "content": {JSON: {"schema": {
                 "type": "object", "required": ["hash"], "additionalProperties": False,
-                "properties": {"hash": HASH, "expected_generation": {"type": "integer", "minimum": 0}},
+                "properties": {"hash": HASH, "expected_generation": {"type": "integer", "minimum": 0},
+                               **CUTOVER},
             }}}},
         ),
     },
@@ -148,7 +161,8 @@ ROUTES: dict[str, dict[str, Any]] = {
             parameters=MESSAGE,
             requestBody={"required": False, "content": {JSON: {"schema": {
                 "type": "object", "additionalProperties": False,
-                "properties": {"to_generation": {"type": "integer", "minimum": 0}, "to_hash": HASH},
+                "properties": {"to_generation": {"type": "integer", "minimum": 0}, "to_hash": HASH,
+                               **CUTOVER},
             }}}},
         ),
     },
@@ -164,6 +178,14 @@ ROUTES: dict[str, dict[str, Any]] = {
             400, 404, 409,
             parameters=[_param("from", "query", "Old version", HASH, True),
                         _param("to", "query", "New version", HASH, True)],
+        ),
+    },
+    "/v1/flows/{name}/rollout": {
+        "parameters": [NAME],
+        "get": _op(
+            "Convergence on the current release (replicas current / behind / failed) and the last rollout",
+            _json(OBJECT, "{flow, hash, generation, current, total, done, failed, replicas, rollout}"),
+            400, 404,
         ),
     },
     "/v1/fleet": {"get": _op("Live replicas and what they run", _json(OBJECT, "{replicas, releases, rows}"))},

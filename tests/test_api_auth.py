@@ -28,6 +28,7 @@ ROUTES = [
     ("POST", "/v1/flows/qa/rollback", VIEWER_TOKEN),
     ("GET", "/v1/flows/qa/history", None),
     ("GET", "/v1/flows/qa/diff?from=0123456789ab&to=0123456789ab", None),
+    ("GET", "/v1/flows/qa/rollout", None),
     ("GET", "/v1/fleet", None),
     ("GET", "/v1/audit", None),
     ("POST", "/v1/gc", DEPLOYER_TOKEN),

@@ -3,7 +3,8 @@
 Status JSON (documented in docs/worker.md):
     {"id", "host", "pid", "started_at", "heartbeat_at", "ready", "subscribed", "state",
      "flows": {flow: {"hash", "generation", "loaded_at", "last_error", "consecutive_failures"}},
-     "last_error", "consecutive_failures"}
+     "last_error", "consecutive_failures",
+     "prepared": {flow: {"rollout", "hash", "generation", "ok", "reason", "message", "at"}}}
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ class Heartbeat:
         ttl_s: float,
         subscribed: Callable[[], bool],
         clock: Callable[[], float] = time.time,
+        extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
+        # More status fields (the two-phase `prepared` replies), merged into every status written.
+        self.extra = extra or dict
         self.state = state
         self.interval_s = interval_s
         # A TTL shorter than two beats would make a healthy replica flicker out of the fleet table.
@@ -85,9 +89,11 @@ class Heartbeat:
         self._wake = asyncio.Event()
 
     def status(self) -> dict[str, Any]:
-        return build_status(
+        status = build_status(
             self.state, started_at=self.started_at, subscribed=self.subscribed(), now=self.clock()
         )
+        status.update(self.extra())
+        return status
 
     async def beat(self) -> bool:
         try:

@@ -64,6 +64,7 @@ class Loader:
         monotonic: Callable[[], float] = time.monotonic,
         thread_compile_bytes: int = THREAD_COMPILE_BYTES,
         on_change: Callable[[], None] | None = None,
+        take_prepared: Callable[[str, str], LoadedFlow | None] | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -75,6 +76,8 @@ class Loader:
         self._locks: dict[str, asyncio.Lock] = {}
         # Called after every swap and every failed load (the heartbeat reports it at once).
         self.on_change = on_change or (lambda: None)
+        # A version compiled ahead by a two-phase prepare (worker/prepared.py), taken on its commit.
+        self.take_prepared = take_prepared or (lambda flow, digest: None)
 
     def _lock(self, flow: str) -> asyncio.Lock:
         return self._locks.setdefault(flow, asyncio.Lock())
@@ -113,6 +116,8 @@ class Loader:
             try:
                 if current is not None and current.hash == target.hash:
                     prepared = retag(current, target, self._clock())
+                elif (held := self.take_prepared(target.flow, target.hash)) is not None:
+                    prepared = retag(held, target, self._clock())
                 else:
                     prepared = await self.prepare(target)
             except LoadFailure as e:

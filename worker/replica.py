@@ -23,6 +23,7 @@ from worker.heartbeat import Heartbeat
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
 from worker.ports import Compiler, ReleaseReader, Runnable
+from worker.prepared import PreparedVersions, Preparer
 from worker.state import WorkerState
 from worker.subscriber import Subscriber, Timing
 
@@ -132,12 +133,14 @@ class Replica:
         )
         self._clients = [redis, sub_redis]
         self.store = (store_factory or store_from_redis)(redis, self.keys, s)
+        self.prepared = PreparedVersions()
         self.heartbeat = Heartbeat(
             self.store,
             self.state,
             interval_s=s.heartbeat_s,
             ttl_s=s.status_ttl_s,
             subscribed=lambda: self.subscriber.connected.is_set(),
+            extra=lambda: {"prepared": self.prepared.status()},
         )
         self.heartbeat.started_at = self.started_at
         self.loader = Loader(
@@ -146,10 +149,19 @@ class Replica:
             compiler or engine_compiler(environ or {}),
             self.metrics,
             on_change=self.heartbeat.poke,
+            take_prepared=self.prepared.take,
         )
+        preparer = Preparer(self.loader, self.state, self.prepared, on_change=self.heartbeat.poke)
         timing = Timing(reconcile_s=s.reconcile_s, watchdog_s=s.watchdog_s, ping_s=s.ping_s)
         self.subscriber = Subscriber(
-            sub_redis, self.keys.channel(), self.store, self.loader, self.state, self.metrics, timing
+            sub_redis,
+            self.keys.channel(),
+            self.store,
+            self.loader,
+            self.state,
+            self.metrics,
+            timing,
+            preparer=preparer,
         )
         self._tasks: list[asyncio.Task[Any]] = []
 

@@ -1,7 +1,8 @@
 """The `flowfleet` command line: one parser, subcommands contributed by the modules in this package.
 
 Exit codes (documented in the README): 0 ok, 1 failure or invalid flow, 2 usage, 3 conflict,
-4 not found, 5 unauthorised.
+4 not found, 5 unauthorised, 6 rollout aborted / a replica cannot load the release, 7 `status --wait`
+timed out.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ EXIT_USAGE = 2
 EXIT_CONFLICT = 3
 EXIT_NOT_FOUND = 4
 EXIT_UNAUTHORISED = 5
+EXIT_ROLLOUT_FAILED = 6
+EXIT_WAIT_TIMEOUT = 7
 
 # Each module exposes `register(subparsers)`, adding subcommands whose parsers set `func(args) -> int`.
 COMMAND_MODULES = (
