@@ -39,12 +39,13 @@ StoreFactory = Callable[[aioredis.Redis, Keys, Settings], ReleaseReader]
 def engine_compiler(environ: Mapping[str, str]) -> Compiler:
     """The real compiler: parse with the engine's limits, validate, build components."""
     from cluster.components.registry import default_registry
-    from cluster.engine import compile_flow
+    from cluster.engine import compile_flow, warm_up
     from cluster.validation import parse_document
 
     # Built now, not on the first load: plugin problems show in the start-up log, and the first swap
-    # does not pay for scanning entry points.
+    # pays neither for scanning entry points nor for building the components' params validators.
     registry = default_registry()
+    warm_up(registry)
 
     def compile_bytes(data: bytes) -> Runnable:
         return compile_flow(parse_document(data), registry=registry, environ=environ)
