@@ -52,6 +52,12 @@ class Settings:
     # Rollouts.
     prepare_timeout_s: float = 10.0
     session_ttl_s: float = 1800.0
+    # Canary guard (control plane): abort a canary whose error rate exceeds the stable's by more than
+    # `canary_error_margin` (0.05 = 5 points) once both have `canary_min_runs` runs; checked every
+    # `canary_guard_s` seconds (0 switches the guard off).
+    canary_error_margin: float = 0.05
+    canary_min_runs: int = 100
+    canary_guard_s: float = 5.0
 
     # env var name -> field name
     ENV: Mapping[str, str] = field(
@@ -76,6 +82,9 @@ class Settings:
             "FLOWFLEET_SHUTDOWN_GRACE_S": "shutdown_grace_s",
             "FLOWFLEET_PREPARE_TIMEOUT_S": "prepare_timeout_s",
             "FLOWFLEET_SESSION_TTL_S": "session_ttl_s",
+            "FLOWFLEET_CANARY_ERROR_MARGIN": "canary_error_margin",
+            "FLOWFLEET_CANARY_MIN_RUNS": "canary_min_runs",
+            "FLOWFLEET_CANARY_GUARD_S": "canary_guard_s",
         },
         repr=False,
         compare=False,

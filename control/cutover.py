@@ -23,6 +23,7 @@ class CutoverRequest:
     reason: str
     action: str = "activate"  # "activate" | "rollback"
     expected_generation: int | None = None
+    unpin: bool = False  # move every pinned session of the flow to this version
 
 
 class Cutover(Protocol):
@@ -43,4 +44,5 @@ class DirectCutover:
             reason=request.reason,
             expected_generation=request.expected_generation,
             action=request.action,
+            unpin=request.unpin,
         )

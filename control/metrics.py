@@ -38,5 +38,12 @@ class ControlMetrics:
             registry=self.registry,
         )
 
+        self.canary_changes = Counter(
+            "flowfleet_control_canary_changes",
+            "Canary starts, percent changes, promotions and aborts by actor kind (user, auto) and result",
+            ["action", "actor", "result"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -85,6 +85,13 @@ def int_field(body: dict[str, Any], name: str) -> int | None:
     return value
 
 
+def bool_field(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name!r} must be true or false", field=name)
+    return value
+
+
 def str_field(body: dict[str, Any], name: str, *, required: bool = False) -> str | None:
     value = body.get(name)
     if value is None and not required:
@@ -122,7 +129,7 @@ async def publish(request: Request, principal: Principal) -> Response:
 
 async def activate(request: Request, principal: Principal) -> Response:
     body = await read_object(request)
-    body_fields(body, {"hash", "expected_generation"})
+    body_fields(body, {"hash", "expected_generation", "unpin"})
     digest = str_field(body, "hash", required=True)
     assert digest is not None
     release = await service_of(request).activate(
@@ -131,6 +138,7 @@ async def activate(request: Request, principal: Principal) -> Response:
         actor=principal.name,
         message=message_of(request),
         expected_generation=int_field(body, "expected_generation"),
+        unpin=bool_field(body, "unpin"),
     )
     return JSONResponse(release.as_dict())
 
@@ -138,13 +146,14 @@ async def activate(request: Request, principal: Principal) -> Response:
 async def rollback(request: Request, principal: Principal) -> Response:
     # An empty body is the common case: back to the previous release.
     body = await read_object(request, empty_ok=True)
-    body_fields(body, {"to_generation", "to_hash"})
+    body_fields(body, {"to_generation", "to_hash", "unpin"})
     release = await service_of(request).rollback(
         name_of(request),
         actor=principal.name,
         message=message_of(request),
         to_generation=int_field(body, "to_generation"),
         to_hash=str_field(body, "to_hash"),
+        unpin=bool_field(body, "unpin"),
     )
     return JSONResponse(release.as_dict())
 

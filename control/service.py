@@ -172,10 +172,14 @@ class ControlService:
         actor: str,
         message: str | None = None,
         expected_generation: int | None = None,
+        unpin: bool = False,
     ) -> Release:
-        """Make a stored version (full hash or unambiguous prefix) the flow's current release."""
+        """Make a stored version (full hash or unambiguous prefix) the flow's current release; `unpin`
+        also moves every session pinned to another version onto it."""
         digest = await self.resolve(flow, ref)
-        request = CutoverRequest(flow, digest, actor, check_message(message), "activate", expected_generation)
+        request = CutoverRequest(
+            flow, digest, actor, check_message(message), "activate", expected_generation, unpin=unpin
+        )
         return await self._cutover(request)
 
     async def rollback(
@@ -186,6 +190,7 @@ class ControlService:
         message: str | None = None,
         to_generation: int | None = None,
         to_hash: str | None = None,
+        unpin: bool = False,
     ) -> Release:
         """Activate an earlier version as a new generation (by default the newest earlier release with
         a different version, so a rollback of a rollback goes forward again, like `kubectl rollout undo`).
@@ -208,7 +213,9 @@ class ControlService:
             digest = rollback_target(flow, current, history, to_generation=to_generation).hash
             if to_generation is None:
                 expected = current.generation
-        return await self._cutover(CutoverRequest(flow, digest, actor, message, "rollback", expected))
+        return await self._cutover(
+            CutoverRequest(flow, digest, actor, message, "rollback", expected, unpin=unpin)
+        )
 
     async def gc(self, *, actor: str) -> dict[str, Any]:
         result = await self.store.gc(by=actor)
@@ -279,6 +286,10 @@ class ControlService:
         if not is_hash_prefix(ref):
             raise BadRequest(f"{ref!r} is not a version hash: use 8 to 64 hex characters", hash=ref)
         return await self.store.resolve(flow, ref)
+
+    async def check_version(self, flow: str, digest: str) -> None:
+        """Verify a stored version's bytes and compile it (what every activation does first)."""
+        await self._compile(await self.load(flow, digest))
 
     async def load(self, flow: str, digest: str) -> Any:
         """The stored document, after checking its bytes still hash to their address."""

@@ -79,6 +79,8 @@ def cmd_activate(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {"hash": args.hash}
     if args.expected_generation is not None:
         payload["expected_generation"] = args.expected_generation
+    if args.unpin:
+        payload["unpin"] = True
     with client_of(args) as api:
         url = path("v1", "flows", args.flow, "activate")
         body = api.post(url, json=payload, params={"message": args.message})
@@ -91,6 +93,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         payload["to_generation"] = args.to_generation
     if args.to is not None:
         payload["to_hash"] = args.to
+    if args.unpin:
+        payload["unpin"] = True
     with client_of(args) as api:
         url = path("v1", "flows", args.flow, "rollback")
         body = api.post(url, json=payload, params={"message": args.message})
@@ -204,6 +208,13 @@ def register(subparsers: Any) -> None:
     def message(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("-m", "--message", help="why (recorded in history and the audit log)")
 
+    def unpin(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--unpin",
+            action="store_true",
+            help="move every pinned session to this version too (emergency fix)",
+        )
+
     p = add("publish", cmd_publish, "validate and store a flow version")
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--flow", help="flow name (default: the document's name)")
@@ -216,6 +227,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--expected-generation", type=int, metavar="N", help="fail (exit 3) unless at generation N"
     )
+    unpin(p)
     message(p)
 
     p = add("rollback", cmd_rollback, "activate an earlier version as a new generation")
@@ -223,6 +235,7 @@ def register(subparsers: Any) -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--to-generation", type=int, metavar="N", help="the version of release N")
     target.add_argument("--to", metavar="HASH", help="a stored version")
+    unpin(p)
     message(p)
 
     p = add("history", cmd_history, "releases of a flow, newest first")
