@@ -24,6 +24,7 @@ EXIT_UNAUTHORISED = 5
 COMMAND_MODULES = (
     "control.cli.local",
     "control.cli.remote",
+    "control.cli.canary",
     "control.cli.servers",
     "control.cli.worker",
     "control.cli.langflow",
