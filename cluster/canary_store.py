@@ -82,6 +82,7 @@ class CanaryWriter:
             canary_percent=float(_text(reply[5]) or 0.0) if canary else 0.0,
             canary_started_at=float(_text(reply[6])) if canary else None,
             canary_by=_text(reply[7]) if canary else None,
+            unpin_generation=int(reply[8]),
         )  # fmt: skip
         log.info(
             "%s flow=%s hash=%s canary=%s percent=%s generation=%d by=%s",

@@ -10,7 +10,7 @@
 -- ARGV[12], ARGV[13], ARGV[14]: event payload = ARGV[12] .. hash .. ARGV[13] .. generation .. ARGV[14]
 -- ARGV[15] by as a JSON string   ARGV[16] reason as a JSON string
 --
--- Returns {'ok', generation, previous hash, hash, canary hash, percent, started_at, canary_by}
+-- Returns {'ok', generation, previous hash, hash, canary hash, percent, started_at, canary_by, unpin_gen}
 --       | {'conflict', generation} | {'no_release', 0} | {'no_canary', generation}
 --       | {'canary_running', generation, canary hash} | {'missing', generation} | {'is_stable', generation}
 
@@ -84,4 +84,4 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*',
   'by', ARGV[6], 'reason', ARGV[7], 'at', ARGV[8])
 
 redis.call('PUBLISH', ARGV[11], ARGV[12] .. hash .. ARGV[13] .. new .. ARGV[14])
-return {'ok', generation + 1, stable, hash, c_hash, c_percent, c_started, c_by}
+return {'ok', generation + 1, stable, hash, c_hash, c_percent, c_started, c_by, tonumber(unpin)}
