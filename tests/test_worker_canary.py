@@ -8,6 +8,7 @@ from cluster.canary_store import CanaryWriter
 from cluster.keys import Keys
 from cluster.store import Store
 from tests.test_worker_app import ready, replica, worker
+from tests.test_worker_subscriber import SLOW, running_subscriber
 from tests.worker_support import ToyCompiler, publish_activate, toy_doc, wait_for
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
@@ -138,3 +139,22 @@ def test_version_cache_keeps_at_most_the_cap_of_unserved_versions() -> None:
         cache.put("qa", f"h{i}", i)
     evicted = cache.sweep({("qa", "h0")})
     assert evicted == [("qa", f"h{i}") for i in range(1, 6)] and cache.get("qa", "h0") == 0
+
+
+async def test_canary_events_are_applied_through_the_release_record(
+    redis_server, namespace, redis_client
+) -> None:
+    """A `release` event carries no canary fields; the replica reads the record it points at, so a canary
+    starts serving without waiting for a reconcile pass (60 s here)."""
+    store = Store(redis_client, Keys(namespace))
+    v1, v2 = await two_versions(store)
+    async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _metrics):
+        await wait_for(lambda: state.synced and state.snapshot.get(FLOW) is not None, what="first load")
+        await CanaryWriter(store).change(FLOW, "start", by="t", reason="", digest=v2, percent=25)
+        await wait_for(lambda: state.snapshot.get(FLOW).canary is not None, what="canary from the event")
+        loaded = state.snapshot.get(FLOW)
+        assert (loaded.hash, loaded.canary.hash, loaded.canary.percent) == (v1, v2, 25.0)
+        await store.activate(FLOW, v1, by="t", reason="again", unpin=True)
+        await wait_for(lambda: state.snapshot.get(FLOW).generation == 3, what="activation event")
+        assert state.snapshot.get(FLOW).canary is None and state.snapshot.get(FLOW).unpin_generation == 3
+        assert sub.reconciles == 1  # only the one after subscribing: everything else came by event
