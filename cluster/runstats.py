@@ -15,7 +15,7 @@ epoch and reads error rates and percentiles off the merged histogram.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,8 +77,18 @@ class RunStats:
             self._flows[flow] = current
         current[1].setdefault(digest, VersionCounts()).observe(ok=ok, seconds=seconds)
 
-    def report(self) -> dict[str, Any]:
-        """`{flow: {"epoch": float, "versions": {hash: {"runs", "errors", "buckets"}}}}`."""
+    def report(self, serving: Collection[tuple[str, str]] | None = None) -> dict[str, Any]:
+        """`{flow: {"epoch": float, "versions": {hash: {"runs", "errors", "buckets"}}}}`.
+
+        With `serving` ((flow, hash) pairs), counters of any other version are dropped first, so a
+        replica that goes through many releases without a canary does not report every one forever.
+        """
+        if serving is not None:
+            for flow, (_epoch, versions) in list(self._flows.items()):
+                for digest in [d for d in versions if (flow, d) not in serving]:
+                    del versions[digest]
+                if not versions:
+                    del self._flows[flow]
         return {
             flow: {"epoch": epoch, "versions": {h: c.as_dict() for h, c in versions.items()}}
             for flow, (epoch, versions) in sorted(self._flows.items())

@@ -70,3 +70,13 @@ def test_aggregate_sums_replicas_of_the_current_epoch_only() -> None:
     assert (total[B].runs, total[B].errors) == (30, 5)
     assert (total[A].runs, total[A].errors) == (30, 0)
     assert aggregate(statuses, "other", 5.0) == {}
+
+
+def test_report_drops_versions_no_longer_served() -> None:
+    stats = RunStats()
+    for digest in (A, B):
+        stats.record("qa", 0.0, digest, ok=True, seconds=0.001)
+    stats.record("old", 0.0, A, ok=True, seconds=0.001)
+    report = stats.report({("qa", B)})
+    assert list(report) == ["qa"] and list(report["qa"]["versions"]) == [B]
+    assert list(stats.report()["qa"]["versions"]) == [B]  # dropped for good

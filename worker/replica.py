@@ -21,7 +21,7 @@ from cluster.redis_conn import connect, redact
 from cluster.runstats import RunStats
 from cluster.settings import Settings
 from worker.heartbeat import Heartbeat
-from worker.loader import Loader
+from worker.loader import Loader, serving_versions
 from worker.metrics import WorkerMetrics
 from worker.ports import Compiler, ReleaseReader, Runnable
 from worker.sessions import SessionPins
@@ -142,7 +142,7 @@ class Replica:
             interval_s=s.heartbeat_s,
             ttl_s=s.status_ttl_s,
             subscribed=lambda: self.subscriber.connected.is_set(),
-            runs=self.run_stats.report,
+            runs=lambda: self.run_stats.report(serving_versions(self.state)),
         )
         self.heartbeat.started_at = self.started_at
         self.loader = Loader(

@@ -102,6 +102,9 @@ class SessionPins:
                     if served is not None:
                         self._count(loaded.flow, "followed")
                         return served
+                # The winner's pin is unusable here (made under an older release than this replica
+                # knows, or unloadable): serve the routed choice; the next run re-pins the session.
+                return choice
         except (RedisError, OSError, TimeoutError) as e:
             return self._degraded(loaded, choice, e)
         self._count(loaded.flow, "replaced" if overwrite else "created")
