@@ -158,3 +158,24 @@ async def test_canary_events_are_applied_through_the_release_record(
         await wait_for(lambda: state.snapshot.get(FLOW).generation == 3, what="activation event")
         assert state.snapshot.get(FLOW).canary is None and state.snapshot.get(FLOW).unpin_generation == 3
         assert sub.reconciles == 1  # only the one after subscribing: everything else came by event
+
+
+async def test_failed_runs_name_their_version_and_count_as_errors(
+    redis_server, namespace, redis_client
+) -> None:
+    store = Store(redis_client, Keys(namespace))
+    v1, _ = await publish_activate(store, FLOW, "v1")
+    data, v2 = toy_doc("v2", required=["question"])
+    await store.publish(FLOW, data, v2, author="t", message="v2", node_count=1)
+    await CanaryWriter(store).change(FLOW, "start", by="t", reason="", digest=v2, percent=100)
+    async with worker(redis_server.url, namespace) as client:
+        await wait_for(lambda: ready(client), what="ready")
+        await wait_for(lambda: replica(client).state.snapshot.get(FLOW).canary is not None, what="canary")
+        r = await client.post(f"/v1/flows/{FLOW}/run", json={"inputs": {}})
+        assert (r.status_code, r.json()["error"]) == (422, "invalid_inputs")
+        assert (r.headers["x-flowfleet-version"], r.headers["x-flowfleet-variant"]) == (v2, "canary")
+        ok = await client.post(f"/v1/flows/{FLOW}/run", json={"inputs": {"question": "q"}})
+        assert ok.status_code == 200 and ok.json()["version"] == v2
+        counts = replica(client).heartbeat.status()["runs"][FLOW]["versions"][v2]
+        assert (counts["runs"], counts["errors"]) == (2, 1)
+        assert v1 not in replica(client).heartbeat.status()["runs"][FLOW]["versions"]

@@ -68,14 +68,14 @@ async def run_flow(request: Request) -> Response:
         )
     started = time.monotonic()
     outcome = "internal_error"
+    failure: FlowfleetError | None = None
     try:
         if keys.session_id is not None:
             served = await replica.sessions.serve(loaded, keys.session_id, keys.key)
         result = await served.compiled.run(inputs, timeout=replica.settings.run_timeout_s, trace=trace)
         outcome = "ok"
     except FlowfleetError as e:
-        outcome = e.code
-        raise
+        outcome, failure = e.code, e
     except asyncio.CancelledError:
         outcome = "cancelled"  # the client went away, or shutdown ran out of grace
         raise
@@ -86,6 +86,11 @@ async def run_flow(request: Request) -> Response:
         metrics.run_duration.labels(name, served.hash).observe(elapsed)
         if outcome != "cancelled":  # a client that went away says nothing about the version
             replica.run_stats.record(name, loaded.epoch, served.hash, ok=outcome == "ok", seconds=elapsed)
+    headers = {"X-Flowfleet-Version": served.hash, "X-Flowfleet-Variant": served.variant}
+    if failure is not None:
+        # A failed run names its version too, so a client can tell a failing canary from the stable.
+        f = failure
+        return error_response(f.http_status, f.code, f.message, f.details, headers=headers)
     payload: dict[str, Any] = {
         "outputs": result.outputs,
         "flow": name,
@@ -99,7 +104,6 @@ async def run_flow(request: Request) -> Response:
         payload["pinned"] = served.pinned
     if trace:
         payload["trace"] = result.trace
-    headers = {"X-Flowfleet-Version": served.hash, "X-Flowfleet-Variant": served.variant}
     return JSONResponse(payload, headers=headers)
 
 

@@ -231,6 +231,8 @@ async def test_a_failing_canary_is_aborted_automatically(
             r = await run(http, fleet[sent % 3], key=f"user-{sent}")
             sent += 1
             assert r.status_code == 200 or (r.status_code, r.json()["error"]) == (502, "node_failed"), r.text
+            if r.status_code == 502:  # only the canary fails, and the failure says so
+                assert (r.headers["x-flowfleet-version"], r.headers["x-flowfleet-variant"]) == (bad, "canary")
         history = (await asyncio.to_thread(cli, "history", FLOW, "-o", "json")).json()["releases"]
         if history[0]["action"] == "canary_abort":
             aborted = history[0]
