@@ -155,6 +155,14 @@ async def test_a_key_gets_the_same_version_on_every_replica(
     table = await asyncio.to_thread(cli, "canary", "status", FLOW)
     assert "canary at 30%" in table.out and v2[:12] in table.out and "ERROR RATE" in table.out, table
 
+    resized = await asyncio.to_thread(
+        cli, "canary", "set", FLOW, "--percent", "40", "--expected-generation", "2"
+    )
+    assert resized.code == 0 and "canary_set" in resized.out and "at 40%" in resized.out, resized
+    refused = await asyncio.to_thread(cli, "canary", "set", FLOW, "--percent", "150")
+    assert refused.code == 2 and "percent must be from 0 to 100" in refused.err, refused
+    await wait_canary(http, fleet, v2)
+
     promoted = await asyncio.to_thread(cli, "canary", "promote", FLOW)
     assert promoted.code == 0, promoted
     await wait_all_serve(http, fleet, FLOW, v2)
