@@ -27,6 +27,7 @@ class CutoverRequest:
     prepare: bool = True  # two-phase (control/rollout.py); False: one-phase, for emergencies
     force: bool = False  # commit even if replicas NACK or time out (recorded in the audit log)
     timeout_s: float | None = None  # prepare timeout; None: the configured default
+    unpin: bool = False  # move every pinned session of the flow to this version
 
 
 @dataclass(frozen=True)
@@ -71,4 +72,5 @@ class DirectCutover:
             reason=request.reason,
             expected_generation=request.expected_generation,
             action=request.action,
+            unpin=request.unpin,
         )

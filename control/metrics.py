@@ -37,7 +37,6 @@ class ControlMetrics:
             ["action", "result"],
             registry=self.registry,
         )
-
         self.rollouts = Counter(
             "flowfleet_control_rollouts",
             "Cutovers by outcome (committed, forced, aborted, direct, no_replicas)",
@@ -66,6 +65,12 @@ class ControlMetrics:
             "flowfleet_control_auto_rollbacks",
             "Automatic rollbacks by result (rolled_back, no_previous, conflict, error)",
             ["result"],
+            registry=self.registry,
+        )
+        self.canary_changes = Counter(
+            "flowfleet_control_canary_changes",
+            "Canary starts, percent changes, promotions and aborts by actor kind (user, auto) and result",
+            ["action", "actor", "result"],
             registry=self.registry,
         )
 

@@ -97,7 +97,7 @@ def str_field(body: dict[str, Any], name: str, *, required: bool = False) -> str
     return value
 
 
-def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
+def bool_field(body: dict[str, Any], name: str, default: bool = False) -> bool:
     value = body.get(name, default)
     if not isinstance(value, bool):
         raise BadRequest(f"{name!r} must be true or false", field=name)
@@ -162,7 +162,7 @@ async def publish(request: Request, principal: Principal) -> Response:
 
 async def activate(request: Request, principal: Principal) -> Response:
     body = await read_object(request)
-    body_fields(body, {"hash", "expected_generation"} | CUTOVER_FIELDS)
+    body_fields(body, {"hash", "expected_generation", "unpin"} | CUTOVER_FIELDS)
     digest = str_field(body, "hash", required=True)
     assert digest is not None
     release = await service_of(request).activate(
@@ -172,6 +172,7 @@ async def activate(request: Request, principal: Principal) -> Response:
         message=message_of(request),
         expected_generation=int_field(body, "expected_generation"),
         options=cutover_options(body),
+        unpin=bool_field(body, "unpin"),
     )
     return JSONResponse(release.as_dict())
 
@@ -179,7 +180,7 @@ async def activate(request: Request, principal: Principal) -> Response:
 async def rollback(request: Request, principal: Principal) -> Response:
     # An empty body is the common case: back to the previous release.
     body = await read_object(request, empty_ok=True)
-    body_fields(body, {"to_generation", "to_hash"} | CUTOVER_FIELDS)
+    body_fields(body, {"to_generation", "to_hash", "unpin"} | CUTOVER_FIELDS)
     release = await service_of(request).rollback(
         name_of(request),
         actor=principal.name,
@@ -187,6 +188,7 @@ async def rollback(request: Request, principal: Principal) -> Response:
         to_generation=int_field(body, "to_generation"),
         to_hash=str_field(body, "to_hash"),
         options=cutover_options(body),
+        unpin=bool_field(body, "unpin"),
     )
     return JSONResponse(release.as_dict())
 

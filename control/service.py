@@ -178,10 +178,14 @@ class ControlService:
         message: str | None = None,
         expected_generation: int | None = None,
         options: CutoverOptions = DEFAULT_OPTIONS,
+        unpin: bool = False,
     ) -> Release:
-        """Make a stored version (full hash or unambiguous prefix) the flow's current release."""
+        """Make a stored version (full hash or unambiguous prefix) the flow's current release; `unpin`
+        also moves every session pinned to another version onto it."""
         digest = await self.resolve(flow, ref)
-        request = CutoverRequest(flow, digest, actor, check_message(message), "activate", expected_generation)
+        request = CutoverRequest(
+            flow, digest, actor, check_message(message), "activate", expected_generation, unpin=unpin
+        )
         return await self._cutover(request, options)
 
     async def rollback(
@@ -194,6 +198,7 @@ class ControlService:
         to_hash: str | None = None,
         expected_generation: int | None = None,
         options: CutoverOptions = DEFAULT_OPTIONS,
+        unpin: bool = False,
     ) -> Release:
         """Activate an earlier version as a new generation (by default the newest earlier release with
         a different version, so a rollback of a rollback goes forward again, like `kubectl rollout undo`).
@@ -219,7 +224,7 @@ class ControlService:
                 expected = current.generation
         if expected_generation is not None:
             expected = expected_generation
-        request = CutoverRequest(flow, digest, actor, message, "rollback", expected)
+        request = CutoverRequest(flow, digest, actor, message, "rollback", expected, unpin=unpin)
         return await self._cutover(request, options)
 
     async def gc(self, *, actor: str) -> dict[str, Any]:
@@ -308,6 +313,10 @@ class ControlService:
         if not is_hash_prefix(ref):
             raise BadRequest(f"{ref!r} is not a version hash: use 8 to 64 hex characters", hash=ref)
         return await self.store.resolve(flow, ref)
+
+    async def check_version(self, flow: str, digest: str) -> None:
+        """Verify a stored version's bytes and compile it (what every activation does first)."""
+        await self._compile(await self.load(flow, digest))
 
     async def load(self, flow: str, digest: str) -> Any:
         """The stored document, after checking its bytes still hash to their address."""

@@ -18,14 +18,17 @@ from redis.backoff import NoBackoff
 
 from cluster.keys import REPLICA_ID, InvalidName, Keys
 from cluster.redis_conn import connect, redact
+from cluster.runstats import RunStats
 from cluster.settings import Settings
 from worker.heartbeat import Heartbeat
-from worker.loader import Loader
+from worker.loader import Loader, serving_versions
 from worker.metrics import WorkerMetrics
 from worker.ports import Compiler, ReleaseReader, Runnable
 from worker.prepared import PreparedVersions, Preparer
+from worker.sessions import SessionPins
 from worker.state import WorkerState
 from worker.subscriber import Subscriber, Timing
+from worker.versions import VersionCache
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +128,7 @@ class Replica:
         self.state = WorkerState(s.replica_id)
         self.metrics = WorkerMetrics()
         self.gate = RunGate(max(1, s.max_concurrent_runs))
+        self.run_stats = RunStats()
         self.started_at = time.time()
         redis = redis_client(s.redis_url, retries=1, name=f"flowfleet-worker:{s.replica_id}")
         # The subscriber's connection never retries or health-checks on its own: the subscriber owns
@@ -142,6 +146,7 @@ class Replica:
             ttl_s=s.status_ttl_s,
             subscribed=lambda: self.subscriber.connected.is_set(),
             extra=lambda: {"prepared": self.prepared.status()},
+            runs=lambda: self.run_stats.report(serving_versions(self.state)),
         )
         self.heartbeat.started_at = self.started_at
         self.loader = Loader(
@@ -151,8 +156,10 @@ class Replica:
             self.metrics,
             on_change=self.heartbeat.poke,
             take_prepared=self.prepared.take,
+            cache=VersionCache(idle_s=s.session_ttl_s),
         )
         preparer = Preparer(self.loader, self.state, self.prepared, on_change=self.heartbeat.poke)
+        self.sessions = SessionPins(redis, self.keys, self.loader, self.metrics, ttl_s=s.session_ttl_s)
         timing = Timing(reconcile_s=s.reconcile_s, watchdog_s=s.watchdog_s, ping_s=s.ping_s)
         self.subscriber = Subscriber(
             sub_redis,

@@ -192,10 +192,7 @@ class Subscriber:
             case ReleaseChanged() if not FLOW_NAME.match(event.flow):
                 log.warning("dropping release event for an invalid flow name %.100r", event.flow)
             case ReleaseChanged():
-                self._spawn(
-                    self.loader.apply(event, triggered_by=f"event:{event.action}", forced=True),
-                    f"flowfleet-load-{event.flow}",
-                )
+                self._spawn(self._apply_release(event), f"flowfleet-load-{event.flow}")
             case Prepare() | Abort() if not FLOW_NAME.match(event.flow):
                 log.warning("dropping %s event for an invalid flow name %.100r", event.TYPE, event.flow)
             case Prepare() if self.preparer is not None:
@@ -211,6 +208,19 @@ class Subscriber:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    async def _apply_release(self, event: ReleaseChanged) -> None:
+        """Apply the release record the event points at: it also names the canary and the unpin mark,
+        which the event does not carry (docs/protocol.md, rule 7)."""
+        try:
+            record = await self.store.get_release(event.flow)
+        except EXPECTED as e:
+            # Fetching the version would fail the same way; the next reconcile reads the record.
+            log.warning("reading the release of flow=%s after an event failed (%s)", event.flow, e)
+            self.request_reconcile("event")
+            return
+        target = record if record is not None and record.generation >= event.generation else event
+        await self.loader.apply(target, triggered_by=f"event:{event.action}", forced=True)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

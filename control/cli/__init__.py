@@ -27,6 +27,7 @@ EXIT_WAIT_TIMEOUT = 7
 COMMAND_MODULES = (
     "control.cli.local",
     "control.cli.remote",
+    "control.cli.canary",
     "control.cli.servers",
     "control.cli.worker",
     "control.cli.langflow",

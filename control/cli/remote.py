@@ -100,6 +100,8 @@ def cmd_activate(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {"hash": args.hash, **cutover_payload(args)}
     if args.expected_generation is not None:
         payload["expected_generation"] = args.expected_generation
+    if args.unpin:
+        payload["unpin"] = True
     with client_of(args) as api:
         url = path("v1", "flows", args.flow, "activate")
         body = api.post(url, json=payload, params={"message": args.message})
@@ -112,6 +114,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         payload["to_generation"] = args.to_generation
     if args.to is not None:
         payload["to_hash"] = args.to
+    if args.unpin:
+        payload["unpin"] = True
     with client_of(args) as api:
         url = path("v1", "flows", args.flow, "rollback")
         body = api.post(url, json=payload, params={"message": args.message})
@@ -256,6 +260,13 @@ def register(subparsers: Any) -> None:
             help="seconds to wait for every replica (default 10)",
         )
 
+    def unpin(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--unpin",
+            action="store_true",
+            help="move every pinned session to this version too (emergency fix)",
+        )
+
     p = add("publish", cmd_publish, "validate and store a flow version")
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--flow", help="flow name (default: the document's name)")
@@ -269,6 +280,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--expected-generation", type=int, metavar="N", help="fail (exit 3) unless at generation N"
     )
+    unpin(p)
     message(p)
     cutover(p)
 
@@ -277,6 +289,7 @@ def register(subparsers: Any) -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--to-generation", type=int, metavar="N", help="the version of release N")
     target.add_argument("--to", metavar="HASH", help="a stored version")
+    unpin(p)
     message(p)
     cutover(p)
 
