@@ -156,7 +156,7 @@ class Replica:
             self.metrics,
             on_change=self.heartbeat.poke,
             take_prepared=self.prepared.take,
-            cache=VersionCache(idle_s=s.session_ttl_s),
+            cache=VersionCache(idle_s=s.session_ttl_s, close_after_s=s.run_timeout_s + 5.0),
         )
         preparer = Preparer(self.loader, self.state, self.prepared, on_change=self.heartbeat.poke)
         self.sessions = SessionPins(redis, self.keys, self.loader, self.metrics, ttl_s=s.session_ttl_s)
@@ -209,6 +209,7 @@ class Replica:
             await asyncio.wait_for(self.heartbeat.beat(), timeout=2.0)
         except TimeoutError:
             pass
+        await self.loader.cache.aclose()
         for client in self._clients:
             await client.aclose()
         log.info("replica=%s stopped", s.replica_id)

@@ -3,7 +3,9 @@
 Every version the loader compiles goes into the `VersionCache` by (flow, hash), so a promote, an abort,
 a re-activation or a session pinned to an older version reuses it instead of fetching and compiling it
 again. A version the current snapshot does not serve is evicted once nothing has used it for `idle_s`
-(the session TTL): a pinned session keeps its version loaded simply by running.
+(the session TTL): a pinned session keeps its version loaded simply by running. An evicted version is
+closed (its components' HTTP clients) once no run can still be using it: `close_after_s` later, the
+longest a run may take.
 
 >>> cache = VersionCache(idle_s=10.0, clock=lambda: 0.0)
 >>> cache.put("qa", "ab" * 32, "compiled")
@@ -13,6 +15,7 @@ again. A version the current snapshot does not serve is evicted once nothing has
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -72,10 +75,20 @@ class _Entry:
 class VersionCache:
     """(flow, hash) -> compiled version, with idle eviction. Only touched from the event loop."""
 
-    def __init__(self, *, idle_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        idle_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        close_after_s: float | None = None,
+    ) -> None:
         self.idle_s = idle_s
         self._clock = clock
         self._entries: dict[tuple[str, str], _Entry] = {}
+        # None: evicted versions are left to the garbage collector (no event loop needed).
+        self.close_after_s = close_after_s
+        self._retiring: dict[int, tuple[asyncio.TimerHandle, Any]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -107,6 +120,36 @@ class VersionCache:
         over = max(0, len(idle) - MAX_IDLE_VERSIONS)
         evicted = [key for i, (key, used) in enumerate(idle) if i < over or now - used > self.idle_s]
         for key in evicted:
-            del self._entries[key]
+            entry = self._entries.pop(key)
             log.info("evicted unused version flow=%s hash=%s", key[0], key[1][:12])
+            self._retire(entry.compiled)
         return evicted
+
+    def _retire(self, compiled: Any) -> None:
+        if self.close_after_s is None or not hasattr(compiled, "aclose"):
+            return
+        handle = asyncio.get_running_loop().call_later(self.close_after_s, self._close_now, compiled)
+        self._retiring[id(compiled)] = (handle, compiled)
+
+    def _close_now(self, compiled: Any) -> None:
+        self._retiring.pop(id(compiled), None)
+        task = asyncio.get_running_loop().create_task(_close(compiled))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        """Close every version held or waiting to be closed (at shutdown, once runs have drained)."""
+        pending = [compiled for _, compiled in self._retiring.values()]
+        for handle, _ in self._retiring.values():
+            handle.cancel()
+        self._retiring.clear()
+        pending += [entry.compiled for entry in self._entries.values()]
+        self._entries.clear()
+        await asyncio.gather(*self._closing, *(_close(c) for c in pending if hasattr(c, "aclose")))
+
+
+async def _close(compiled: Any) -> None:
+    try:
+        await compiled.aclose()
+    except Exception:  # a component's cleanup must never take the replica down
+        log.exception("closing a retired version failed")
