@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +23,7 @@ EXIT_NOT_FOUND = 4
 EXIT_UNAUTHORISED = 5
 EXIT_ROLLOUT_FAILED = 6
 EXIT_WAIT_TIMEOUT = 7
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as shells report a reader that went away
 
 # Each module exposes `register(subparsers)`, adding subcommands whose parsers set `func(args) -> int`.
 COMMAND_MODULES = (
@@ -67,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`flowfleet history FLOW | head`): not an error worth a traceback.
+        # Point stdout at /dev/null so the interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return result
 
 
