@@ -35,6 +35,7 @@ from control.canary import CanaryService
 from control.canary_guard import CanaryGuard
 from control.guard import RollbackGuard
 from control.metrics import ControlMetrics
+from control.periodic import PeriodicCheck
 from control.rollout import TwoPhaseCutover
 from control.service import ControlService
 from control.state import ControlState, control_state
@@ -160,7 +161,7 @@ def create_app(
         state.canaries = CanaryService(
             service, margin=settings.canary_error_margin, min_runs=settings.canary_min_runs
         )
-        guards: list[RollbackGuard | CanaryGuard] = []
+        guards: list[PeriodicCheck] = []
         if settings.guard_interval_s > 0:
             guards.append(
                 RollbackGuard(
@@ -172,7 +173,7 @@ def create_app(
             )
         if settings.canary_guard_s > 0:
             guards.append(CanaryGuard(state.canaries, interval_s=settings.canary_guard_s))
-        guard_tasks = [asyncio.create_task(g.run(), name=type(g).__name__) for g in guards]
+        guard_tasks = [asyncio.create_task(g.run(), name=g.name) for g in guards]
         log.info(
             "control plane ready redis=%s namespace=%s principals=%d",
             redact(settings.redis_url) if redis is None else "<given>",

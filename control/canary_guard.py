@@ -14,16 +14,14 @@ True
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
-
 from cluster.canary_store import CanaryConflict
 from cluster.errors import GenerationConflict
 from cluster.runstats import VersionSummary, aggregate, summarize
+from control.periodic import PeriodicCheck
 
 if TYPE_CHECKING:
     from control.canary import CanaryService
@@ -61,31 +59,12 @@ def judge(stable: VersionSummary, canary: VersionSummary, *, margin: float, min_
     )
 
 
-class CanaryGuard:
-    """Runs `check()` every `interval_s` until `stop()`; one failing pass never stops the next."""
+class CanaryGuard(PeriodicCheck):
+    name = "canary guard"
 
     def __init__(self, canaries: CanaryService, *, interval_s: float) -> None:
+        super().__init__(interval_s=interval_s)
         self.canaries = canaries
-        self.interval_s = interval_s
-        self.passes = 0
-        self._stop = asyncio.Event()
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.check()
-            except (RedisError, OSError) as e:
-                log.warning("canary guard: redis unavailable (%s); next pass in %.1fs", e, self.interval_s)
-            except Exception:  # the guard must outlive any single bad record
-                log.exception("canary guard pass failed")
-            self.passes += 1
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.interval_s)
-            except TimeoutError:
-                pass
-
-    def stop(self) -> None:
-        self._stop.set()
 
     async def check(self) -> list[str]:
         """One pass over every running canary; returns the flows whose canary it aborted."""

@@ -15,7 +15,6 @@ earlier release to return to is logged and audited once, and left as it is.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -24,6 +23,7 @@ from cluster.errors import GenerationConflict
 from cluster.release import NoPreviousRelease, Release
 from control.convergence import AUTO_ROLLBACK_ACTOR, convergence, replicas_per_generation, rollback_reason
 from control.cutover import CutoverOptions
+from control.periodic import PeriodicCheck
 from control.service import ControlService
 
 log = logging.getLogger(__name__)
@@ -32,30 +32,17 @@ log = logging.getLogger(__name__)
 ROLLBACK_OPTIONS = CutoverOptions(prepare=False)
 
 
-class RollbackGuard:
+class RollbackGuard(PeriodicCheck):
+    name = "rollback guard"
+
     def __init__(
         self, service: ControlService, *, interval_s: float, max_failures: int, max_replicas: int
     ) -> None:
+        super().__init__(interval_s=interval_s)
         self.service = service
-        self.interval_s = interval_s
         self.max_failures = max_failures
         self.max_replicas = max_replicas
         self._judged: set[tuple[str, int]] = set()  # (flow, generation) already acted on
-        self._stop = asyncio.Event()
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.check()
-            except Exception as e:  # Redis away, or anything else: try again next interval
-                log.warning("rollback guard check failed (%s: %s)", type(e).__name__, e)
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.interval_s)
-            except TimeoutError:
-                pass
-
-    def stop(self) -> None:
-        self._stop.set()
 
     async def check(self) -> list[Release]:
         """One pass over every flow; returns the rollbacks it made."""
