@@ -48,22 +48,13 @@ async def set_percent(request: Request, principal: Principal) -> Response:
     return JSONResponse(release.as_dict())
 
 
-async def promote(request: Request, principal: Principal) -> Response:
+async def finish(request: Request, principal: Principal) -> Response:
+    """`…/canary/promote` and `…/canary/abort`: the last path segment names the action."""
     body = await read_object(request, empty_ok=True)
     body_fields(body, {"expected_generation"})
-    release = await canaries_of(request).promote(
-        name_of(request),
-        actor=principal.name,
-        message=message_of(request),
-        expected_generation=int_field(body, "expected_generation"),
-    )
-    return JSONResponse(release.as_dict())
-
-
-async def abort(request: Request, principal: Principal) -> Response:
-    body = await read_object(request, empty_ok=True)
-    body_fields(body, {"expected_generation"})
-    release = await canaries_of(request).abort(
+    canaries = canaries_of(request)
+    action = canaries.promote if request.url.path.endswith("/promote") else canaries.abort
+    release = await action(
         name_of(request),
         actor=principal.name,
         message=message_of(request),
