@@ -1,28 +1,39 @@
-"""Engine benchmark: validate + compile time by graph size and shape, and per-run engine overhead.
+"""Engine: validate, compile and total time by graph size and shape; per-run overhead; first compile.
 
     python -m bench.bench_engine          # writes bench/results/engine.json and its docs section
 
-Graphs use the built-in components with distinct params per node (no two templates alike), so no cache
-can make a large flow look cheaper than it is:
+Graphs use the built-in components with distinct params per node (no two templates alike), and the
+parsed-template cache is emptied before every timed sample, so no cache makes a large flow look cheaper
+than it is:
 - chain: ChatInput -> PromptTemplate -> LLM(echo) -> PromptTemplate -> ... (n nodes, n-1 edges)
 - wide:  ChatInput -> n-2 PromptTemplates side by side -> one PromptTemplate joining them all
+validate = `validate(document)`; compile = `compile_analysis` on the validated analysis (building the
+components and the schedule, as `compile_flow` does after validating); total = `compile_flow(document)`.
 Overhead: the 3-node flow PromptTemplate -> LLM(echo) -> ChatOutput run through the engine, against
 awaiting the same three component instances one after another in one coroutine.
+First compile: a fresh interpreter's first `compile_flow`, without and after `cluster.engine.warm_up()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.report import load, machine, now, summary, write_results, write_section
+from bench.engine_markdown import markdown
+from bench.report import ROOT, about_markdown, load, machine, now, summary, write_results, write_section
 from cluster.components.base import BuildContext, RunContext
 from cluster.components.registry import default_registry
-from cluster.engine import CompiledFlow, compile_flow
-from cluster.validation import validate
+from cluster.engine import CompiledFlow, compile_analysis, compile_flow
+from cluster.hashing import content_address
+from cluster.templates import clear_cache
+from cluster.validation import check_and_analyse, validate
 
 SIZES = (10, 100, 1000, 5000)
 COMMAND = "python -m bench.bench_engine"
@@ -55,12 +66,15 @@ def wide(n: int) -> dict[str, Any]:
     return {"name": f"wide-{n}", "nodes": nodes, "edges": edges}
 
 
-def timed(action: Callable[[], Any], repeat: int) -> list[float]:
+def timed(action: Callable[[Any], Any], repeat: int, setup: Callable[[], Any] = clear_cache) -> list[float]:
+    """Milliseconds of `action(setup())` per sample; `setup` runs untimed before each one (by default it
+    empties the parsed-template cache, so every sample parses its templates from scratch)."""
     samples = []
     for _ in range(repeat):
+        prepared = setup()
         gc.collect()
         started = time.perf_counter()
-        action()
+        action(prepared)
         samples.append((time.perf_counter() - started) * 1000)
     return samples
 
@@ -79,26 +93,90 @@ def component_hooks(document: dict[str, Any]) -> None:
         cls(node["id"], params, build)
 
 
+def _validated(document: dict[str, Any]) -> Callable[[], Any]:
+    def setup() -> Any:
+        # As inside compile_flow: validation has just parsed (and cached) the flow's templates.
+        clear_cache()
+        return check_and_analyse(document)
+
+    return setup
+
+
+def _row(shape: str, document: dict[str, Any], repeat: int) -> dict[str, Any]:
+    digest = content_address(document)[1]
+
+    def validate_it(_: Any) -> Any:
+        return validate(document)
+
+    def compile_it(analysis: Any) -> Any:
+        return compile_analysis(analysis, digest=digest)
+
+    def total(_: Any) -> Any:
+        return compile_flow(document)
+
+    def hooks(_: Any) -> None:
+        component_hooks(document)
+
+    return {
+        "shape": shape,
+        "nodes": len(document["nodes"]),
+        "edges": len(document["edges"]),
+        "validate": summary(timed(validate_it, repeat)),
+        "compile": summary(timed(compile_it, repeat, _validated(document))),
+        "total": summary(timed(total, repeat)),
+        "component_hooks": summary(timed(hooks, repeat)),
+    }
+
+
 def compile_times() -> list[dict[str, Any]]:
     rows = []
     for shape, build in (("chain", chain), ("wide", wide)):
         for n in SIZES:
             document = build(n)
             assert validate(document) == [], f"{shape}-{n} is not valid"
-            repeat = 30 if n <= 100 else 15 if n <= 1000 else 6
-            rows.append(
-                {
-                    "shape": shape,
-                    "nodes": n,
-                    "edges": len(document["edges"]),
-                    "validate": summary(timed(lambda d=document: validate(d), repeat)),
-                    "compile": summary(timed(lambda d=document: compile_flow(d), repeat)),
-                    "component_hooks": summary(timed(lambda d=document: component_hooks(d), repeat)),
-                }
-            )
-            best, median = rows[-1]["compile"]["min_ms"], rows[-1]["compile"]["median_ms"]
-            print(f"{shape:5} {n:5} nodes: compile {best:9.3f} ms best, {median:9.3f} ms median", flush=True)
+            rows.append(_row(shape, document, repeat=30 if n <= 100 else 20 if n <= 1000 else 10))
+            best, median = rows[-1]["total"]["min_ms"], rows[-1]["total"]["median_ms"]
+            print(f"{shape:5} {n:5} nodes: validate + compile {best:9.3f} ms best, {median:9.3f} ms median")
     return rows
+
+
+# Run in a fresh interpreter: `warm` says whether to call warm_up() first; prints the times as JSON.
+_FIRST_COMPILE = """
+import json, sys, time
+started = time.perf_counter()
+from cluster.engine import compile_flow, warm_up
+from bench.bench_engine import OVERHEAD_FLOW
+imported = time.perf_counter()
+if sys.argv[1] == "warm":
+    warm_up()
+warmed = time.perf_counter()
+compile_flow(OVERHEAD_FLOW)
+first = time.perf_counter()
+compile_flow(OVERHEAD_FLOW)
+second = time.perf_counter()
+ms = lambda a, b: round((b - a) * 1000, 3)
+print(json.dumps({"import_ms": ms(started, imported), "warm_up_ms": ms(imported, warmed),
+                  "first_compile_ms": ms(warmed, first), "second_compile_ms": ms(first, second)}))
+"""
+
+
+def first_compile(runs: int = 7) -> dict[str, Any]:
+    """The first compile of the 3-node flow in a fresh process, cold and after warm_up (median of runs)."""
+    results: dict[str, Any] = {"runs": runs}
+    for mode in ("cold", "warm"):
+        samples = []
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, "-c", _FIRST_COMPILE, mode],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            ).stdout
+            samples.append(json.loads(out))
+        results[mode] = {key: round(statistics.median(s[key] for s in samples), 2) for key in samples[0]}
+    return results
 
 
 OVERHEAD_FLOW = {
@@ -154,58 +232,17 @@ def overhead(runs: int = 5000) -> dict[str, Any]:
     return asyncio.run(_overhead(compile_flow(OVERHEAD_FLOW), runs))
 
 
-def _markdown(results: dict[str, Any]) -> str:
-    m = results["machine"]
-    lines = [
-        "## Engine: validate + compile, and per-run overhead",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores visible (shared with other work), Python {m['python']}, "
-        f"{m['system']}. Date: {results['date']}. Command: `{results['command']}` (or `make bench`).",
-        "",
-        "Graphs of built-in components with distinct params per node: *chain* = ChatInput -> "
-        "PromptTemplate -> LLM(echo) -> ... ; *wide* = ChatInput -> n-2 parallel PromptTemplates -> one "
-        "joining PromptTemplate. Times in ms: the best of repeated runs, then the median (the machine is "
-        "shared, so the best run is the closest to the code's own cost); compile includes "
-        f"validation. Load average while measuring: {results['load_before']} before, "
-        f"{results['load_after']} after (1/5/15 min). The last column is the best time of the "
-        "components' own `check_params`, `ports` and constructor over the same nodes: the part of "
-        "compile time that belongs to the components, not the engine.",
-        "",
-        "| shape | nodes | edges | validate ms best / median | compile ms best / median | compile µs/node "
-        "| of which component hooks ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in results["compile"]:
-        v, c = row["validate"], row["compile"]
-        per_node = c["min_ms"] * 1000 / row["nodes"]
-        lines.append(
-            f"| {row['shape']} | {row['nodes']} | {row['edges']} | {v['min_ms']:.2f} / {v['median_ms']:.2f} "
-            f"| {c['min_ms']:.2f} / {c['median_ms']:.2f} | {per_node:.1f} "
-            f"| {row['component_hooks']['min_ms']:.2f} |"
-        )
-    o = results["overhead"]
-    lines += [
-        "",
-        "Per-run overhead of the 3-node flow PromptTemplate -> LLM(echo) -> ChatOutput, against awaiting "
-        f"the same three component instances in one coroutine (best of {o['rounds']} rounds of "
-        f"{o['runs_per_round']} runs):",
-        "",
-        "| engine µs/run | engine + trace µs/run | direct µs/run | overhead µs/run | ratio |",
-        "| ---: | ---: | ---: | ---: | ---: |",
-        f"| {o['engine_us_per_run']:.1f} | {o['engine_with_trace_us_per_run']:.1f} "
-        f"| {o['direct_us_per_run']:.1f} | {o['overhead_us_per_run']:.1f} | {o['ratio']:.2f} |",
-    ]
-    return "\n".join(lines)
-
-
 def main() -> None:
     results: dict[str, Any] = {"machine": machine(), "date": now(), "command": COMMAND, "load_before": load()}
     results["compile"] = compile_times()
     results["overhead"] = o = overhead()
-    results["load_after"] = load()
     print(f"overhead: engine {o['engine_us_per_run']} µs/run, direct {o['direct_us_per_run']} µs/run")
+    results["first_compile"] = f = first_compile()
+    print(f"first compile: {f['cold']['first_compile_ms']} ms cold, {f['warm']['first_compile_ms']} ms warm")
+    results["load_after"] = load()
     write_results("engine", results)
-    write_section("engine", _markdown(results))
+    write_section("about", about_markdown(results["machine"], results["date"], COMMAND), first=True)
+    write_section("engine", markdown(results))
     print("wrote bench/results/engine.json and the engine section of docs/benchmarks.md")
 
 

@@ -318,40 +318,19 @@ def header(results: dict[str, Any]) -> str:
     """The machine / date / command line that heads every section."""
     m = results["machine"]
     return (
-        f"Machine: {m['cpu']}, {m['cores']} cores (shared, loaded), {m.get('ram', '?')} RAM, "
-        f"{m['system']}, Python {m['python']}, redis-server {m.get('redis', '?')}. Date: {results['date']}. "
+        f"Machine: {m['cpu']}, {m['cores']} cores (shared, loaded), {m.get('ram_gb', '?')} GB RAM, "
+        f"{m['system']}, Python {m['python']}, redis-server {m.get('redis_server', '?')}. "
+        f"Date: {results['date']}. "
         f"Command: `{results['command']}` (or `make bench`). Load average (1/5/15 min) "
         f"{results['load_before']} before, {results['load_after']} after."
     )
 
 
-def machine_facts() -> dict[str, Any]:
-    """bench.report.machine() plus RAM and the redis-server version."""
-    import subprocess
-
-    from bench.report import machine
-    from tests.redis_server import find_redis_server
-
-    facts = machine()
-    try:
-        with open("/proc/meminfo") as f:
-            kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
-        facts["ram"] = f"{kb / 1024 / 1024:.1f} GiB"
-    except (OSError, StopIteration, ValueError):
-        facts["ram"] = "?"
-    try:
-        out = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True, timeout=10)
-        facts["redis"] = next((p[2:] for p in out.stdout.split() if p.startswith("v=")), out.stdout.strip())
-    except (OSError, RuntimeError):
-        facts["redis"] = "?"
-    return facts
-
-
 def start_results(command: str, args: Any) -> dict[str, Any]:
-    from bench.report import load, now
+    from bench.report import load, machine, now
 
     return {
-        "machine": machine_facts(),
+        "machine": machine(),
         "date": now(),
         "command": command + (" --quick" if args.quick else ""),
         "quick": args.quick,

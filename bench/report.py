@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import datetime
 import os
 import platform
@@ -24,19 +25,67 @@ DOC_HEADER = (
 
 def machine() -> dict[str, Any]:
     model = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-    except OSError:
-        lscpu = ""
-    found = re.search(r"^Model name:\s*(.+)$", lscpu, re.MULTILINE)
+    found = re.search(r"^Model name:\s*(.+)$", _output(["lscpu"]), re.MULTILINE)
     if found:
         model = found.group(1).strip()
+    redis = re.search(r"v=(\S+)", _output(["redis-server", "--version"]))
     return {
         "cpu": model,
         "cores": os.cpu_count(),
+        "ram_gb": _ram_gb(),
+        "kernel": platform.release(),
         "python": platform.python_version(),
+        "redis_server": redis.group(1) if redis else "not found",
         "system": f"{platform.system()} {platform.release()}",
     }
+
+
+def _output(command: list[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=10, check=False).stdout
+    except OSError:
+        return ""
+
+
+def _ram_gb() -> float | None:
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.MULTILINE)
+    return round(int(found.group(1)) / 1024**2, 1) if found else None
+
+
+def scripts() -> dict[str, str]:
+    """Each benchmark module's name and the first line of its docstring (what it measures)."""
+    found = {}
+    for path in sorted((ROOT / "bench").glob("bench_*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        found[path.stem] = doc.strip().splitlines()[0] if doc.strip() else ""
+    return found
+
+
+def about_markdown(facts: dict[str, Any], date: str, command: str) -> str:
+    """The top of docs/benchmarks.md: how to run the benchmarks, what each measures, and the machine."""
+    lines = [
+        "## How to run, and the machine",
+        "",
+        "`make bench` runs every benchmark (`python -m bench`); `python -m bench <name>` or "
+        "`python -m bench.bench_<name>` runs one. Each writes its raw numbers to `bench/results/<name>.json` "
+        "and its own section below.",
+        "",
+        "| script | measures |",
+        "| --- | --- |",
+        *(f"| `bench/{name}.py` | {summary_line} |" for name, summary_line in scripts().items()),
+        "",
+        f"Last written by `{command}` on {date}, on this machine:",
+        "",
+        "| CPU | cores | RAM | kernel | Python | redis-server |",
+        "| --- | ---: | ---: | --- | --- | --- |",
+        f"| {facts['cpu']} | {facts['cores']} | {facts['ram_gb']} GB | {facts['kernel']} "
+        f"| {facts['python']} | {facts['redis_server']} |",
+    ]
+    return "\n".join(lines)
 
 
 def load() -> list[float]:
@@ -63,16 +112,20 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     return path
 
 
-def write_section(name: str, markdown: str, doc: Path = DOC) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (between its markers), keeping the others."""
+def write_section(name: str, markdown: str, doc: Path = DOC, *, first: bool = False) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md (between its markers), keeping the others.
+
+    A new section goes at the end, or, with `first`, before every other section."""
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
     block = f"{start}\n{markdown.strip()}\n{end}"
     text = doc.read_text() if doc.exists() else DOC_HEADER
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
-    text = (
-        pattern.sub(lambda _: block, text)
-        if pattern.search(text)
-        else text.rstrip("\n") + "\n\n" + block + "\n"
-    )
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    elif first and "<!-- bench:" in text:
+        at = text.index("<!-- bench:")
+        text = text[:at] + block + "\n\n" + text[at:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)

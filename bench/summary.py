@@ -123,15 +123,20 @@ def markdown(results: Path = RESULTS) -> str | None:
 
 
 def write(results: Path = RESULTS, doc: Path = DOC) -> bool:
-    """Put the summary right under the title (replacing the previous one); False if nothing to sum up."""
+    """Put the summary under the title and the how-to-run section (replacing the previous summary);
+    False if nothing to sum up."""
     text = markdown(results)
     if text is None:
         return False
     block = f"{START}\n{text}\n{END}"
     current = doc.read_text() if doc.exists() else DOC_HEADER
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
+    about_end = "<!-- bench:about:end -->"
     if pattern.search(current):
         current = pattern.sub(lambda _: block, current)
+    elif about_end in current:
+        head, _, rest = current.partition(about_end)
+        current = head + about_end + "\n\n" + block + "\n" + rest
     else:
         head, sep, rest = current.partition("\n<!-- bench:")
         current = head.rstrip("\n") + "\n\n" + block + "\n" + (sep + rest if sep else "")

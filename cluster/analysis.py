@@ -54,7 +54,9 @@ class Analysis:
 
 
 @lru_cache(maxsize=256)
-def _params_checker(cls: type[Component]) -> SchemaChecker:
+def params_checker(cls: type[Component]) -> SchemaChecker:
+    """The (cached) checker of a component's params schema. Raises jsonschema's SchemaError, or
+    whatever a broken plugin schema raises, when the schema is unusable."""
     return SchemaChecker(cls.params_schema, "invalid_params")
 
 
@@ -74,7 +76,7 @@ def _check_ports(ports: Ports) -> str | None:
         return f"default input {ports.default_input!r} is not one of its inputs"
     if ports.default_output not in ports.outputs:
         return f"default output {ports.default_output!r} is not one of its outputs"
-    if not ports.required <= set(ports.inputs):
+    if not ports.required.issubset(ports.inputs):
         return "declares required inputs that are not inputs"
     return None
 
@@ -83,9 +85,9 @@ def _node_problems(
     index: int, cls: type[Component], params: Mapping[str, Any]
 ) -> tuple[list[Problem], Ports | None]:
     """Params schema, the component's own checks, then its ports; plugin bugs become problems."""
-    path = pointer("nodes", index, "params")
+    path = f"/nodes/{index}/params"  # pointer("nodes", index, "params"): nothing here needs escaping
     try:
-        problems = _params_checker(cls).problems(params, "nodes", index, "params")
+        problems = params_checker(cls).problems(params, "nodes", index, "params")
     except Exception as e:  # a plugin's schema (SchemaError, a bad regex) is code we do not control
         logger.warning("params schema of component %s is unusable: %s", cls.type_name, e)
         return [
@@ -156,26 +158,37 @@ def _components(
 _PortSets = tuple[frozenset[str], frozenset[str]]  # (inputs, outputs): a join may have 1,000 inputs
 
 
+class _PortLookup:
+    """Port sets of each node, built the first time an edge names one of its ports."""
+
+    def __init__(self, ports: Sequence[Ports | None]) -> None:
+        self.ports = ports
+        self._sets: dict[int, _PortSets] = {}
+
+    def sets(self, node: int) -> _PortSets:
+        found = self._sets.get(node)
+        if found is None:
+            ports = self.ports[node]
+            assert ports is not None
+            found = self._sets[node] = (frozenset(ports.inputs), frozenset(ports.outputs))
+        return found
+
+
 def _edge_ports(
-    flow: Flow,
-    edge_index: int,
-    source: int,
-    target: int,
-    ports: Sequence[Ports | None],
-    sets: Sequence[_PortSets],
+    flow: Flow, edge_index: int, source: int, target: int, lookup: _PortLookup
 ) -> tuple[list[Problem], tuple[str, str] | None]:
     edge = flow.edges[edge_index]
-    source_ports, target_ports = ports[source], ports[target]
+    source_ports, target_ports = lookup.ports[source], lookup.ports[target]
     if source_ports is None or target_ports is None:
         return [], None  # the node's own problem is already reported
     problems = []
-    if edge.source_output is not None and edge.source_output not in sets[source][1]:
+    if edge.source_output is not None and edge.source_output not in lookup.sets(source)[1]:
         message = (
             f"node {edge.source!r} has no output {edge.source_output!r} "
             f"(outputs are: {_listing(source_ports.outputs)})"
         )
         problems.append(Problem(pointer("edges", edge_index, "source_output"), "unknown_port", message))
-    if edge.target_input is not None and edge.target_input not in sets[target][0]:
+    if edge.target_input is not None and edge.target_input not in lookup.sets(target)[0]:
         message = (
             f"node {edge.target!r} has no input {edge.target_input!r} "
             f"(inputs are: {_listing(target_ports.inputs)})"
@@ -196,15 +209,13 @@ def _edges(
     count = len(flow.nodes)
     g = _Graph([[] for _ in range(count)], [[] for _ in range(count)], [], {}, set())
     seen: set[tuple[int, str, int, str]] = set()
-    ids = list(index_of)
-    empty: frozenset[str] = frozenset()
-    sets = [(frozenset(p.inputs), frozenset(p.outputs)) if p else (empty, empty) for p in ports]
+    lookup = _PortLookup(ports)
     for edge in flow.edges:
         source, target = index_of.get(edge.source), index_of.get(edge.target)
         if source is None or target is None:
             for side, node_id, found in (("source", edge.source, source), ("target", edge.target, target)):
                 if found is None:
-                    message = f"no node has id {node_id!r}{_suggestion(node_id, ids)}"
+                    message = f"no node has id {node_id!r}{_suggestion(node_id, list(index_of))}"
                     problems.append(Problem(pointer("edges", edge.index, side), "unknown_node", message))
                 else:
                     g.half_connected.add(found)
@@ -212,8 +223,9 @@ def _edges(
         g.successors[source].append(target)
         g.predecessors[target].append(source)
         g.first_edge.setdefault((source, target), edge.index)
-        edge_problems, bound = _edge_ports(flow, edge.index, source, target, ports, sets)
-        problems.extend(edge_problems)
+        edge_problems, bound = _edge_ports(flow, edge.index, source, target, lookup)
+        if edge_problems:
+            problems.extend(edge_problems)
         if bound is None:
             continue
         key = (source, bound[0], target, bound[1])

@@ -20,16 +20,17 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from cluster.analysis import Analysis, ComponentRegistry
+from cluster.analysis import Analysis, ComponentRegistry, params_checker
 from cluster.components.base import BuildContext, Component, RunContext
 from cluster.errors import FlowValidationError, Problem, RunInputError
 from cluster.examples import run_examples
+from cluster.gcpause import paused_gc
 from cluster.hashing import content_address
 from cluster.model import FlowTest
 from cluster.scheduler import Execution, Step
 from cluster.validation import Limits, check_and_analyse, pointer
 
-__all__ = ["CompiledFlow", "RunResult", "compile_flow", "run_examples"]
+__all__ = ["CompiledFlow", "RunResult", "compile_analysis", "compile_flow", "run_examples", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,32 +135,42 @@ def _build(analysis: Analysis, environ: Mapping[str, str] | None) -> list[Compon
     return components
 
 
+_NO_FEEDS: Mapping[str, tuple[tuple[int, str], ...]] = MappingProxyType({})
+
+
 def _steps(analysis: Analysis, components: list[Component]) -> tuple[Step, ...]:
     count = len(components)
-    feeds: list[dict[str, list[tuple[int, str]]]] = [{} for _ in range(count)]
+    feeds: list[dict[str, list[tuple[int, str]]] | None] = [None] * count
     # Dicts as ordered sets: several edges between two nodes still make one dependency.
     successors: list[dict[int, None]] = [{} for _ in range(count)]
-    predecessors: list[set[int]] = [set() for _ in range(count)]
+    predecessor_count = [0] * count
     for edge in analysis.edges:
-        feeds[edge.target].setdefault(edge.target_input, []).append((edge.source, edge.source_output))
-        successors[edge.source][edge.target] = None
-        predecessors[edge.target].add(edge.source)
+        after = successors[edge.source]
+        if edge.target not in after:
+            after[edge.target] = None
+            predecessor_count[edge.target] += 1
+        into = feeds[edge.target]
+        if into is None:
+            into = feeds[edge.target] = {}
+        into.setdefault(edge.target_input, []).append((edge.source, edge.source_output))
     return tuple(
         Step(
             index=i,
             node_id=node.id,
             type_name=node.type,
             component=components[i],
-            feeds=MappingProxyType({port: tuple(src) for port, src in feeds[i].items()}),
-            run_inputs=analysis.run_inputs[i],
-            required=analysis.ports[i].required,
-            outputs=frozenset(analysis.ports[i].outputs),
-            default_output=analysis.ports[i].default_output,
+            feeds=_NO_FEEDS if fed is None else MappingProxyType({port: tuple(s) for port, s in fed.items()}),
+            run_inputs=run_inputs,
+            required=ports.required,
+            outputs=frozenset(ports.outputs),
+            default_output=ports.default_output,
             successors=tuple(successors[i]),
-            predecessor_count=len(predecessors[i]),
+            predecessor_count=predecessor_count[i],
             timeout_s=node.timeout_s,
         )
-        for i, node in enumerate(analysis.flow.nodes)
+        for i, (node, ports, run_inputs, fed) in enumerate(
+            zip(analysis.flow.nodes, analysis.ports, analysis.run_inputs, feeds, strict=True)
+        )
     )
 
 
@@ -171,7 +182,17 @@ def compile_flow(
     environ: Mapping[str, str] | None = None,
 ) -> CompiledFlow:
     """Validate, build every component once and precompute the schedule. Raises FlowValidationError."""
-    analysis = check_and_analyse(document, registry=registry, limits=limits)
+    with paused_gc():  # see cluster.gcpause: a large flow allocates many small objects
+        analysis = check_and_analyse(document, registry=registry, limits=limits)
+        return compile_analysis(analysis, digest=content_address(document)[1], environ=environ)
+
+
+def compile_analysis(
+    analysis: Analysis, *, digest: str, environ: Mapping[str, str] | None = None
+) -> CompiledFlow:
+    """The part of `compile_flow` after validation: build the components of a valid flow's analysis
+    (from `cluster.validation.check_and_analyse`) and precompute the schedule. `digest` is the
+    document's content address. Raises FlowValidationError when a component cannot be built."""
     components = _build(analysis, environ)
     explicit = any(cls.is_output for cls in analysis.classes)
     outputs: list[tuple[int, str]] = []
@@ -185,10 +206,35 @@ def compile_flow(
         outputs.append((i, key))
     return CompiledFlow(
         name=analysis.flow.name,
-        digest=content_address(document)[1],
+        digest=digest,
         steps=_steps(analysis, components),
         outputs=tuple(outputs),
         required_inputs=analysis.required_inputs,
         input_names=analysis.required_inputs | analysis.optional_inputs,
         tests=analysis.flow.tests,
     )
+
+
+def warm_up(registry: ComponentRegistry | None = None) -> list[str]:
+    """Do ahead of time what would otherwise slow down the first compile in a fresh process: load the
+    registry (built-in component modules and plugins) and build every registered component's params
+    validator. Returns the type names whose validator is ready. A component whose params schema is
+    unusable is logged and left out; compiling a flow that uses it reports that as a problem, as ever.
+    Safe to call more than once (a later call finds everything cached) and from any thread.
+    """
+    if registry is None:
+        from cluster.components.registry import default_registry  # imports every built-in component
+
+        registry = default_registry()
+    ready: list[str] = []
+    for name in registry.names():
+        cls = registry.get(name)
+        if cls is None:
+            continue
+        try:
+            params_checker(cls)
+        except Exception as e:  # a plugin's schema is code we do not control
+            logger.warning("params schema of component %s is unusable: %s", name, e)
+            continue
+        ready.append(name)
+    return ready

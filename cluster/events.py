@@ -53,10 +53,42 @@ class Ping:
     at: float
 
 
-Event = ReleaseChanged | Ping
+@dataclass(frozen=True)
+class Prepare:
+    """Two-phase cutover, phase one: fetch, verify and compile `hash`, hold it, and report ready or not.
 
-# type name -> class. A new event type (prepare, commit, canary ...) is one dataclass plus one entry here.
-EVENT_TYPES: dict[str, type[Event]] = {cls.TYPE: cls for cls in (ReleaseChanged, Ping)}
+    Nothing switches on a prepare; the commit is the `release` event of the same hash. `generation` is the
+    generation the release is expected to get (a hint: the release event's generation is what counts).
+    """
+
+    TYPE: ClassVar[str] = "prepare"
+
+    flow: str
+    hash: str
+    rollout: str
+    generation: int
+    by: str
+    at: float
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Abort:
+    """The rollout `rollout` of `flow` will not be committed: drop what was prepared for it."""
+
+    TYPE: ClassVar[str] = "abort"
+
+    flow: str
+    rollout: str
+    by: str
+    at: float
+    reason: str = ""
+
+
+Event = ReleaseChanged | Ping | Prepare | Abort
+
+# type name -> class. A new event type (canary ...) is one dataclass plus one entry here.
+EVENT_TYPES: dict[str, type[Event]] = {cls.TYPE: cls for cls in (ReleaseChanged, Ping, Prepare, Abort)}
 
 # Field annotation (as written above, a string under `from __future__ import annotations`) -> accepted
 # JSON types. bool is excluded from numbers explicitly in _accepts.
@@ -137,8 +169,11 @@ def _build(cls: type[Event], payload: dict[str, Any]) -> Event | None:
         values[field.name] = (
             float(value) if str(field.type).startswith("float") and value is not None else value
         )
-    if cls is ReleaseChanged and not _valid_release(values):
-        log.warning("dropping release event with invalid hash or generation: %.200r", payload)
+    if cls in (ReleaseChanged, Prepare) and not _valid_release(values):
+        log.warning("dropping %s event with invalid hash or generation: %.200r", cls.TYPE, payload)
+        return None
+    if cls in (Prepare, Abort) and not (values["flow"] and values["rollout"]):
+        log.warning("dropping %s event without flow or rollout id: %.200r", cls.TYPE, payload)
         return None
     return cls(**values)
 

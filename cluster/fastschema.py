@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 Check = Callable[[Any], bool]
@@ -71,51 +71,82 @@ def _type_check(spec: Any) -> Check:
     return checks[0] if len(checks) == 1 else lambda v: any(c(v) for c in checks)
 
 
-def _object_checks(schema: Mapping[str, Any]) -> list[Check]:
-    checks: list[Check] = []
+def _always(value: Any) -> bool:
+    return True
+
+
+def _object_check(schema: Mapping[str, Any], typed: bool) -> Check | None:
+    """One check for every object keyword; `typed` (the schema's type is exactly "object") makes it
+    refuse non-objects, so no separate type check is needed. None when nothing would be checked."""
     properties = {name: _compile(sub) for name, sub in schema.get("properties", {}).items()}
+    # None: the property is always valid.
+    table = {name: None if check is _always else check for name, check in properties.items()}
     additional = schema.get("additionalProperties", True)
     extra = None if additional is True else _compile(additional)
-    if properties or extra is not None:
+    extra = None if extra is _always else extra
+    scan = extra is not None or any(c is not None for c in table.values())
+    required = frozenset(schema.get("required", ()))
+    names = _compile(schema["propertyNames"]) if "propertyNames" in schema else None
+    least, most = _bounds(schema, "minProperties", "maxProperties")
+    if not (scan or required or names is not None or least or most is not None):
+        return None  # at most the type check, which the caller keeps
+    get = table.get
 
-        def check_properties(v: Any) -> bool:
-            if not isinstance(v, dict):
-                return True
+    def check(v: Any) -> bool:
+        if not isinstance(v, dict):
+            return not typed
+        if required and not v.keys() >= required:
+            return False
+        if (least and len(v) < least) or (most is not None and len(v) > most):
+            return False
+        if scan:
             for key, value in v.items():
-                check = properties.get(key, extra)
-                if check is not None and not check(value):
+                sub = get(key, extra)
+                if sub is not None and not sub(value):
                     return False
-            return True
+        return names is None or all(map(names, v))
 
-        checks.append(check_properties)
-    if "required" in schema:
-        required = frozenset(schema["required"])
-        checks.append(lambda v: not isinstance(v, dict) or v.keys() >= required)
-    if "propertyNames" in schema:
-        names = _compile(schema["propertyNames"])
-        checks.append(lambda v: not isinstance(v, dict) or all(map(names, v)))
-    checks += _length_checks(schema, "minProperties", "maxProperties", dict)
-    return checks
+    return check
 
 
-def _array_checks(schema: Mapping[str, Any]) -> list[Check]:
-    checks: list[Check] = []
-    if "items" in schema:
-        item = _compile(schema["items"])
-        checks.append(lambda v: not isinstance(v, list) or all(map(item, v)))
-    checks += _length_checks(schema, "minItems", "maxItems", list)
-    return checks
+def _array_check(schema: Mapping[str, Any], typed: bool) -> Check | None:
+    item = _compile(schema["items"]) if "items" in schema else _always
+    least, most = _bounds(schema, "minItems", "maxItems")
+    if item is _always and not least and most is None:
+        return None  # at most the type check, which the caller keeps
+
+    def check(v: Any) -> bool:
+        if not isinstance(v, list):
+            return not typed
+        if (least and len(v) < least) or (most is not None and len(v) > most):
+            return False
+        return item is _always or all(map(item, v))
+
+    return check
 
 
-def _scalar_checks(schema: Mapping[str, Any]) -> list[Check]:
-    checks = _length_checks(schema, "minLength", "maxLength", str)
-    if "pattern" in schema:
-        search = re.compile(schema["pattern"]).search
-        checks.append(lambda v: not isinstance(v, str) or search(v) is not None)
-    for keyword, compare in _NUMBER_BOUNDS.items():
-        if keyword in schema:
-            checks.append(_number_check(compare, schema[keyword]))
-    return checks
+def _string_check(schema: Mapping[str, Any], typed: bool) -> Check | None:
+    least, most = _bounds(schema, "minLength", "maxLength")
+    search = re.compile(schema["pattern"]).search if "pattern" in schema else None
+    if not least and most is None:
+        if search is None:
+            return None  # at most the type check, which the caller keeps
+        if typed:  # the most common string schema: a typed identifier
+            return lambda v: isinstance(v, str) and search(v) is not None
+        return lambda v: not isinstance(v, str) or search(v) is not None
+
+    def check(v: Any) -> bool:
+        if not isinstance(v, str):
+            return not typed
+        if (least and len(v) < least) or (most is not None and len(v) > most):
+            return False
+        return search is None or search(v) is not None
+
+    return check
+
+
+def _number_checks(schema: Mapping[str, Any]) -> list[Check]:
+    return [_number_check(compare, schema[k]) for k, compare in _NUMBER_BOUNDS.items() if k in schema]
 
 
 _NUMBER_BOUNDS: dict[str, Callable[[Any, Any], bool]] = {
@@ -132,16 +163,11 @@ def _number_check(compare: Callable[[Any, Any], bool], bound: Any) -> Check:
     return lambda v: not _is_number(v) or compare(v, bound)
 
 
-def _length_checks(schema: Mapping[str, Any], low: str, high: str, kind: type[Sized]) -> list[Check]:
-    checks: list[Check] = []
+def _bounds(schema: Mapping[str, Any], low: str, high: str) -> tuple[int, int | None]:
     least, most = schema.get(low, 0), schema.get(high)
     if not isinstance(least, int) or not (most is None or isinstance(most, int)):
         raise Unsupported(f"{low}/{high} that are not integers")
-    if least > 0:
-        checks.append(lambda v: not isinstance(v, kind) or len(v) >= least)
-    if most is not None:
-        checks.append(lambda v: not isinstance(v, kind) or len(v) <= most)
-    return checks
+    return least, most
 
 
 def _combinator_checks(schema: Mapping[str, Any]) -> list[Check]:
@@ -178,9 +204,12 @@ _SUPPORTED = _ANNOTATIONS | {
 }  # fmt: skip
 
 
+_SHAPES = (("object", _object_check), ("array", _array_check), ("string", _string_check))
+
+
 def _compile(schema: Any) -> Check:
     if schema is True:
-        return lambda v: True
+        return _always
     if schema is False:
         return lambda v: False
     if not isinstance(schema, Mapping):
@@ -188,19 +217,38 @@ def _compile(schema: Any) -> Check:
     unknown = set(schema) - _SUPPORTED
     if unknown:
         raise Unsupported(", ".join(sorted(unknown)))
+    type_check = _type_check(schema["type"]) if "type" in schema else None
     checks: list[Check] = []
-    if "type" in schema:
-        checks.append(_type_check(schema["type"]))
-    checks += (
-        _object_checks(schema) + _array_checks(schema) + _scalar_checks(schema) + _combinator_checks(schema)
-    )
+    for name, shape_check in _SHAPES:
+        # With one declared type, that type's check also does the type check.
+        typed = schema.get("type") == name
+        check = shape_check(schema, typed)
+        if check is not None:
+            checks.append(check)
+            if typed:
+                type_check = None
+    if type_check is not None:
+        checks.insert(0, type_check)
+    checks += _number_checks(schema) + _combinator_checks(schema)
+    return _all(checks)
+
+
+def _all(checks: list[Check]) -> Check:
+    # Fixed-arity closures: cheaper per call than all() over a generator, and no chain of nested calls.
     if not checks:
-        return lambda v: True
+        return _always
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+        return lambda v: first(v) and second(v)
+    if len(checks) == 3:
+        first, second, third = checks
+        return lambda v: first(v) and second(v) and third(v)
     return functools.reduce(_both, checks)
 
 
 def _both(first: Check, second: Check) -> Check:
-    # Chained closures: cheaper per call than all() over a generator.
     return lambda v: first(v) and second(v)
 
 

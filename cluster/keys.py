@@ -98,6 +98,18 @@ class Keys:
         """STREAM of the flow's audit entries (publish, activate, rollback ...), capped."""
         return f"{self._flow(flow)}:audit"
 
+    def rollout(self, flow: str) -> str:
+        """HASH: the flow's latest two-phase rollout (id, hash, state, replicas, failures ...)."""
+        return f"{self._flow(flow)}:rollout"
+
+    def session(self, flow: str, session_id: str) -> str:
+        """STRING (JSON pin) with TTL: the version a session of the flow runs (written by replicas)."""
+        return f"{self._flow(flow)}:session:{session_id}"
+
+    def session_pattern(self) -> str:
+        """Glob matching every session pin of the namespace (the replicas' ACL write grant)."""
+        return f"{self.namespace}:{{*}}:session:*"
+
     def flow_prefix(self, flow: str) -> str:
         """Prefix shared by every key of one flow (for SCAN and ACL patterns)."""
         return f"{self._flow(flow)}:"

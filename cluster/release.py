@@ -67,12 +67,24 @@ class Release:
     activated_at: float
     reason: str
     action: str = "activate"
+    # A canary running next to `hash` (docs/canary.md): its version, share of traffic and start.
+    canary_hash: str | None = None
+    canary_percent: float = 0.0
+    canary_started_at: float | None = None
+    canary_by: str | None = None
+    # Session pins made under an earlier generation than this are ignored (`--unpin`).
+    unpin_generation: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def to_json(self) -> bytes:
         return orjson.dumps({k: v for k, v in self.as_dict().items() if k != "flow"})
+
+    @property
+    def canary_epoch(self) -> float:
+        """What run counters are grouped by: the canary's start, 0 while no canary runs."""
+        return (self.canary_started_at or 0.0) if self.canary_hash else 0.0
 
     @classmethod
     def from_hash(cls, flow: str, raw: RedisHash) -> Release | None:
@@ -90,6 +102,7 @@ class Release:
                 activated_at=float(fields.get("activated_at") or 0.0),
                 reason=fields.get("reason", ""),
                 action=fields.get("action") or "activate",
+                **_canary_fields(fields),
             )
         except (KeyError, ValueError) as e:
             raise CorruptRecord(f"release record of flow {flow!r} is unreadable: {e!r}", flow=flow) from e
@@ -108,6 +121,7 @@ class Release:
                 activated_at=float(entry.get("activated_at") or 0.0),
                 reason=str(entry.get("reason", "")),
                 action=str(entry.get("action") or "activate"),
+                **_canary_fields(entry),
             )
         except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError):
             log.warning("skipping unreadable history entry of flow %s: %.200r", flow, raw)
@@ -220,6 +234,18 @@ def rollback_target(
         flow=flow,
         generation=current.generation,
     )
+
+
+def _canary_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The canary and unpin fields of a release hash or history entry (absent in older records)."""
+    canary = fields.get("canary_hash") or None
+    return {
+        "canary_hash": str(canary) if canary else None,
+        "canary_percent": float(fields.get("canary_percent") or 0.0) if canary else 0.0,
+        "canary_started_at": float(fields.get("canary_started_at") or 0.0) if canary else None,
+        "canary_by": str(fields.get("canary_by") or "") if canary else None,
+        "unpin_generation": int(fields.get("unpin_generation") or 0),
+    }
 
 
 def _text_mapping(raw: RedisHash) -> dict[str, str]:

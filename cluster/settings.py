@@ -52,6 +52,17 @@ class Settings:
     # Rollouts.
     prepare_timeout_s: float = 10.0
     session_ttl_s: float = 1800.0
+    # Automatic rollback (control plane): check interval (0 disables), consecutive load failures of the
+    # current version on one replica, and replicas failing or NACKing it (0 disables that rule).
+    guard_interval_s: float = 2.0
+    auto_rollback_failures: int = 3
+    auto_rollback_replicas: int = 2
+    # Canary guard (control plane): abort a canary whose error rate exceeds the stable's by more than
+    # `canary_error_margin` (0.05 = 5 points) once both have `canary_min_runs` runs; checked every
+    # `canary_guard_s` seconds (0 switches the guard off).
+    canary_error_margin: float = 0.05
+    canary_min_runs: int = 100
+    canary_guard_s: float = 5.0
 
     # env var name -> field name
     ENV: Mapping[str, str] = field(
@@ -76,6 +87,12 @@ class Settings:
             "FLOWFLEET_SHUTDOWN_GRACE_S": "shutdown_grace_s",
             "FLOWFLEET_PREPARE_TIMEOUT_S": "prepare_timeout_s",
             "FLOWFLEET_SESSION_TTL_S": "session_ttl_s",
+            "FLOWFLEET_GUARD_S": "guard_interval_s",
+            "FLOWFLEET_AUTO_ROLLBACK_FAILURES": "auto_rollback_failures",
+            "FLOWFLEET_AUTO_ROLLBACK_REPLICAS": "auto_rollback_replicas",
+            "FLOWFLEET_CANARY_ERROR_MARGIN": "canary_error_margin",
+            "FLOWFLEET_CANARY_MIN_RUNS": "canary_min_runs",
+            "FLOWFLEET_CANARY_GUARD_S": "canary_guard_s",
         },
         repr=False,
         compare=False,

@@ -209,12 +209,14 @@ class Store:
         reason: str,
         expected_generation: int | None = None,
         action: str = "activate",
+        unpin: bool = False,
     ) -> Release:
         """Make `digest` (a hash or unambiguous prefix) current as the next generation, and announce it.
 
         The blob is read back and verified first, so a corrupt version is refused (CorruptBlob) before
         anything is announced. With `expected_generation`, a release made meanwhile by someone else
-        makes this fail with GenerationConflict instead of silently overriding it.
+        makes this fail with GenerationConflict instead of silently overriding it. `unpin` makes every
+        session of the flow leave its pinned version for this one (docs/canary.md).
         """
         digest = digest if is_full_hash(digest) else await self.resolve(flow, digest)
         await self.get_verified_blob(flow, digest)
@@ -227,7 +229,8 @@ class Store:
         reply = await self._activate(
             keys=[k.release(flow), k.history(flow), k.blob(flow, digest), k.flow_audit(flow)],
             args=[flow, digest, "" if expected_generation is None else expected_generation, by, reason,
-                  action, repr(now), self.history_keep, self.audit_keep, k.channel(), head, tail, body],
+                  action, repr(now), self.history_keep, self.audit_keep, k.channel(), head, tail, body,
+                  "1" if unpin else "0"],
         )  # fmt: skip
         status, generation = _text(reply[0]), int(reply[1])
         if status == "conflict":
@@ -241,7 +244,9 @@ class Store:
             "%s flow=%s hash=%s generation=%d previous=%s by=%s",
             action, flow, digest[:12], generation, (previous or "-")[:12], by,
         )  # fmt: skip
-        return Release(flow, digest, generation, previous, by, now, reason, action)
+        unpin_generation = int(reply[3]) if len(reply) > 3 else 0
+        return Release(flow, digest, generation, previous, by, now, reason, action,
+                       unpin_generation=unpin_generation)  # fmt: skip
 
     async def rollback(
         self,
@@ -252,6 +257,7 @@ class Store:
         to_generation: int | None = None,
         to_hash: str | None = None,
         expected_generation: int | None = None,
+        unpin: bool = False,
     ) -> Release:
         """Activate an earlier version as a new generation (default: the release before the current one).
 
@@ -273,7 +279,13 @@ class Store:
             if expected_generation is None and to_generation is None and current is not None:
                 expected_generation = current.generation
         return await self.activate(
-            flow, digest, by=by, reason=reason, expected_generation=expected_generation, action="rollback"
+            flow,
+            digest,
+            by=by,
+            reason=reason,
+            expected_generation=expected_generation,
+            action="rollback",
+            unpin=unpin,
         )
 
     async def history(self, flow: str, limit: int = 100) -> list[Release]:

@@ -13,7 +13,10 @@ at validation time, so a flow can never reach Python's format machinery.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +28,9 @@ from cluster.errors import ComponentError, FlowValidationError, Problem
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _POSITIONAL = re.compile(r"[0-9]+")
 _BRACE = re.compile(r"[{}]")
+# Tokens of a safe template, tried left to right as `_scan` reads braces: a doubled brace, a `{name}`
+# placeholder, or a lone brace (which only the slow scan can explain).
+_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 
 
 @dataclass(frozen=True)
@@ -130,18 +136,118 @@ def _scan(text: str, path: str) -> tuple[list[str | Var], list[Problem]]:
     return parts, problems
 
 
+def _fast_parts(text: str) -> list[str | Var] | None:
+    """The parts of a template without problems, in one regex pass; None at the first lone brace, which
+    `_scan` then explains. Agrees with `_scan` on every safe template (tests/test_templates.py)."""
+    parts: list[str | Var] = []
+    literal: list[str] = []
+    start = 0
+    for match in _TOKEN.finditer(text):
+        name = match.group(1)
+        token_start = match.start()
+        if name is not None:
+            literal.append(text[start:token_start])
+            _flush(literal, parts)
+            parts.append(Var(name))
+        elif match.end() - token_start == 2:
+            literal.append(text[start:token_start])
+            literal.append(text[token_start])
+        else:
+            return None
+        start = match.end()
+    literal.append(text[start:])
+    _flush(literal, parts)
+    return parts
+
+
+class _ParseCache:
+    """Parsed safe templates by text, least recently used out first, bounded by a weight that grows with
+    what an entry holds (its text and its parts), so hostile documents cannot make it large."""
+
+    def __init__(self, max_weight: int) -> None:
+        self.max_weight = max_weight
+        self._entries: OrderedDict[str, tuple[Template, int]] = OrderedDict()
+        self._weight = 0
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> Template | None:
+        with self._lock:
+            found = self._entries.get(text)
+            if found is None:
+                return None
+            self._entries.move_to_end(text)
+            return found[0]
+
+    def put(self, text: str, template: Template) -> None:
+        weight = len(text) + ENTRY_WEIGHT * (1 + len(template.parts))
+        if weight > self.max_weight:
+            return
+        with self._lock:
+            if text in self._entries:
+                return
+            self._entries[text] = (template, weight)
+            self._weight += weight
+            while self._weight > self.max_weight:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._weight -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._weight = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# A template is parsed when its component checks its params, again for its ports, and again when the
+# component is built; the cache makes that one parse. An entry weighs its text's length plus 64 per
+# part, roughly the bytes it holds, so the cache stays within a few MB; a 5,000-node flow of short
+# templates weighs about 0.5 M.
+ENTRY_WEIGHT = 64
+CACHE_WEIGHT = 2_000_000
+_CACHE = _ParseCache(CACHE_WEIGHT)
+
+
+def clear_cache() -> None:
+    """Forget every parsed template (benchmarks measure parsing from scratch this way)."""
+    _CACHE.clear()
+
+
+def _parsed(text: str) -> tuple[Template | None, list[Problem]]:
+    """The template, or None and its problems located at "" (invalid templates are not cached)."""
+    template = _CACHE.get(text)
+    if template is not None:
+        return template, []
+    parts = _fast_parts(text)
+    if parts is None:
+        parts, problems = _scan(text, "")
+        if problems:
+            return None, problems
+    names = tuple(dict.fromkeys(p.name for p in parts if isinstance(p, Var)))
+    template = Template(tuple(parts), names)
+    _CACHE.put(text, template)
+    return template, []
+
+
+def _located(problems: list[Problem], path: str) -> list[Problem]:
+    return [dataclasses.replace(p, path=path) for p in problems] if path else problems
+
+
 def check_template(text: str, path: str = "") -> list[Problem]:
     """Every problem in `text`, each located at `path` (a JSON pointer); empty when the template is safe."""
-    return _scan(text, path)[1]
+    return _located(_parsed(text)[1], path)
 
 
 def parse_template(text: str, path: str = "") -> Template:
-    """Parse a template; raises FlowValidationError listing every problem if it is not safe."""
-    parts, problems = _scan(text, path)
-    if problems:
-        raise FlowValidationError(problems)
-    names = tuple(dict.fromkeys(p.name for p in parts if isinstance(p, Var)))
-    return Template(tuple(parts), names)
+    """Parse a template; raises FlowValidationError listing every problem if it is not safe.
+
+    Templates are immutable, so the same text may give the same (cached) Template object.
+    """
+    template, problems = _parsed(text)
+    if template is None:
+        raise FlowValidationError(_located(problems, path))
+    return template
 
 
 def to_text(value: Any) -> str:

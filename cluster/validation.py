@@ -20,6 +20,7 @@ from jsonschema.exceptions import ValidationError
 
 from cluster.errors import FlowValidationError, Problem
 from cluster.fastschema import compile_schema
+from cluster.gcpause import paused_gc
 from cluster.schema import DOCUMENT_SCHEMA
 
 if TYPE_CHECKING:
@@ -161,14 +162,19 @@ def _long_strings(params: Any, limit: int) -> Iterator[tuple[tuple[str | int, ..
 _SHORT = (bool, int, float, type(None))
 
 
-def _length_problems(document: dict[str, Any], limits: Limits) -> list[Problem]:
+def _length_problems(document: dict[str, Any], data: bytes, limits: Limits) -> list[Problem]:
+    """Strings in params over the limit. A string of n characters takes at least n bytes of JSON, so
+    JSON (`data`: the whole document's) no longer than the limit holds no such string."""
     limit = limits.max_template_chars
+    if len(data) <= limit:
+        return []
     problems = [
         Problem(
             pointer("nodes", i, "params", *path), "too_long", f"{length} characters; the limit is {limit}"
         )
         for i, node in enumerate(document["nodes"])
-        for path, length in _long_strings(node.get("params", {}), limit)
+        if "params" in node and len(orjson.dumps(node["params"])) > limit
+        for path, length in _long_strings(node["params"], limit)
     ]
     return sorted(problems, key=lambda p: p.path)
 
@@ -188,7 +194,7 @@ def _analyse(
     problems = _DOCUMENT.problems(document)
     if problems:
         return problems, None
-    problems = _length_problems(document, limits)
+    problems = _length_problems(document, data, limits)
     if problems:
         return problems, None
     try:
@@ -202,7 +208,8 @@ def validate(
     document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None
 ) -> list[Problem]:
     """Every problem of the document (empty when it is valid). Never raises for any input value."""
-    return _analyse(document, registry, limits)[0]
+    with paused_gc():
+        return _analyse(document, registry, limits)[0]
 
 
 def check(document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None) -> None:
@@ -216,7 +223,8 @@ def check_and_analyse(
     document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None
 ) -> Analysis:
     """Like `check`, returning what the compiler needs (ports, bound edges, order) to avoid redoing it."""
-    problems, analysis = _analyse(document, registry, limits)
+    with paused_gc():
+        problems, analysis = _analyse(document, registry, limits)
     if problems or analysis is None:
         raise FlowValidationError(problems)
     return analysis

@@ -8,6 +8,7 @@ Every route but ``/healthz`` needs ``Authorization: Bearer <token>``; see `contr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -28,9 +29,14 @@ from cluster.keys import Keys
 from cluster.redis_conn import connect, redact
 from cluster.settings import Settings
 from cluster.store import Store
-from control import routes
+from control import canary_routes, routes
 from control.auth import WWW_AUTHENTICATE, Principal, Role, TokenTable
+from control.canary import CanaryService
+from control.canary_guard import CanaryGuard
+from control.guard import RollbackGuard
 from control.metrics import ControlMetrics
+from control.periodic import PeriodicCheck
+from control.rollout import TwoPhaseCutover
 from control.service import ControlService
 from control.state import ControlState, control_state
 
@@ -96,7 +102,7 @@ async def redis_unavailable(request: Request, exc: Exception) -> Response:
 
 
 def build_routes() -> list[BaseRoute]:
-    r = routes
+    r, c = routes, canary_routes
     v, d, a = Role.VIEWER, Role.DEPLOYER, Role.ADMIN
     return [
         Route("/healthz", r.healthz, methods=["GET"]),
@@ -110,6 +116,12 @@ def build_routes() -> list[BaseRoute]:
         Route("/v1/flows/{name}/rollback", authenticated(d, r.rollback), methods=["POST"]),
         Route("/v1/flows/{name}/history", authenticated(v, r.history), methods=["GET"]),
         Route("/v1/flows/{name}/diff", authenticated(v, r.diff), methods=["GET"]),
+        Route("/v1/flows/{name}/rollout", authenticated(v, r.rollout), methods=["GET"]),
+        Route("/v1/flows/{name}/canary", authenticated(v, c.status), methods=["GET"]),
+        Route("/v1/flows/{name}/canary", authenticated(d, c.start), methods=["POST"]),
+        Route("/v1/flows/{name}/canary/percent", authenticated(d, c.set_percent), methods=["POST"]),
+        Route("/v1/flows/{name}/canary/promote", authenticated(d, c.finish), methods=["POST"]),
+        Route("/v1/flows/{name}/canary/abort", authenticated(d, c.finish), methods=["POST"]),
         Route("/v1/fleet", authenticated(v, r.fleet), methods=["GET"]),
         Route("/v1/audit", authenticated(v, r.audit), methods=["GET"]),
         Route("/v1/gc", authenticated(a, r.gc), methods=["POST"]),
@@ -144,7 +156,24 @@ def create_app(
             audit_keep=settings.audit_keep,
         )
         state.redis = client
-        state.service = ControlService(store, environ=environ, metrics=metrics)
+        cutover = TwoPhaseCutover(store, metrics, timeout_s=settings.prepare_timeout_s)
+        service = state.service = ControlService(store, environ=environ, metrics=metrics, cutover=cutover)
+        state.canaries = CanaryService(
+            service, margin=settings.canary_error_margin, min_runs=settings.canary_min_runs
+        )
+        guards: list[PeriodicCheck] = []
+        if settings.guard_interval_s > 0:
+            guards.append(
+                RollbackGuard(
+                    service,
+                    interval_s=settings.guard_interval_s,
+                    max_failures=settings.auto_rollback_failures,
+                    max_replicas=settings.auto_rollback_replicas,
+                )
+            )
+        if settings.canary_guard_s > 0:
+            guards.append(CanaryGuard(state.canaries, interval_s=settings.canary_guard_s))
+        guard_tasks = [asyncio.create_task(g.run(), name=g.name) for g in guards]
         log.info(
             "control plane ready redis=%s namespace=%s principals=%d",
             redact(settings.redis_url) if redis is None else "<given>",
@@ -154,6 +183,10 @@ def create_app(
         try:
             yield
         finally:
+            for g in guards:
+                g.stop()
+            await asyncio.gather(*guard_tasks)
+            state.canaries = None
             state.service = None
             state.redis = None
             if redis is None:

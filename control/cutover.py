@@ -8,8 +8,9 @@ single atomic script (CAS on the generation, release record, history, audit, PUB
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 from cluster.release import Release
 from cluster.store import Store
@@ -23,6 +24,34 @@ class CutoverRequest:
     reason: str
     action: str = "activate"  # "activate" | "rollback"
     expected_generation: int | None = None
+    prepare: bool = True  # two-phase (control/rollout.py); False: one-phase, for emergencies
+    force: bool = False  # commit even if replicas NACK or time out (recorded in the audit log)
+    timeout_s: float | None = None  # prepare timeout; None: the configured default
+    unpin: bool = False  # move every pinned session of the flow to this version
+
+
+@dataclass(frozen=True)
+class CutoverRelease(Release):
+    """A release plus what the cutover did to reach it, rendered as `rollout` in API answers."""
+
+    rollout: Mapping[str, Any] | None = None
+
+
+def with_rollout(release: Release, rollout: Mapping[str, Any]) -> CutoverRelease:
+    fields = {k: v for k, v in asdict(release).items() if k != "rollout"}
+    return CutoverRelease(**fields, rollout=dict(rollout))
+
+
+@dataclass(frozen=True)
+class CutoverOptions:
+    """How the caller wants an activation to reach the fleet (copied into the CutoverRequest)."""
+
+    prepare: bool = True
+    force: bool = False
+    timeout_s: float | None = None
+
+
+DEFAULT_OPTIONS = CutoverOptions()
 
 
 class Cutover(Protocol):
@@ -43,4 +72,5 @@ class DirectCutover:
             reason=request.reason,
             expected_generation=request.expected_generation,
             action=request.action,
+            unpin=request.unpin,
         )

@@ -25,7 +25,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "Missing or invalid bearer token",
         403: "The principal's role may not do this",
         404: "Unknown flow, version or release generation",
-        409: "Generation conflict, ambiguous short hash, corrupt stored version or nothing to roll back",
+        409: "Generation conflict, ambiguous short hash, corrupt stored version, nothing to roll back, "
+        "a two-phase rollout aborted (`rollout_aborted`, details.failures lists each replica and why), or "
+        "a canary conflict (no_release, no_canary, canary_running, canary_is_stable)",
         413: "Request body larger than the configured limit",
         422: "The flow document is invalid (every problem is listed in details.problems)",
     }
@@ -57,6 +59,17 @@ MESSAGE = [
     _param("message", "query", "Why, when a header is inconvenient", {"type": "string"}),
 ]
 OBJECT = {"type": "object"}
+# Two-phase cutover options of activate / rollback (docs/rollout.md).
+CUTOVER: dict[str, dict[str, Any]] = {
+    "prepare": {"type": "boolean", "description": "Two-phase prepare/commit (default true)"},
+    "force": {"type": "boolean", "description": "Commit even if replicas NACK or time out (audited)"},
+    "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 300, "description": "Prepare timeout"},
+}
+PERCENT = {"type": "number", "minimum": 0, "maximum": 100}
+GENERATION = {"type": "integer", "minimum": 0}
+FINISH_BODY = {"required": False, "content": {JSON: {"schema": {
+    "type": "object", "additionalProperties": False, "properties": {"expected_generation": GENERATION},
+}}}}  # fmt: skip
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -74,7 +87,26 @@ SCHEMAS: dict[str, Any] = {
             "activated_by": {"type": "string"},
             "activated_at": {"type": "number"},
             "reason": {"type": "string"},
-            "action": {"type": "string", "enum": ["activate", "rollback"]},
+            "action": {
+                "type": "string",
+                "enum": [
+                    "activate",
+                    "rollback",
+                    "canary_start",
+                    "canary_set",
+                    "canary_promote",
+                    "canary_abort",
+                ],
+            },
+            "canary_hash": {"type": ["string", "null"]},
+            "canary_percent": {"type": "number"},
+            "canary_started_at": {"type": ["number", "null"]},
+            "canary_by": {"type": ["string", "null"]},
+            "unpin_generation": {"type": "integer"},
+            "rollout": {
+                "type": ["object", "null"],
+                "description": "What the cutover did (activate, rollback)",
+            },
         },
     },
     "PublishResult": {
@@ -114,6 +146,7 @@ ROUTES: dict[str, dict[str, Any]] = {
             parameters=[
                 _param("activate", "query", "Also activate the version", {"type": "boolean"}),
                 _param("expected_generation", "query", "CAS for the activation", {"type": "integer"}),
+                *[_param(k, "query", v["description"], {"type": v["type"]}) for k, v in CUTOVER.items()],
                 *MESSAGE,
             ],
             requestBody={"required": True, "content": {JSON: {"schema": OBJECT}}},
@@ -134,7 +167,8 @@ ROUTES: dict[str, dict[str, Any]] = {
             parameters=MESSAGE,
             requestBody={"required": True, "content": {JSON: {"schema": {
                 "type": "object", "required": ["hash"], "additionalProperties": False,
-                "properties": {"hash": HASH, "expected_generation": {"type": "integer", "minimum": 0}},
+                "properties": {"hash": HASH, "expected_generation": {"type": "integer", "minimum": 0},
+                               "unpin": {"type": "boolean"}, **CUTOVER},
             }}}},
         ),
     },
@@ -148,8 +182,51 @@ ROUTES: dict[str, dict[str, Any]] = {
             parameters=MESSAGE,
             requestBody={"required": False, "content": {JSON: {"schema": {
                 "type": "object", "additionalProperties": False,
-                "properties": {"to_generation": {"type": "integer", "minimum": 0}, "to_hash": HASH},
+                "properties": {"to_generation": {"type": "integer", "minimum": 0}, "to_hash": HASH,
+                               "unpin": {"type": "boolean"}, **CUTOVER},
             }}}},
+        ),
+    },
+    "/v1/flows/{name}/canary": {
+        "parameters": [NAME],
+        "get": _op("Stable and canary side by side: runs, errors, error rate, p50/p95 latency",
+                   _json(OBJECT, "{flow, generation, epoch, replicas, stable, canary, guard}"),
+                   400, 404, 409),
+        "post": _op(
+            "Start a canary: run a stored version for a percentage of request keys",
+            _json(_ref("Release"), "The new release record"),
+            400, 404, 409, 413, 422,
+            role="deployer",
+            parameters=MESSAGE,
+            requestBody={"required": True, "content": {JSON: {"schema": {
+                "type": "object", "required": ["hash", "percent"], "additionalProperties": False,
+                "properties": {"hash": HASH, "percent": PERCENT, "expected_generation": GENERATION},
+            }}}},
+        ),
+    },
+    "/v1/flows/{name}/canary/percent": {
+        "parameters": [NAME],
+        "post": _op(
+            "Change the canary's percentage", _json(_ref("Release"), "The new release record"),
+            400, 404, 409, 413, role="deployer", parameters=MESSAGE,
+            requestBody={"required": True, "content": {JSON: {"schema": {
+                "type": "object", "required": ["percent"], "additionalProperties": False,
+                "properties": {"percent": PERCENT, "expected_generation": GENERATION},
+            }}}},
+        ),
+    },
+    "/v1/flows/{name}/canary/promote": {
+        "parameters": [NAME],
+        "post": _op(
+            "Make the canary the current release", _json(_ref("Release"), "The new release record"),
+            400, 404, 409, 413, 422, role="deployer", parameters=MESSAGE, requestBody=FINISH_BODY,
+        ),
+    },
+    "/v1/flows/{name}/canary/abort": {
+        "parameters": [NAME],
+        "post": _op(
+            "Stop the canary", _json(_ref("Release"), "The new release record"),
+            400, 404, 409, 413, role="deployer", parameters=MESSAGE, requestBody=FINISH_BODY,
         ),
     },
     "/v1/flows/{name}/history": {
@@ -164,6 +241,14 @@ ROUTES: dict[str, dict[str, Any]] = {
             400, 404, 409,
             parameters=[_param("from", "query", "Old version", HASH, True),
                         _param("to", "query", "New version", HASH, True)],
+        ),
+    },
+    "/v1/flows/{name}/rollout": {
+        "parameters": [NAME],
+        "get": _op(
+            "Convergence on the current release (replicas current / behind / failed) and the last rollout",
+            _json(OBJECT, "{flow, hash, generation, current, total, done, failed, replicas, rollout}"),
+            400, 404,
         ),
     },
     "/v1/fleet": {"get": _op("Live replicas and what they run", _json(OBJECT, "{replicas, releases, rows}"))},

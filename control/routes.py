@@ -18,6 +18,7 @@ from starlette.responses import Response
 from cluster.errors import BadRequest
 from cluster.http import JSONResponse, read_body
 from control.auth import Principal
+from control.cutover import CutoverOptions
 from control.metrics import CONTENT_TYPE
 from control.openapi import OPENAPI
 from control.state import control_state, service_of
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 MESSAGE_HEADER = "x-flowfleet-message"
 MAX_LIMIT = 1000
+MAX_TIMEOUT_S = 300
+CUTOVER_FIELDS = {"prepare", "force", "timeout_s"}
 HEALTH_TIMEOUT_S = 2.0
 TRUE, FALSE = frozenset({"1", "true", "yes"}), frozenset({"0", "false", "no", ""})
 
@@ -94,6 +97,42 @@ def str_field(body: dict[str, Any], name: str, *, required: bool = False) -> str
     return value
 
 
+def bool_field(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name!r} must be true or false", field=name)
+    return value
+
+
+def cutover_options(body: dict[str, Any]) -> CutoverOptions:
+    """`prepare` (default true: two-phase), `force`, `timeout_s` (prepare timeout, 0 < s <= 300)."""
+    timeout = body.get("timeout_s")
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= MAX_TIMEOUT_S
+    ):
+        raise BadRequest(f"'timeout_s' must be a number of seconds above 0, at most {MAX_TIMEOUT_S}")
+    return CutoverOptions(
+        prepare=bool_field(body, "prepare", True),
+        force=bool_field(body, "force", False),
+        timeout_s=None if timeout is None else float(timeout),
+    )
+
+
+def query_options(request: Request) -> CutoverOptions:
+    """The same options as query parameters (publish with activate=true)."""
+    body: dict[str, Any] = {}
+    for name in ("prepare", "force"):
+        if request.query_params.get(name) not in (None, ""):
+            body[name] = query_bool(request, name)
+    raw = request.query_params.get("timeout_s")
+    if raw:
+        try:
+            body["timeout_s"] = float(raw)
+        except ValueError:
+            body["timeout_s"] = -1
+    return cutover_options(body)
+
+
 def name_of(request: Request) -> str:
     name: str = request.path_params["name"]
     return name
@@ -116,13 +155,14 @@ async def publish(request: Request, principal: Principal) -> Response:
         message=message_of(request),
         activate=activate,
         expected_generation=expected,
+        options=query_options(request),
     )
     return JSONResponse(outcome.as_dict(), status_code=201 if outcome.created else 200)
 
 
 async def activate(request: Request, principal: Principal) -> Response:
     body = await read_object(request)
-    body_fields(body, {"hash", "expected_generation"})
+    body_fields(body, {"hash", "expected_generation", "unpin"} | CUTOVER_FIELDS)
     digest = str_field(body, "hash", required=True)
     assert digest is not None
     release = await service_of(request).activate(
@@ -131,6 +171,8 @@ async def activate(request: Request, principal: Principal) -> Response:
         actor=principal.name,
         message=message_of(request),
         expected_generation=int_field(body, "expected_generation"),
+        options=cutover_options(body),
+        unpin=bool_field(body, "unpin"),
     )
     return JSONResponse(release.as_dict())
 
@@ -138,13 +180,15 @@ async def activate(request: Request, principal: Principal) -> Response:
 async def rollback(request: Request, principal: Principal) -> Response:
     # An empty body is the common case: back to the previous release.
     body = await read_object(request, empty_ok=True)
-    body_fields(body, {"to_generation", "to_hash"})
+    body_fields(body, {"to_generation", "to_hash", "unpin"} | CUTOVER_FIELDS)
     release = await service_of(request).rollback(
         name_of(request),
         actor=principal.name,
         message=message_of(request),
         to_generation=int_field(body, "to_generation"),
         to_hash=str_field(body, "to_hash"),
+        options=cutover_options(body),
+        unpin=bool_field(body, "unpin"),
     )
     return JSONResponse(release.as_dict())
 
@@ -183,6 +227,10 @@ async def fleet(request: Request, principal: Principal) -> Response:
     return JSONResponse(await service_of(request).fleet())
 
 
+async def rollout(request: Request, principal: Principal) -> Response:
+    return JSONResponse(await service_of(request).rollout_status(name_of(request)))
+
+
 async def audit(request: Request, principal: Principal) -> Response:
     flow = request.query_params.get("flow") or None
     entries = await service_of(request).audit(flow, query_int(request, "limit", 100))
@@ -205,6 +253,12 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request, principal: Principal) -> Response:
+    service = control_state(request).service
+    if service is not None:
+        try:
+            await service.refresh_metrics()
+        except RedisError as e:  # the request counters are still worth serving
+            log.warning("metrics: fleet gauges not refreshed: %s", e)
     return Response(control_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from cluster import engine, validation
+from cluster import engine, rollouts, validation
 from cluster.analysis import ComponentRegistry
 from cluster.documents import load_document
 from cluster.errors import (
@@ -32,10 +32,12 @@ from cluster.hashing import content_address, is_hash_prefix
 from cluster.keys import check_flow_name
 from cluster.release import NoPreviousRelease, Release, rollback_target
 from cluster.store import Store
-from control.cutover import Cutover, CutoverRequest, DirectCutover
+from control.convergence import convergence, replicas_per_generation
+from control.cutover import DEFAULT_OPTIONS, Cutover, CutoverOptions, CutoverRequest, DirectCutover
 from control.diff import diff_documents
 from control.fleetview import fleet_rows
 from control.metrics import ControlMetrics
+from control.rollout import RolloutAborted
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ FAILURE_LABELS: tuple[tuple[type[Exception], str], ...] = (
     (FlowValidationError, "invalid"),
     (CorruptBlob, "corrupt"),
     (VersionNotFound, "not_found"),
+    (RolloutAborted, "aborted"),
 )
 
 
@@ -131,6 +134,7 @@ class ControlService:
         message: str | None = None,
         activate: bool = False,
         expected_generation: int | None = None,
+        options: CutoverOptions = DEFAULT_OPTIONS,
     ) -> PublishOutcome:
         """Validate, dry-run and store a document; with `activate`, also make it current."""
         check_flow_name(flow)
@@ -160,7 +164,8 @@ class ControlService:
         release = None
         if activate:
             release = await self._cutover(
-                CutoverRequest(flow, digest, actor, message, "activate", expected_generation)
+                CutoverRequest(flow, digest, actor, message, "activate", expected_generation),
+                options,
             )
         return PublishOutcome(flow, digest, result.created, release)
 
@@ -172,11 +177,16 @@ class ControlService:
         actor: str,
         message: str | None = None,
         expected_generation: int | None = None,
+        options: CutoverOptions = DEFAULT_OPTIONS,
+        unpin: bool = False,
     ) -> Release:
-        """Make a stored version (full hash or unambiguous prefix) the flow's current release."""
+        """Make a stored version (full hash or unambiguous prefix) the flow's current release; `unpin`
+        also moves every session pinned to another version onto it."""
         digest = await self.resolve(flow, ref)
-        request = CutoverRequest(flow, digest, actor, check_message(message), "activate", expected_generation)
-        return await self._cutover(request)
+        request = CutoverRequest(
+            flow, digest, actor, check_message(message), "activate", expected_generation, unpin=unpin
+        )
+        return await self._cutover(request, options)
 
     async def rollback(
         self,
@@ -186,12 +196,16 @@ class ControlService:
         message: str | None = None,
         to_generation: int | None = None,
         to_hash: str | None = None,
+        expected_generation: int | None = None,
+        options: CutoverOptions = DEFAULT_OPTIONS,
+        unpin: bool = False,
     ) -> Release:
         """Activate an earlier version as a new generation (by default the newest earlier release with
         a different version, so a rollback of a rollback goes forward again, like `kubectl rollout undo`).
 
         The default target depends on what is current, so that activation is compare-and-set against the
         generation it was computed from: a concurrent activation makes it a conflict, not a surprise.
+        `expected_generation` makes any rollback compare-and-set (the automatic rollback uses it).
         """
         if to_generation is not None and to_hash is not None:
             raise BadRequest("give to_generation or to_hash, not both", flow=flow)
@@ -208,7 +222,10 @@ class ControlService:
             digest = rollback_target(flow, current, history, to_generation=to_generation).hash
             if to_generation is None:
                 expected = current.generation
-        return await self._cutover(CutoverRequest(flow, digest, actor, message, "rollback", expected))
+        if expected_generation is not None:
+            expected = expected_generation
+        request = CutoverRequest(flow, digest, actor, message, "rollback", expected, unpin=unpin)
+        return await self._cutover(request, options)
 
     async def gc(self, *, actor: str) -> dict[str, Any]:
         result = await self.store.gc(by=actor)
@@ -262,6 +279,23 @@ class ControlService:
             "rows": [r.as_dict() for r in rows],
         }
 
+    async def rollout_status(self, flow: str) -> dict[str, Any]:
+        """How far the live replicas are on the flow's current release, and its latest rollout."""
+        release = await self.store.get_release(flow)
+        if release is None:
+            await self.require_flow(flow)
+        statuses = await self.store.read_fleet()
+        state = convergence(
+            flow, release.hash if release else None, release.generation if release else None, statuses
+        )
+        self.metrics.set_replicas(replicas_per_generation(statuses))
+        record = await rollouts.read_record(self.store.redis, self.store.keys, flow)
+        return {"release": release_dict(release), "rollout": record, **state.as_dict()}
+
+    async def refresh_metrics(self) -> None:
+        """Update the gauges that describe the fleet (replicas per flow generation)."""
+        self.metrics.set_replicas(replicas_per_generation(await self.store.read_fleet()))
+
     async def audit(self, flow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         if flow is not None:
             check_flow_name(flow)
@@ -280,6 +314,10 @@ class ControlService:
             raise BadRequest(f"{ref!r} is not a version hash: use 8 to 64 hex characters", hash=ref)
         return await self.store.resolve(flow, ref)
 
+    async def check_version(self, flow: str, digest: str) -> None:
+        """Verify a stored version's bytes and compile it (what every activation does first)."""
+        await self._compile(await self.load(flow, digest))
+
     async def load(self, flow: str, digest: str) -> Any:
         """The stored document, after checking its bytes still hash to their address."""
         try:
@@ -295,7 +333,8 @@ class ControlService:
             engine.compile_flow, document, registry=self.registry, limits=self.limits, environ=self.environ
         )
 
-    async def _cutover(self, request: CutoverRequest) -> Release:
+    async def _cutover(self, request: CutoverRequest, options: CutoverOptions) -> Release:
+        request = replace(request, prepare=options.prepare, force=options.force, timeout_s=options.timeout_s)
         counter = self.metrics.activations
         try:
             # The stored version is checked again: the registry or the bytes may have changed since publish.

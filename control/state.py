@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from starlette.requests import Request
@@ -11,6 +12,9 @@ from cluster.settings import Settings
 from control.auth import TokenTable
 from control.metrics import ControlMetrics
 from control.service import ControlService
+
+if TYPE_CHECKING:
+    from control.canary import CanaryService
 
 
 @dataclass
@@ -22,6 +26,7 @@ class ControlState:
     metrics: ControlMetrics
     service: ControlService | None = None
     redis: aioredis.Redis | None = None
+    canaries: CanaryService | None = None
 
 
 def control_state(request: Request) -> ControlState:

@@ -129,10 +129,11 @@ def test_summary_goes_under_the_title_and_skips_quick_results(tmp_path: Path) ->
     (results / "hotreload.json").write_text(json.dumps(hot))
     (results / "memory.json").write_text(json.dumps(mem))
     write_section("engine", "engine numbers", doc)
+    write_section("about", "how to run", doc, first=True)
     assert summary.write(results, doc) is True
     text = doc.read_text()
     assert text.startswith("# Benchmarks")
-    assert text.index("## Summary") < text.index("engine numbers")
+    assert text.index("how to run") < text.index("## Summary") < text.index("engine numbers")
     assert "1000 runs" in text and "0 errors" in text and "Memory" not in text
     hot["run"]["load"]["requests"] = 2000
     (results / "hotreload.json").write_text(json.dumps(hot))

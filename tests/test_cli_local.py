@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,23 @@ def test_validate_reads_langflow_exports_like_publish_does(capsys: pytest.Captur
     assert lines[0] == f"{good}: ok (4 nodes)"
     assert lines[1].startswith(f"{bad}: /: cannot import LangFlow export: 4 unsupported LangFlow components")
     assert len(lines) == 2
+
+
+def test_a_reader_that_goes_away_is_exit_141_without_a_traceback(tmp_path: Path) -> None:
+    """`flowfleet ... | head`: the pipe's reader is gone before anything is written (EPIPE for sure)."""
+    script = Path(sys.executable).with_name("flowfleet")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [str(script), "validate", str(LANGFLOW / "basic_prompting.json")],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr

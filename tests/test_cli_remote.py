@@ -167,6 +167,8 @@ async def test_status_shows_the_fleet(
     rows = cli("status", flow, "-o", "json").json()["rows"]
     assert [(r["replica"], r["state"]) for r in rows] == [(replica, "current")]
     assert "no live replica reports flow other" in cli("status", "other").out
+    # A fake replica that never answers a prepare would hold up later two-phase activations here.
+    await redis_client.delete(Keys(control.namespace).replica(replica))
 
 
 def test_audit(cli: Cli, flow: str, tmp_path: Path) -> None:

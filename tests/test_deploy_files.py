@@ -264,16 +264,17 @@ def matches(key: str, globs: set[str]) -> bool:
 
 
 @pytest.mark.parametrize("flow", ["support_qa", "replica", "replicas", "a.b-c", "x" * 128])
-def test_worker_acl_reads_every_key_and_writes_only_status(flow: str) -> None:
+def test_worker_acl_reads_every_key_and_writes_only_status_and_session_pins(flow: str) -> None:
     worker = patterns(acl_rules()["worker"])
     assert worker["read"] == {KEYS.all_pattern()}
-    assert worker["readwrite"] == {KEYS.replica_pattern(), KEYS.replicas()}
+    assert worker["readwrite"] == {KEYS.replica_pattern(), KEYS.replicas(), KEYS.session_pattern()}
     assert worker["channels"] == {KEYS.channel()} and not worker["write"]
     for what, key in sample_keys(flow).items():
         assert matches(key, worker["read"]), f"worker cannot read {what} {key}"
         assert not matches(key, worker["readwrite"]), f"worker may write {what} {key}"
     for status in (KEYS.replica("web-1"), KEYS.replica("host-12:34"), KEYS.replicas()):
         assert matches(status, worker["readwrite"])
+    assert matches(KEYS.session(flow, "chat-42"), worker["readwrite"])
 
 
 def test_worker_acl_commands_exclude_writes_scripts_and_publish() -> None:
@@ -294,7 +295,7 @@ def test_worker_acl_commands_exclude_writes_scripts_and_publish() -> None:
         "config",
     }
     assert not allowed & forbidden
-    assert {"get", "hgetall", "smembers", "set", "zadd", "subscribe", "ping"} <= allowed
+    assert {"get", "hgetall", "smembers", "set", "getex", "zadd", "subscribe", "ping"} <= allowed
 
 
 def test_control_and_default_acl() -> None:

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from cluster.engine import CompiledFlow, compile_flow, run_examples
+from cluster.engine import CompiledFlow, compile_analysis, compile_flow, run_examples
 from cluster.errors import FlowValidationError, NodeFailed, RunInputError, RunTimeout
 from cluster.hashing import content_address
+from cluster.validation import check_and_analyse
 from tests.engine_components import BARRIERS, CALLS, CLOSED, EVENTS, edge, node, registry
 
 REGISTRY = registry()
@@ -46,6 +47,25 @@ def test_compile_exposes_what_the_fleet_needs() -> None:
     assert flow.input_names == {"text", "b", "c"}
     assert flow.output_names == ("answer",)
     assert [t.name for t in flow.tests] == ["t"]
+
+
+async def test_compile_analysis_is_compile_flow_after_validation() -> None:
+    document = {
+        "nodes": [node("a"), node("j", "Join"), node("o", "Out", name="answer")],
+        "edges": [edge("a", "j", None, "a"), edge("j", "o")],
+    }
+    analysis = check_and_analyse(document, registry=REGISTRY)
+    split = compile_analysis(analysis, digest="d" * 64)
+    whole = compiled(document)
+    assert split.digest == "d" * 64
+    assert [s.node_id for s in split.steps] == [s.node_id for s in whole.steps]
+    assert (split.outputs, split.required_inputs, split.input_names) == (
+        whole.outputs,
+        whole.required_inputs,
+        whole.input_names,
+    )
+    inputs = {"text": "x", "b": "y"}
+    assert (await split.run(inputs)).outputs == (await whole.run(inputs)).outputs
 
 
 def test_digest_ignores_key_order_and_spacing() -> None:

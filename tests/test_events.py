@@ -119,3 +119,50 @@ def test_every_event_field_has_a_decodable_type() -> None:
     for cls in EVENT_TYPES.values():
         for field in dataclasses.fields(cls):
             assert str(field.type) in events._FIELD_TYPES, (cls.TYPE, field.name, field.type)
+
+
+def test_prepare_and_abort_round_trip() -> None:
+    prepare = events.Prepare("qa", "ab" * 32, "9f2c01", 8, "ci", 1.5, timeout_s=10.0)
+    abort = events.Abort("qa", "9f2c01", "ci", 2.5, "r3: invalid_document")
+    assert decode(encode(prepare)) == prepare and decode(encode(abort)) == abort
+    assert (
+        orjson.loads(encode(prepare))["type"] == "prepare" and orjson.loads(encode(abort))["type"] == "abort"
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {
+            "type": "prepare",
+            "flow": "qa",
+            "hash": "nothex",
+            "rollout": "r",
+            "generation": 2,
+            "by": "c",
+            "at": 1,
+        },
+        {
+            "type": "prepare",
+            "flow": "qa",
+            "hash": "ab" * 32,
+            "rollout": "",
+            "generation": 2,
+            "by": "c",
+            "at": 1,
+        },
+        {
+            "type": "prepare",
+            "flow": "qa",
+            "hash": "ab" * 32,
+            "rollout": "r",
+            "generation": 0,
+            "by": "c",
+            "at": 1,
+        },
+        {"type": "abort", "flow": "", "rollout": "r", "by": "c", "at": 1},
+        {"type": "abort", "flow": "qa", "by": "c", "at": 1},
+    ],
+)
+def test_unusable_prepare_and_abort_events_decode_to_none(payload: dict[str, object]) -> None:
+    assert decode(orjson.dumps({"v": 1, **payload})) is None

@@ -50,6 +50,22 @@ KEYWORD_CASES: list[tuple[dict[str, Any], list[Any]]] = [
     (True, [1, None]),
     (False, [1, None]),
     ({"description": "annotations only", "default": 3}, [1, "x"]),
+    # One declared type folds the type check into that type's own keywords.
+    ({"type": "string"}, ["", 1, None]),
+    ({"type": "string", "pattern": "^a"}, ["a", "ba", 1, None]),
+    ({"type": "string", "minLength": 1, "maxLength": 2, "pattern": "a"}, ["a", "", "aaa", "b", 1]),
+    ({"type": "object"}, [{}, [], "x"]),
+    (
+        {"type": "object", "minProperties": 1, "propertyNames": {"maxLength": 1}},
+        [{}, {"a": 1}, {"ab": 1}, []],
+    ),
+    ({"type": "object", "properties": {"a": True}, "additionalProperties": False}, [{"a": 1}, {"b": 1}, {}]),
+    ({"type": "array"}, [[], {}, "x"]),
+    ({"type": "array", "minItems": 1}, [[], [1], {}]),
+    ({"type": "array", "items": {"type": "integer"}}, [[1], [1.5], [True], {}]),
+    ({"items": {"type": "integer"}, "maxItems": 1}, [[1], [1, 2], "not a list"]),
+    ({"type": ["string", "array"], "minLength": 2, "minItems": 1}, ["ab", "a", [], [1], 3]),
+    ({"type": "integer", "minimum": 1, "maximum": 3, "not": {"const": 2}}, [1, 2, 3, 4, 1.0, True]),
 ]
 
 

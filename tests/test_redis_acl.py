@@ -85,6 +85,10 @@ async def test_worker_reads_releases_and_blobs_and_writes_only_its_status(
     assert [r.generation for r in await worker.history(FLOW)] == [1]
     await worker.write_replica_status("web-1", {"flows": {FLOW: {"hash": digest}}}, ttl_s=30)
     assert [s["replica_id"] for s in await control_store.read_fleet()] == ["web-1"]
+    # Session pins: SET NX with a TTL, then GETEX to read and refresh it.
+    pin = KEYS.session(FLOW, "chat-1")
+    assert await clients["worker"].set(pin, b"{}", px=60_000, nx=True)
+    assert await clients["worker"].getex(pin, px=60_000) == b"{}"
     assert await clients["worker"].ping()
 
 
@@ -97,6 +101,8 @@ async def test_worker_cannot_change_what_runs(clients: dict[str, aioredis.Redis]
         "write a blob": lambda: w.set(KEYS.blob(FLOW, digest), b"{}"),
         "add a version": lambda: w.zadd(KEYS.versions(FLOW), {"f" * 64: 1.0}),
         "write a flow named like the status keys": lambda: w.set(KEYS.release("replica"), b"x"),
+        "write a flow key through the session grant": lambda: w.set(KEYS.release("session"), b"x"),
+        "refresh a release key with GETEX": lambda: w.getex(KEYS.release(FLOW), px=1000),
         "delete a key": lambda: w.delete(KEYS.blob(FLOW, digest)),
         "delete its own status": lambda: w.delete(KEYS.replica("web-1")),
         "publish a release event": lambda: w.publish(KEYS.channel(), b'{"v": 1, "type": "release"}'),

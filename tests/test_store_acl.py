@@ -18,7 +18,7 @@ from tests.test_store import next_messages
 NS = "acltest"
 # Kept verbatim in docs/redis-layout.md.
 CONTROL_RULE = f"~{NS}:* &{NS}:events +@all -@dangerous"
-WORKER_RULE = f"~{NS}:* &{NS}:events +@read +@pubsub +@connection +set +zadd"
+WORKER_RULE = f"~{NS}:* &{NS}:events +@read +@pubsub +@connection +set +getex +zadd"
 
 
 async def test_documented_rules_allow_the_store_and_nothing_outside_the_namespace(
@@ -50,6 +50,9 @@ async def test_documented_rules_allow_the_store_and_nothing_outside_the_namespac
         assert len(await worker.history("qa")) == 2
         await worker.write_replica_status("web-1", {"flows": {}}, ttl_s=30)
         assert [s["replica_id"] for s in await control.read_fleet()] == ["web-1"]
+        pin = worker.keys.session("qa", "chat-1")
+        assert await worker.redis.set(pin, b"{}", px=60_000, nx=True)
+        assert await worker.redis.getex(pin, px=60_000) == b"{}"
 
         # A replica cannot change what runs, and nobody reaches keys outside the namespace.
         with pytest.raises(NoPermissionError):

@@ -7,7 +7,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cluster.errors import ComponentError, FlowValidationError
-from cluster.templates import Template, Var, check_template, parse_template, render, to_text
+from cluster.templates import (
+    Template,
+    Var,
+    _fast_parts,
+    _ParseCache,
+    _scan,
+    check_template,
+    clear_cache,
+    parse_template,
+    render,
+    to_text,
+)
 
 
 def test_parse_splits_literals_and_variables() -> None:
@@ -136,3 +147,37 @@ def test_safe_templates_render_like_str_format(pieces: list[str]) -> None:
     template = parse_template(text)
     values = {name: f"<{name}>" for name in template.variables}
     assert render(template, values) == text.format(**values)
+
+
+@given(st.text(alphabet="a_1 {}.!", max_size=40))
+def test_fast_tokenizer_agrees_with_the_full_scan(text: str) -> None:
+    # The one-pass tokenizer must read every safe template exactly as the brace scanner does, and give
+    # up (None) on every template the scanner finds a problem in.
+    parts, problems = _scan(text, "")
+    assert _fast_parts(text) == (None if problems else parts)
+
+
+def test_parsed_templates_are_cached_and_problems_located_per_call() -> None:
+    clear_cache()
+    first = parse_template("Q: {q} {{x}}")
+    assert parse_template("Q: {q} {{x}}") is first
+    assert check_template("{a.b}", "/one")[0].path == "/one"
+    assert check_template("{a.b}", "/two")[0].path == "/two"
+    with pytest.raises(FlowValidationError) as raised:
+        parse_template("{a.b}", "/three")
+    assert [p.path for p in raised.value.problems] == ["/three"]
+    clear_cache()
+    assert parse_template("Q: {q} {{x}}") is not first
+
+
+def test_parse_cache_is_bounded_by_weight() -> None:
+    cache = _ParseCache(max_weight=1000)
+    for i in range(100):
+        text = f"template {i}: {{v{i}}}"
+        cache.put(text, parse_template(text))
+    assert 0 < len(cache) < 100
+    assert cache.get("template 99: {v99}") is not None  # the most recent stay
+    assert cache.get("template 0: {v0}") is None  # the oldest went first
+    huge = "x" * 2000
+    cache.put(huge, parse_template(huge))
+    assert cache.get(huge) is None  # heavier than the whole cache: never held

@@ -352,6 +352,21 @@ def test_template_length_limit_applies_to_every_params_string() -> None:
     ]
 
 
+def test_template_length_limit_counts_characters_not_json_bytes() -> None:
+    # Escapes and multi-byte characters make the JSON longer than the limit; only the strings count.
+    document = {
+        "nodes": [
+            node("a", "Const", value='"\\' * 50),
+            node("b", "Const", value="é" * 100),
+            node("c", "Const", value=["y" * 100]),
+            node("d", "Const", value={"k": "z" * 101}),
+        ]
+    }
+    assert problems(document, limits=Limits(max_template_chars=100)) == [
+        ("/nodes/3/params/value/k", "too_long")
+    ]
+
+
 def test_default_template_limit_with_a_builtin_prompt() -> None:
     document = {
         "nodes": [{"id": "p", "type": "PromptTemplate", "params": {"template": "{x}" + "a" * 100_000}}]

@@ -15,8 +15,9 @@ from worker.replica import Replica
 NS = "aclworker"
 # Kept verbatim (with the namespace `flowfleet`) in docs/worker.md.
 MINIMAL_WORKER_RULE = (
-    f"resetkeys resetchannels %R~{NS}:* %W~{NS}:replica:* %W~{NS}:replicas &{NS}:events "
-    "-@all +smembers +hgetall +get +set +zadd +subscribe +unsubscribe +ping +hello +auth +client|setname"
+    f"resetkeys resetchannels %R~{NS}:* %W~{NS}:replica:* %W~{NS}:replicas %RW~{NS}:{{*}}:session:* "
+    f"&{NS}:events -@all +smembers +hgetall +get +set +getex +zadd +subscribe +unsubscribe +ping +hello "
+    "+auth +client|setname"
 )
 # redis-py also sends CLIENT SETINFO (Redis >= 7.2 knows it; grant it there) and ignores a refusal.
 IGNORED_REFUSALS = {"client|setinfo"}
@@ -42,6 +43,12 @@ async def test_replica_loads_follows_and_reports_with_only_the_minimal_rule(make
         await wait_for(lambda: replica.state.snapshot.get("qa").hash == d2, what="event under the ACL")
         await wait_for(lambda: replica.heartbeat.beats >= 2, what="status writes under the ACL")
         assert [s["id"] for s in await store.read_fleet()] == ["acl-1"]
+        # Session pins: created on a session's first run, read and refreshed on the next.
+        loaded = replica.state.snapshot.get("qa")
+        first = await replica.sessions.serve(loaded, "chat-1", None)
+        again = await replica.sessions.serve(loaded, "chat-1", None)
+        assert first.pinned and again.pinned and again.hash == d2
+        assert await admin.pttl(Keys(NS).session("qa", "chat-1")) > 0
         assert replica.subscriber._failures == 0 and not replica.heartbeat._failing
         # The same credentials cannot change what runs, nor announce anything.
         with pytest.raises(NoPermissionError):

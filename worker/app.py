@@ -25,6 +25,7 @@ from cluster.http import EXCEPTION_HANDLERS, JSONResponse, error_response, read_
 from cluster.settings import Settings
 from worker.ports import Compiler
 from worker.replica import Replica, StoreFactory
+from worker.routing import route, run_keys
 
 RETRY_AFTER_S = "1"
 
@@ -44,6 +45,7 @@ async def run_flow(request: Request) -> Response:
     trace = body.get("trace", False)
     if not isinstance(trace, bool):
         raise BadRequest("'trace' must be true or false", field="trace")
+    keys = run_keys(request.headers, body)
     if replica.state.draining:
         return error_response(
             503, "shutting_down", "replica is shutting down", headers={"Retry-After": RETRY_AFTER_S}
@@ -53,8 +55,10 @@ async def run_flow(request: Request) -> Response:
     if loaded is None:
         return not_loaded(replica, name)
     metrics = replica.metrics
+    # Stable or canary by the request key; a session's pin may choose otherwise (below).
+    served = route(loaded, keys.key)
     if not replica.gate.try_enter():
-        metrics.runs_total.labels(name, loaded.hash, "overloaded").inc()
+        metrics.runs_total.labels(name, served.hash, "overloaded").inc()
         return error_response(
             503,
             "overloaded",
@@ -64,29 +68,43 @@ async def run_flow(request: Request) -> Response:
         )
     started = time.monotonic()
     outcome = "internal_error"
+    failure: FlowfleetError | None = None
     try:
-        result = await loaded.compiled.run(inputs, timeout=replica.settings.run_timeout_s, trace=trace)
+        if keys.session_id is not None:
+            served = await replica.sessions.serve(loaded, keys.session_id, keys.key)
+        result = await served.compiled.run(inputs, timeout=replica.settings.run_timeout_s, trace=trace)
         outcome = "ok"
     except FlowfleetError as e:
-        outcome = e.code
-        raise
+        outcome, failure = e.code, e
     except asyncio.CancelledError:
         outcome = "cancelled"  # the client went away, or shutdown ran out of grace
         raise
     finally:
         replica.gate.leave()
-        metrics.runs_total.labels(name, loaded.hash, outcome).inc()
-        metrics.run_duration.labels(name, loaded.hash).observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        metrics.runs_total.labels(name, served.hash, outcome).inc()
+        metrics.run_duration.labels(name, served.hash).observe(elapsed)
+        if outcome != "cancelled":  # a client that went away says nothing about the version
+            replica.run_stats.record(name, loaded.epoch, served.hash, ok=outcome == "ok", seconds=elapsed)
+    headers = {"X-Flowfleet-Version": served.hash, "X-Flowfleet-Variant": served.variant}
+    if failure is not None:
+        # A failed run names its version too, so a client can tell a failing canary from the stable.
+        f = failure
+        return error_response(f.http_status, f.code, f.message, f.details, headers=headers)
     payload: dict[str, Any] = {
         "outputs": result.outputs,
         "flow": name,
-        "version": loaded.hash,
-        "generation": loaded.generation,
+        "version": served.hash,
+        "generation": served.generation,
+        "variant": served.variant,
         "duration_ms": result.duration_ms,
     }
+    if keys.session_id is not None:
+        payload["session_id"] = keys.session_id
+        payload["pinned"] = served.pinned
     if trace:
         payload["trace"] = result.trace
-    return JSONResponse(payload, headers={"X-Flowfleet-Version": loaded.hash})
+    return JSONResponse(payload, headers=headers)
 
 
 def not_loaded(replica: Replica, name: str) -> Response:

@@ -3,7 +3,9 @@
 Status JSON (documented in docs/worker.md):
     {"id", "host", "pid", "started_at", "heartbeat_at", "ready", "subscribed", "state",
      "flows": {flow: {"hash", "generation", "loaded_at", "last_error", "consecutive_failures"}},
-     "last_error", "consecutive_failures"}
+     "last_error", "consecutive_failures",
+     "prepared": {flow: {"rollout", "hash", "generation", "ok", "reason", "message", "at"}},
+     "runs": {flow: {"epoch", "versions": {hash: {"runs", "errors", "buckets"}}}}}  (cluster.runstats)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def build_status(
     now: float,
     host: str | None = None,
     pid: int | None = None,
+    runs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pure: the status document of this replica at `now`."""
     flows = state.status()
@@ -55,6 +58,7 @@ def build_status(
         "flows": flows,
         "last_error": last_error,
         "consecutive_failures": max((e[1] for e in errors), default=0),
+        "runs": runs or {},
     }
 
 
@@ -70,8 +74,13 @@ class Heartbeat:
         ttl_s: float,
         subscribed: Callable[[], bool],
         clock: Callable[[], float] = time.time,
+        extra: Callable[[], dict[str, Any]] | None = None,
+        runs: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
+        # More status fields (the two-phase `prepared` replies), merged into every status written.
+        self.extra = extra or dict
+        self.runs = runs or dict
         self.state = state
         self.interval_s = interval_s
         # A TTL shorter than two beats would make a healthy replica flicker out of the fleet table.
@@ -85,9 +94,15 @@ class Heartbeat:
         self._wake = asyncio.Event()
 
     def status(self) -> dict[str, Any]:
-        return build_status(
-            self.state, started_at=self.started_at, subscribed=self.subscribed(), now=self.clock()
+        status = build_status(
+            self.state,
+            started_at=self.started_at,
+            subscribed=self.subscribed(),
+            now=self.clock(),
+            runs=self.runs(),
         )
+        status.update(self.extra())
+        return status
 
     async def beat(self) -> bool:
         try:

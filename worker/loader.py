@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -19,8 +19,9 @@ from redis.exceptions import RedisError
 from cluster.errors import FlowValidationError
 from cluster.hashing import sha256_hex
 from worker.metrics import WorkerMetrics
-from worker.ports import Compiler, ReleaseReader, Target
-from worker.state import LoadedFlow, LoadError, WorkerState, retag
+from worker.ports import Compiler, ReleaseReader, Runnable, Target
+from worker.state import CanaryVersion, LoadedFlow, LoadError, WorkerState
+from worker.versions import VersionCache, VersionRef, extras_of
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,12 @@ class Loader:
         monotonic: Callable[[], float] = time.monotonic,
         thread_compile_bytes: int = THREAD_COMPILE_BYTES,
         on_change: Callable[[], None] | None = None,
+        take_prepared: Callable[[str, str], LoadedFlow | None] | None = None,
+        cache: VersionCache | None = None,
     ) -> None:
         self.store = store
+        # Compiled versions by hash, so canaries, promotions and pinned sessions reuse them.
+        self.cache = cache if cache is not None else VersionCache(idle_s=1800.0, clock=monotonic)
         self.state = state
         self.compiler = compiler
         self.metrics = metrics
@@ -75,6 +80,8 @@ class Loader:
         self._locks: dict[str, asyncio.Lock] = {}
         # Called after every swap and every failed load (the heartbeat reports it at once).
         self.on_change = on_change or (lambda: None)
+        # A version compiled ahead by a two-phase prepare (worker/prepared.py), taken on its commit.
+        self.take_prepared = take_prepared or (lambda flow, digest: None)
 
     def _lock(self, flow: str) -> asyncio.Lock:
         return self._locks.setdefault(flow, asyncio.Lock())
@@ -111,10 +118,7 @@ class Loader:
             if not self.state.health_of(target.flow).may_attempt(target, started, forced=forced):
                 return ReloadOutcome(target.flow, "skipped", old_hash, target.hash, target.generation, 0.0)
             try:
-                if current is not None and current.hash == target.hash:
-                    prepared = retag(current, target, self._clock())
-                else:
-                    prepared = await self.prepare(target)
+                prepared = await self.prepare_release(target, current)
             except LoadFailure as e:
                 return self._failed(target, old_hash, e, started, triggered_by)
             self.commit(prepared, allow_regression=regressed)
@@ -126,6 +130,44 @@ class Loader:
             )
             self._log(outcome, triggered_by)
             return outcome
+
+    async def prepare_release(self, target: Target, current: LoadedFlow | None) -> LoadedFlow:
+        """Everything `target` serves, compiled: its version and its canary's, reusing what is loaded
+        (a canary start, a percent change or an abort compiles nothing). Raises LoadFailure."""
+        extras = extras_of(target)
+        compiled = await self.compiled(target.flow, target.hash, target.generation, current)
+        canary = None
+        if extras.canary_hash:
+            canary_compiled = await self.compiled(target.flow, extras.canary_hash, target.generation, current)
+            canary = CanaryVersion(
+                extras.canary_hash, canary_compiled, extras.canary_percent, extras.canary_started_at
+            )
+        return LoadedFlow(
+            target.flow, compiled, target.hash, target.generation, self._clock(), canary,
+            extras.unpin_generation,
+        )  # fmt: skip
+
+    async def compiled(
+        self, flow: str, digest: str, generation: int, current: LoadedFlow | None = None
+    ) -> Runnable:
+        """One version, compiled: from what serves now, from the cache, or fetched, verified and
+        compiled (then cached). Raises LoadFailure."""
+        if current is not None:
+            if current.hash == digest:
+                return current.compiled
+            if current.canary is not None and current.canary.hash == digest:
+                return current.canary.compiled
+        cached = self.cache.get(flow, digest)
+        if cached is not None:
+            return cached
+        # A two-phase rollout compiled it already (worker/prepared.py): the commit only swaps.
+        held = self.take_prepared(flow, digest)
+        if held is not None:
+            self.cache.put(flow, digest, held.compiled)
+            return held.compiled
+        prepared = await self.prepare(VersionRef(flow, digest, generation))
+        self.cache.put(flow, digest, prepared.compiled)
+        return prepared.compiled
 
     async def prepare(self, target: Target) -> LoadedFlow:
         """Fetch, verify and compile `target` without serving it. Raises LoadFailure."""
@@ -176,10 +218,9 @@ class Loader:
         current = self.state.snapshot.get(prepared.flow)
         if current is not None and prepared.generation <= current.generation and not allow_regression:
             return False
-        loaded = LoadedFlow(
-            prepared.flow, prepared.compiled, prepared.hash, prepared.generation, self._clock()
-        )
+        loaded = replace(prepared, loaded_at=self._clock())
         self.state.commit(loaded)
+        self._keep_versions(current, loaded)
         self.state.record_success(prepared.flow)
         self.metrics.set_version(
             prepared.flow,
@@ -188,6 +229,13 @@ class Loader:
         )
         self.on_change()
         return True
+
+    def _keep_versions(self, old: LoadedFlow | None, new: LoadedFlow) -> None:
+        """Versions just swapped out stay cached for pinned sessions (until idle for the session TTL)."""
+        for version in (new, new.canary, old, old.canary if old else None):
+            if version is not None:
+                self.cache.put(new.flow, version.hash, version.compiled)
+        self.cache.sweep(serving_versions(self.state))
 
     def _failed(
         self, target: Target, old_hash: str | None, e: LoadFailure, started: float, triggered_by: str
@@ -227,6 +275,16 @@ class Loader:
         line = " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
         level = logging.INFO if outcome.result == "loaded" else logging.WARNING
         log.log(level, "reload %s", line, extra={"reload": fields})
+
+
+def serving_versions(state: WorkerState) -> set[tuple[str, str]]:
+    """(flow, hash) of every version the snapshot serves as stable or canary (never evicted)."""
+    serving = set()
+    for flow, loaded in state.snapshot.flows.items():
+        serving.add((flow, loaded.hash))
+        if loaded.canary is not None:
+            serving.add((flow, loaded.canary.hash))
+    return serving
 
 
 def _logfmt(value: Any) -> str:

@@ -55,6 +55,12 @@ class WorkerMetrics:
             buckets=RUN_BUCKETS,
             registry=r,
         )
+        self.session_pins = Counter(
+            "flowfleet_session_pins",
+            "Session pin lookups by result (created, followed, replaced, degraded = Redis unavailable).",
+            ["flow", "result"],
+            registry=r,
+        )
         self.subscriber_connected = Gauge(
             "flowfleet_subscriber_connected", "1 while the change-event subscription is live.", registry=r
         )

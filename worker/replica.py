@@ -18,13 +18,17 @@ from redis.backoff import NoBackoff
 
 from cluster.keys import REPLICA_ID, InvalidName, Keys
 from cluster.redis_conn import connect, redact
+from cluster.runstats import RunStats
 from cluster.settings import Settings
 from worker.heartbeat import Heartbeat
-from worker.loader import Loader
+from worker.loader import Loader, serving_versions
 from worker.metrics import WorkerMetrics
 from worker.ports import Compiler, ReleaseReader, Runnable
+from worker.prepared import PreparedVersions, Preparer
+from worker.sessions import SessionPins
 from worker.state import WorkerState
 from worker.subscriber import Subscriber, Timing
+from worker.versions import VersionCache
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +42,13 @@ StoreFactory = Callable[[aioredis.Redis, Keys, Settings], ReleaseReader]
 def engine_compiler(environ: Mapping[str, str]) -> Compiler:
     """The real compiler: parse with the engine's limits, validate, build components."""
     from cluster.components.registry import default_registry
-    from cluster.engine import compile_flow
+    from cluster.engine import compile_flow, warm_up
     from cluster.validation import parse_document
 
     # Built now, not on the first load: plugin problems show in the start-up log, and the first swap
-    # does not pay for scanning entry points.
+    # pays neither for scanning entry points nor for building the components' params validators.
     registry = default_registry()
+    warm_up(registry)
 
     def compile_bytes(data: bytes) -> Runnable:
         return compile_flow(parse_document(data), registry=registry, environ=environ)
@@ -123,6 +128,7 @@ class Replica:
         self.state = WorkerState(s.replica_id)
         self.metrics = WorkerMetrics()
         self.gate = RunGate(max(1, s.max_concurrent_runs))
+        self.run_stats = RunStats()
         self.started_at = time.time()
         redis = redis_client(s.redis_url, retries=1, name=f"flowfleet-worker:{s.replica_id}")
         # The subscriber's connection never retries or health-checks on its own: the subscriber owns
@@ -132,12 +138,15 @@ class Replica:
         )
         self._clients = [redis, sub_redis]
         self.store = (store_factory or store_from_redis)(redis, self.keys, s)
+        self.prepared = PreparedVersions()
         self.heartbeat = Heartbeat(
             self.store,
             self.state,
             interval_s=s.heartbeat_s,
             ttl_s=s.status_ttl_s,
             subscribed=lambda: self.subscriber.connected.is_set(),
+            extra=lambda: {"prepared": self.prepared.status()},
+            runs=lambda: self.run_stats.report(serving_versions(self.state)),
         )
         self.heartbeat.started_at = self.started_at
         self.loader = Loader(
@@ -146,10 +155,21 @@ class Replica:
             compiler or engine_compiler(environ or {}),
             self.metrics,
             on_change=self.heartbeat.poke,
+            take_prepared=self.prepared.take,
+            cache=VersionCache(idle_s=s.session_ttl_s, close_after_s=s.run_timeout_s + 5.0),
         )
+        preparer = Preparer(self.loader, self.state, self.prepared, on_change=self.heartbeat.poke)
+        self.sessions = SessionPins(redis, self.keys, self.loader, self.metrics, ttl_s=s.session_ttl_s)
         timing = Timing(reconcile_s=s.reconcile_s, watchdog_s=s.watchdog_s, ping_s=s.ping_s)
         self.subscriber = Subscriber(
-            sub_redis, self.keys.channel(), self.store, self.loader, self.state, self.metrics, timing
+            sub_redis,
+            self.keys.channel(),
+            self.store,
+            self.loader,
+            self.state,
+            self.metrics,
+            timing,
+            preparer=preparer,
         )
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -189,6 +209,7 @@ class Replica:
             await asyncio.wait_for(self.heartbeat.beat(), timeout=2.0)
         except TimeoutError:
             pass
+        await self.loader.cache.aclose()
         for client in self._clients:
             await client.aclose()
         log.info("replica=%s stopped", s.replica_id)

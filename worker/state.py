@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -23,22 +23,45 @@ BACKOFF_CAP_S = 300.0
 
 
 @dataclass(frozen=True)
+class CanaryVersion:
+    """A canary served next to the stable version for `percent` of the request keys."""
+
+    hash: str
+    compiled: Runnable
+    percent: float
+    started_at: float
+
+
+@dataclass(frozen=True)
 class LoadedFlow:
-    """One compiled version, ready to serve. `loaded_at` is unix seconds of the swap."""
+    """One release, ready to serve: the stable version, and optionally a canary (docs/canary.md).
+
+    `loaded_at` is unix seconds of the swap; session pins made before `unpin_generation` are ignored.
+    """
 
     flow: str
     compiled: Runnable
     hash: str
     generation: int
     loaded_at: float
+    canary: CanaryVersion | None = None
+    unpin_generation: int = 0
+
+    @property
+    def epoch(self) -> float:
+        """What run counters are grouped by: the canary's start, 0 without a canary."""
+        return self.canary.started_at if self.canary else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "flow": self.flow,
             "hash": self.hash,
             "generation": self.generation,
             "loaded_at": self.loaded_at,
         }
+        if self.canary is not None:
+            out["canary"] = {"hash": self.canary.hash, "percent": self.canary.percent}
+        return out
 
 
 @dataclass(frozen=True)
@@ -218,9 +241,6 @@ class WorkerState:
                 "last_error": health.last_error.as_dict() if health.last_error else None,
                 "consecutive_failures": health.consecutive_failures,
             }
+            if loaded is not None and loaded.canary is not None:
+                flows[flow]["canary"] = {"hash": loaded.canary.hash, "percent": loaded.canary.percent}
         return flows
-
-
-def retag(loaded: LoadedFlow, target: Target, now: float) -> LoadedFlow:
-    """Same content under a newer generation (re-activation of the loaded hash): no recompile."""
-    return replace(loaded, generation=target.generation, loaded_at=now)

@@ -21,11 +21,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from cluster.events import Ping, ReleaseChanged, decode
+from cluster.events import Abort, Ping, Prepare, ReleaseChanged, decode
 from cluster.keys import FLOW_NAME
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
 from worker.ports import ReleaseReader
+from worker.prepared import Preparer
 from worker.state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Subscriber:
         timing: Timing,
         *,
         rng: random.Random | None = None,
+        preparer: Preparer | None = None,
     ) -> None:
         self.redis = redis
         self.channel = channel
@@ -81,6 +83,7 @@ class Subscriber:
         self.metrics = metrics
         self.timing = timing
         self.rng = rng or random.Random()
+        self.preparer = preparer
         self.connected = asyncio.Event()
         self.reconciles = 0  # completed reconcile passes (tests wait on it)
         self._stop = asyncio.Event()
@@ -189,16 +192,35 @@ class Subscriber:
             case ReleaseChanged() if not FLOW_NAME.match(event.flow):
                 log.warning("dropping release event for an invalid flow name %.100r", event.flow)
             case ReleaseChanged():
-                task = asyncio.create_task(
-                    self.loader.apply(event, triggered_by=f"event:{event.action}", forced=True),
-                    name=f"flowfleet-load-{event.flow}",
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
+                self._spawn(self._apply_release(event), f"flowfleet-load-{event.flow}")
+            case Prepare() | Abort() if not FLOW_NAME.match(event.flow):
+                log.warning("dropping %s event for an invalid flow name %.100r", event.TYPE, event.flow)
+            case Prepare() if self.preparer is not None:
+                self._spawn(self.preparer.prepare(event), f"flowfleet-prepare-{event.flow}")
+            case Abort() if self.preparer is not None:
+                self.preparer.abort(event)
             case Ping():
                 pass  # liveness only; already counted as traffic
             case _:
                 pass  # unknown or malformed: decode() logged it
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _apply_release(self, event: ReleaseChanged) -> None:
+        """Apply the release record the event points at: it also names the canary and the unpin mark,
+        which the event does not carry (docs/protocol.md, rule 7)."""
+        try:
+            record = await self.store.get_release(event.flow)
+        except EXPECTED as e:
+            # Fetching the version would fail the same way; the next reconcile reads the record.
+            log.warning("reading the release of flow=%s after an event failed (%s)", event.flow, e)
+            self.request_reconcile("event")
+            return
+        target = record if record is not None and record.generation >= event.generation else event
+        await self.loader.apply(target, triggered_by=f"event:{event.action}", forced=True)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cluster.components.base import BuildContext, Component, Ports, RunContext
-from cluster.errors import Problem
+from cluster.errors import FlowValidationError, Problem
 from cluster.templates import check_template, parse_template, render
 
 MAX_TEMPLATE_CHARS = 100_000
@@ -38,9 +38,11 @@ class PromptTemplate(Component):
 
     @classmethod
     def ports(cls, params: Mapping[str, Any]) -> Ports:
-        template = params["template"]
         # Ports are asked for only after check_params passed, but stay total for any string.
-        names = parse_template(template).variables if not check_template(template) else ()
+        try:
+            names = parse_template(params["template"]).variables
+        except FlowValidationError:
+            names = ()
         return Ports(
             inputs=names,
             required=frozenset(names),

@@ -7,10 +7,11 @@
 -- ARGV[8] history_keep   ARGV[9] audit_keep     ARGV[10] event channel
 -- ARGV[11] event head    ARGV[12] event tail    (payload = head .. generation .. tail, see events.py)
 -- ARGV[13] history body: JSON object of the release fields except generation and previous_hash
+-- ARGV[14] '1' to unpin every session of the flow (unpin_generation = the new generation); optional
 --
 -- Returns {'ok', generation, previous_hash} | {'conflict', actual generation} | {'missing', generation}
 
-local current = redis.call('HMGET', KEYS[1], 'generation', 'hash')
+local current = redis.call('HMGET', KEYS[1], 'generation', 'hash', 'unpin_generation')
 local generation = tonumber(current[1]) or 0
 local previous = current[2] or ''
 
@@ -22,12 +23,15 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
 end
 
 local new = string.format('%d', generation + 1)
+-- Session pins older than the newest unpinning release are ignored, so the mark outlives later releases.
+local unpin = ARGV[14] == '1' and new or (current[3] or '0')
 
--- The record is exactly one release: fields of an older release (or a future canary) do not linger.
+-- The record is exactly one release: fields of an older release (or a running canary) do not linger.
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1],
   'hash', ARGV[2], 'generation', new, 'previous_hash', previous,
-  'activated_by', ARGV[4], 'activated_at', ARGV[7], 'reason', ARGV[5], 'action', ARGV[6])
+  'activated_by', ARGV[4], 'activated_at', ARGV[7], 'reason', ARGV[5], 'action', ARGV[6],
+  'unpin_generation', unpin)
 
 local entry = '{"generation":' .. new .. ',"previous_hash":' ..
   (previous == '' and 'null' or cjson.encode(previous)) .. ',' .. string.sub(ARGV[13], 2)
@@ -36,7 +40,8 @@ redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[8]) - 1)
 
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
   'action', ARGV[6], 'flow', ARGV[1], 'hash', ARGV[2], 'generation', new,
-  'previous_hash', previous, 'by', ARGV[4], 'reason', ARGV[5], 'at', ARGV[7])
+  'previous_hash', previous, 'by', ARGV[4], 'reason', ARGV[5], 'at', ARGV[7],
+  'unpin', ARGV[14] == '1' and '1' or '0')
 
 redis.call('PUBLISH', ARGV[10], ARGV[11] .. new .. ARGV[12])
-return {'ok', generation + 1, previous}
+return {'ok', generation + 1, previous, tonumber(unpin)}

@@ -1,13 +1,15 @@
 """The `flowfleet` command line: one parser, subcommands contributed by the modules in this package.
 
 Exit codes (documented in the README): 0 ok, 1 failure or invalid flow, 2 usage, 3 conflict,
-4 not found, 5 unauthorised.
+4 not found, 5 unauthorised, 6 rollout aborted / a replica cannot load the release, 7 `status --wait`
+timed out.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,11 +21,15 @@ EXIT_USAGE = 2
 EXIT_CONFLICT = 3
 EXIT_NOT_FOUND = 4
 EXIT_UNAUTHORISED = 5
+EXIT_ROLLOUT_FAILED = 6
+EXIT_WAIT_TIMEOUT = 7
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as shells report a reader that went away
 
 # Each module exposes `register(subparsers)`, adding subcommands whose parsers set `func(args) -> int`.
 COMMAND_MODULES = (
     "control.cli.local",
     "control.cli.remote",
+    "control.cli.canary",
     "control.cli.servers",
     "control.cli.worker",
     "control.cli.langflow",
@@ -63,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`flowfleet history FLOW | head`): not an error worth a traceback.
+        # Point stdout at /dev/null so the interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return result
 
 

@@ -1,7 +1,8 @@
 """A small synchronous client of the control API for the CLI; HTTP errors become FlowfleetErrors.
 
 The exit code follows the HTTP status: 400 -> 2 (usage), 401/403 -> 5, 404 -> 4, 409 -> 3,
-anything else (422 invalid flow, 413, 5xx, unreachable server) -> 1.
+anything else (422 invalid flow, 413, 5xx, unreachable server) -> 1; an aborted two-phase rollout
+(409 `rollout_aborted`) -> 6, with one line per replica that was not ready.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import orjson
 from cluster.errors import FlowfleetError, Unauthorized
 
 STATUS_EXIT = {400: 2, 401: 5, 403: 5, 404: 4, 409: 3}
+# Error codes with an exit code of their own (they win over the status's).
+CODE_EXIT = {"rollout_aborted": 6}
 TIMEOUT_S = 30.0
 
 
@@ -37,6 +40,18 @@ def describe_error(status: int, body: Any) -> str:
         return f"HTTP {status}"
     message = str(body.get("message") or body.get("error") or f"HTTP {status}")
     details = body.get("details")
+    failures = details.get("failures") if isinstance(details, dict) else None
+    if body.get("error") == "rollout_aborted" and isinstance(failures, list) and isinstance(details, dict):
+        lines = [
+            f"  {f.get('replica')}: {f.get('reason')}: {f.get('message')}"
+            for f in failures
+            if isinstance(f, dict)
+        ]
+        head = (
+            f"rollout of {details.get('flow')} to {str(details.get('hash'))[:12]} aborted, nothing switched: "
+            f"{len(lines)} replica(s) not ready (--force commits anyway)"
+        )
+        return "\n".join([head, *lines])
     problems = details.get("problems") if isinstance(details, dict) else None
     if isinstance(problems, list) and len(problems) > 1:
         listed = "; ".join(
@@ -110,9 +125,9 @@ class ApiClient:
         if response.is_success:
             return body
         status = response.status_code
-        raise RemoteError(
-            describe_error(status, body), status=status, exit_code=STATUS_EXIT.get(status, 1), body=body
-        )
+        code = body.get("error") if isinstance(body, dict) else None
+        exit_code = CODE_EXIT.get(str(code)) or STATUS_EXIT.get(status, 1)
+        raise RemoteError(describe_error(status, body), status=status, exit_code=exit_code, body=body)
 
 
 def _query_value(value: Any) -> str:

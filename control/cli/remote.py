@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,30 @@ def emit(args: argparse.Namespace, body: Any, text: str) -> int:
 
 
 def release_line(release: dict[str, Any]) -> str:
-    return (
+    line = (
         f"{release['action']} {release['flow']} -> {render.short(release['hash'])} "
         f"generation {release['generation']} by {release['activated_by']}"
     )
+    rollout = release.get("rollout") or {}
+    if rollout.get("mode") == "two_phase" and rollout.get("ready"):
+        line += f" (prepared on {len(rollout['ready'])} replica(s) in {rollout.get('prepare_seconds')}s)"
+    elif rollout.get("mode") == "direct":
+        line += " (one-phase, no prepare)"
+    for failure in rollout.get("failures") or []:
+        line += f"\n  forced past {failure['replica']}: {failure['reason']}: {failure['message']}"
+    return line
+
+
+def cutover_payload(args: argparse.Namespace) -> dict[str, Any]:
+    """The two-phase options of activate / rollback (only what differs from the server's defaults)."""
+    payload: dict[str, Any] = {}
+    if args.no_prepare:
+        payload["prepare"] = False
+    if args.force:
+        payload["force"] = True
+    if args.prepare_timeout is not None:
+        payload["timeout_s"] = args.prepare_timeout
+    return payload
 
 
 # -- writes -------------------------------------------------------------------------------------------
@@ -66,7 +87,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     data = read_file(args.file)
     flow, data = prepare(args.file, data, args.flow)
     with client_of(args) as api:
-        params = {"activate": args.activate or None, "message": args.message}
+        params = {"activate": args.activate or None, "message": args.message, **cutover_payload(args)}
         body = api.post(path("v1", "flows", flow, "versions"), content=data, params=params)
     state = "new version" if body["created"] else "unchanged, already stored"
     text = f"published {flow} {render.short(body['hash'])} ({state})"
@@ -76,9 +97,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_activate(args: argparse.Namespace) -> int:
-    payload: dict[str, Any] = {"hash": args.hash}
+    payload: dict[str, Any] = {"hash": args.hash, **cutover_payload(args)}
     if args.expected_generation is not None:
         payload["expected_generation"] = args.expected_generation
+    if args.unpin:
+        payload["unpin"] = True
     with client_of(args) as api:
         url = path("v1", "flows", args.flow, "activate")
         body = api.post(url, json=payload, params={"message": args.message})
@@ -86,11 +109,13 @@ def cmd_activate(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    payload: dict[str, Any] = {}
+    payload: dict[str, Any] = cutover_payload(args)
     if args.to_generation is not None:
         payload["to_generation"] = args.to_generation
     if args.to is not None:
         payload["to_hash"] = args.to
+    if args.unpin:
+        payload["unpin"] = True
     with client_of(args) as api:
         url = path("v1", "flows", args.flow, "rollback")
         body = api.post(url, json=payload, params={"message": args.message})
@@ -149,6 +174,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.wait:
+        if args.flow is None:
+            raise BadRequest("status --wait needs a FLOW")
+        from control.cli.wait import Waiter
+
+        with client_of(args) as api:
+            waiter = Waiter(
+                api,
+                args.flow,
+                timeout_s=args.timeout,
+                out=sys.stdout,
+                err=sys.stderr,
+                tty=sys.stdout.isatty(),
+            )
+            return waiter.run()
     with client_of(args) as api:
         body = api.get(path("v1", "fleet"))
     rows = [r for r in body["rows"] if args.flow is None or r["flow"] == args.flow]
@@ -180,7 +220,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from control.cli.sync import sync_directory
 
     with client_of(args) as api:
-        report = sync_directory(api, args.dir, activate=args.activate, message=args.message)
+        report = sync_directory(
+            api, args.dir, activate=args.activate, message=args.message, options=cutover_payload(args)
+        )
     return emit(args, report.as_dict(), report.text())
 
 
@@ -204,11 +246,33 @@ def register(subparsers: Any) -> None:
     def message(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("-m", "--message", help="why (recorded in history and the audit log)")
 
+    def cutover(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--no-prepare", action="store_true", help="one-phase: skip prepare/commit (emergencies)"
+        )
+        parser.add_argument(
+            "--force", action="store_true", help="commit even if replicas refuse or time out (audited)"
+        )
+        parser.add_argument(
+            "--prepare-timeout",
+            type=float,
+            metavar="S",
+            help="seconds to wait for every replica (default 10)",
+        )
+
+    def unpin(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--unpin",
+            action="store_true",
+            help="move every pinned session to this version too (emergency fix)",
+        )
+
     p = add("publish", cmd_publish, "validate and store a flow version")
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--flow", help="flow name (default: the document's name)")
     p.add_argument("--activate", action="store_true", help="also make it the current release")
     message(p)
+    cutover(p)
 
     p = add("activate", cmd_activate, "make a stored version current")
     p.add_argument("flow", metavar="FLOW")
@@ -216,14 +280,18 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--expected-generation", type=int, metavar="N", help="fail (exit 3) unless at generation N"
     )
+    unpin(p)
     message(p)
+    cutover(p)
 
     p = add("rollback", cmd_rollback, "activate an earlier version as a new generation")
     p.add_argument("flow", metavar="FLOW")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--to-generation", type=int, metavar="N", help="the version of release N")
     target.add_argument("--to", metavar="HASH", help="a stored version")
+    unpin(p)
     message(p)
+    cutover(p)
 
     p = add("history", cmd_history, "releases of a flow, newest first")
     p.add_argument("flow", metavar="FLOW")
@@ -240,6 +308,10 @@ def register(subparsers: Any) -> None:
 
     p = add("status", cmd_status, "which replica runs which version")
     p.add_argument("flow", metavar="FLOW", nargs="?")
+    p.add_argument(
+        "--wait", action="store_true", help="wait until every live replica runs FLOW's release (exit 6/7)"
+    )
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="with --wait (default 60)")
 
     p = add("audit", cmd_audit, "audit log, newest first")
     p.add_argument("--flow")
@@ -251,3 +323,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("dir", type=Path, metavar="DIR")
     p.add_argument("--activate", action="store_true")
     message(p)
+    cutover(p)

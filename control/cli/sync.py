@@ -9,7 +9,7 @@ is its document's ``name``, or the file name without ``.json``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,14 +154,22 @@ def _is_stored(api: ApiClient, flow: str, digest: str) -> bool:
     return True
 
 
-def sync_one(api: ApiClient, local: LocalFlow, *, activate: bool, message: str | None) -> SyncAction:
+def sync_one(
+    api: ApiClient,
+    local: LocalFlow,
+    *,
+    activate: bool,
+    message: str | None,
+    options: Mapping[str, Any] | None = None,
+) -> SyncAction:
     if activate:
         if _current_hash(api, local.flow) == local.digest:
             return SyncAction(local.flow, str(local.file), local.digest, "unchanged")
     elif _is_stored(api, local.flow, local.digest):
         return SyncAction(local.flow, str(local.file), local.digest, "unchanged")
     url = path("v1", "flows", local.flow, "versions")
-    body = api.post(url, content=local.data, params={"activate": activate or None, "message": message})
+    params = {"activate": activate or None, "message": message, **((options or {}) if activate else {})}
+    body = api.post(url, content=local.data, params=params)
     release = body.get("release")
     if release is None:
         return SyncAction(local.flow, str(local.file), body["hash"], "published")
@@ -169,12 +177,20 @@ def sync_one(api: ApiClient, local: LocalFlow, *, activate: bool, message: str |
     return SyncAction(local.flow, str(local.file), body["hash"], action, int(release["generation"]))
 
 
-def sync_directory(api: ApiClient, directory: Path, *, activate: bool, message: str | None) -> SyncReport:
+def sync_directory(
+    api: ApiClient,
+    directory: Path,
+    *,
+    activate: bool,
+    message: str | None,
+    options: Mapping[str, Any] | None = None,
+) -> SyncReport:
+    """`options`: the two-phase cutover options of each activation (prepare, force, timeout_s)."""
     flows = check_directory(directory)
     actions: list[SyncAction] = []
     for local in flows:
         try:
-            actions.append(sync_one(api, local, activate=activate, message=message))
+            actions.append(sync_one(api, local, activate=activate, message=message, options=options))
         except RemoteError as e:
             # Say what already changed: a pipeline that fails halfway must not leave people guessing.
             done = ", ".join(f"{a.flow} {a.action}" for a in actions if a.action != "unchanged") or "nothing"

@@ -47,7 +47,7 @@ def render(template: str, passwords: Mapping[str, str], *, selectors: bool = Tru
 
     `selectors=False` is for Redis < 7, which knows no read-only key patterns: `%R~pattern` becomes
     `~pattern`, so the worker may then also write flowfleet keys with the commands it is allowed
-    (SET, ZADD). Replicas still verify every blob's hash, but the separation is weaker; callers warn.
+    (SET, GETEX, ZADD). Replicas still verify every blob's hash, but the separation is weaker; callers warn.
     """
     text = template
     for user, placeholder in PLACEHOLDERS.items():

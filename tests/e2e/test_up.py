@@ -151,6 +151,10 @@ def test_up_serves_through_one_port_takes_cli_activations_and_stops_cleanly(
                 break
         assert set(answered) == REPLICAS, answered
         v1 = response.json()["version"]
+        # A session pins its version in Redis under the replicas' least-privilege ACL user.
+        session = {**QUESTION, "session_id": "chat-up"}
+        pinned = httpx.post(f"{up.url}/v1/flows/support_qa/run", json=session)
+        assert pinned.status_code == 200 and pinned.json()["pinned"] is True, pinned.text
 
         # An activation through the CLI reaches all three replicas.
         env = {
@@ -166,6 +170,12 @@ def test_up_serves_through_one_port_takes_cli_activations_and_stops_cleanly(
         _, v2 = content_address(orjson.loads(V2.read_bytes()))
         assert v2 in publish.stdout and v2 != v1
         assert replicas_serving(up, "support_qa", v2) == REPLICAS
+        # The session keeps v1 on whichever replica answers; a new session gets v2.
+        for _ in range(6):
+            kept = httpx.post(f"{up.url}/v1/flows/support_qa/run", json=session).json()
+            assert (kept["version"], kept["variant"], kept["pinned"]) == (v1, "pinned", True), kept
+        fresh = httpx.post(f"{up.url}/v1/flows/support_qa/run", json={**QUESTION, "session_id": "chat-new"})
+        assert fresh.json()["version"] == v2
     finally:
         code = stop(up)
     assert code == 0, "\n".join(up.output)
