@@ -68,12 +68,14 @@ def _reload(data: dict[str, Any]) -> list[str]:
 
 def _memory(data: dict[str, Any]) -> list[str]:
     r = data["run"]
-    start, end, growth, late = (
-        r[k] / 1024 for k in ("start_kib", "end_kib", "growth_kib", "growth_second_half_kib")
-    )
+    if "after_first_batch_kib" not in r:
+        return []
+    mib = 1024
     return [
-        f"- **Memory**: RSS {start:.1f} MiB at start, {end:.1f} MiB after {r['reloads']} reloads "
-        f"({growth:+.1f} MiB; {late:+.1f} MiB over the second half)."
+        f"- **Memory**: RSS {r['start_kib'] / mib:.1f} MiB at start, "
+        f"{r['after_first_batch_kib'] / mib:.1f} MiB after {r['batch']} reloads, "
+        f"{r['end_kib'] / mib:.1f} MiB after {r['reloads']} "
+        f"({r['second_batch_growth_kib'] / mib:+.1f} MiB over the second {r['batch']})."
     ]
 
 
