@@ -155,13 +155,14 @@ def _markdown(results: dict[str, Any]) -> str:
         "probed with runs every ~2 ms throughout. *Swap* = the replica's own swap timestamp (`loaded_at` in "
         "its status); *probe* = the first probing response carrying the new generation (late by up to one "
         "probe round trip, listed). All times in ms, measured from the moment the activate call returned "
-        "(negative: the replica swapped before the HTTP response reached the caller — a one-phase "
-        "activation publishes the event before it answers) and from the moment the call was sent. "
+        "(negative: the replica swapped before the HTTP response reached the caller — the release event "
+        "is published before the control plane answers) and from the moment the call was sent. "
         "Skew: first to last replica swap of one activation. The activate call includes the control "
-        "plane's own checks (read back, verify and compile the version) before the cutover. Every replica "
-        "compiles the new version when it hears of it, and here all of them, their probes, the control "
-        "plane, Redis and the benchmark share 2 cores: with 10 replicas the swaps queue for CPU, which is "
-        "most of the skew.",
+        "plane's own checks (read back, verify and compile the version) before the cutover, and for "
+        "two-phase the prepare round (every replica fetches, verifies, compiles and acknowledges) before "
+        "the commit. Here all replicas, their probes, the control plane, Redis and the benchmark share 2 "
+        "cores: with 10 replicas even the swap of a prepared version waits for a CPU, which is most of "
+        "the skew.",
         "",
         "| replicas | mode | activations | activate call p50 / p99 | each replica swapped, after the call "
         "returned p50 / p99 | all swapped, after the call returned p50 / p99 | all swapped, after the call "
