@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -88,7 +89,7 @@ async def measure(
         quiet_seconds += per_second([r for r in after if not is_error(r)])
         baseline = summarise(quiet_records + after, 2 * quiet_s)
         baseline["per_second_rps"] = dist(quiet_seconds)  # window by window, never across the gap
-        Path(out).unlink()
+        shutil.rmtree(Path(out).parent, ignore_errors=True)
     result = {
         "replicas": replicas,
         "duration_s": duration,

@@ -11,6 +11,7 @@ drift in the machine's load hits both alike; each figure pools all rounds of one
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import tempfile
 import time
@@ -72,7 +73,7 @@ async def load_once(url: str, duration: float, concurrency: int) -> list[Record]
     out = str(Path(tempfile.mkdtemp(prefix="flowfleet-load-")) / "records.json")
     proc = await start_process(url, duration=duration, concurrency=concurrency, out=out)
     records = await finish_process(proc, out, timeout=duration + 60)
-    Path(out).unlink()
+    shutil.rmtree(Path(out).parent, ignore_errors=True)
     return records
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import shutil
 import tempfile
 import time
 import uuid
@@ -190,6 +191,7 @@ class Fleet:
             await self.client.aclose()
         if self.redis is not None:
             self.redis.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- control plane -------------------------------------------------------------------------------
     async def publish(self, doc: dict[str, Any]) -> str:
