@@ -80,6 +80,11 @@ class CompiledFlow:
                 f"missing required input(s): {', '.join(missing)} (inputs are: {known})", missing=missing
             )
 
+    @property
+    def holds_resources(self) -> bool:
+        """Whether `aclose` has anything to release (an OpenAI model's HTTP client, a plugin's)."""
+        return any(step.component.holds_resources for step in self.steps)
+
     async def aclose(self) -> None:
         """Release what the components acquired at build time (HTTP clients). Call once, after the last
         run of this flow finished; a component failing to close is logged, never raised, so retiring a

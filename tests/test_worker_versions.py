@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from cluster.engine import compile_flow
 from worker.versions import VersionCache
 
 
@@ -67,3 +68,28 @@ def test_without_a_close_delay_eviction_needs_no_event_loop() -> None:
     now[0] = 5.0
     assert cache.sweep(set()) == [("qa", "a")]
     assert not version.closed.is_set()
+
+
+async def test_a_version_with_nothing_to_close_is_not_kept_alive_after_eviction() -> None:
+    now = [0.0]
+    cache = VersionCache(idle_s=10.0, clock=lambda: now[0], close_after_s=3600.0)
+    plain = Closable()
+    plain.holds_resources = False  # type: ignore[attr-defined]
+    cache.put("qa", "a", plain)
+    now[0] = 100.0
+    cache.sweep(set())
+    await cache.aclose()  # would close everything still held or waiting
+    assert not plain.closed.is_set()
+
+
+async def test_compiled_flows_say_whether_closing_them_releases_anything() -> None:
+    def llm_flow(provider: str) -> dict[str, object]:
+        params: dict[str, object] = {"provider": provider, "model": "m"}
+        if provider == "openai":
+            params["base_url"] = "http://127.0.0.1:9/v1"
+        return {"nodes": [{"id": "llm", "type": "LLM", "params": params}], "edges": []}
+
+    assert not compile_flow(llm_flow("echo")).holds_resources
+    openai = compile_flow(llm_flow("openai"), environ={"OPENAI_API_KEY": "k"})
+    assert openai.holds_resources
+    await openai.aclose()

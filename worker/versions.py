@@ -126,7 +126,10 @@ class VersionCache:
         return evicted
 
     def _retire(self, compiled: Any) -> None:
-        if self.close_after_s is None or not hasattr(compiled, "aclose"):
+        # A version with nothing to close is not kept alive for it: its memory goes with the eviction.
+        if self.close_after_s is None or not getattr(
+            compiled, "holds_resources", hasattr(compiled, "aclose")
+        ):
             return
         handle = asyncio.get_running_loop().call_later(self.close_after_s, self._close_now, compiled)
         self._retiring[id(compiled)] = (handle, compiled)

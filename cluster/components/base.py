@@ -107,6 +107,11 @@ class Component(ABC):
         not returned are skipped. Raise ComponentError for expected failures.
         """
 
+    @property
+    def holds_resources(self) -> bool:
+        """Whether `aclose` releases anything; a component overriding `aclose` is assumed to."""
+        return type(self).aclose is not Component.aclose
+
     async def aclose(self) -> None:
         """Release what the component acquired when it was built (e.g. an HTTP client's connections).
 

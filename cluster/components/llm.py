@@ -93,5 +93,10 @@ class LLM(Component):
         reply = await self.provider.complete(to_text(inputs["prompt"]), system_text, ctx.remaining)
         return {"text": reply}
 
+    @property
+    def holds_resources(self) -> bool:
+        held: bool = getattr(self.provider, "holds_resources", True)
+        return held
+
     async def aclose(self) -> None:
         await self.provider.aclose()

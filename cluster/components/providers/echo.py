@@ -15,6 +15,8 @@ from cluster.components.providers import Remaining
 class EchoProvider:
     """Replies with the model name, then the system message (if any), then the prompt, verbatim."""
 
+    holds_resources = False  # nothing to close
+
     def __init__(self, model: str) -> None:
         self.model = model
 
