@@ -102,8 +102,11 @@ class CompiledFlow:
         self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False
     ) -> RunResult:
         """Run once. Raises RunInputError, RunTimeout (node or run budget), NodeFailed."""
-        results, trace_entries, duration_ms = await self.execute(inputs, timeout=timeout, trace=trace)
-        return RunResult(dict(self.outputs_of(results)), trace_entries, duration_ms)
+        execution = self._execution(inputs, timeout, trace)
+        started = time.perf_counter()
+        await execution.run(timeout)
+        duration_ms = (time.perf_counter() - started) * 1000
+        return RunResult(dict(self.outputs_of(execution.results)), execution.trace, duration_ms)
 
     def outputs_of(self, results: list[Mapping[str, Any] | None]) -> Iterator[tuple[str, Any]]:
         """The run's outputs from every node's produced ports; outputs of skipped nodes are absent."""
@@ -118,13 +121,16 @@ class CompiledFlow:
     ) -> tuple[list[Mapping[str, Any] | None], list[dict[str, Any]] | None, float]:
         """Run once and return every node's produced ports (None for a skipped node), the trace and
         the duration in milliseconds."""
-        self.check_inputs(inputs)
+        execution = self._execution(inputs, timeout, trace)
         started = time.perf_counter()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        ctx = RunContext(inputs=MappingProxyType(dict(inputs)), deadline=deadline, run_id=os.urandom(8).hex())
-        execution = Execution(self.steps, ctx, trace=trace, order=self.order)
         await execution.run(timeout)
         return execution.results, execution.trace, (time.perf_counter() - started) * 1000
+
+    def _execution(self, inputs: Mapping[str, Any], timeout: float | None, trace: bool) -> Execution:
+        self.check_inputs(inputs)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ctx = RunContext(MappingProxyType(dict(inputs)), deadline, os.urandom(8).hex())
+        return Execution(self.steps, ctx, trace=trace, order=self.order)
 
 
 def _build(analysis: Analysis, environ: Mapping[str, str] | None) -> list[Component]:

@@ -115,22 +115,20 @@ class Execution:
         """Run every step; raises NodeFailed or RunTimeout (carrying the partial trace when one is kept),
         and on any exit cancels what still runs."""
         try:
-            await self._run_within(timeout)
+            if timeout is None:
+                await self._schedule()
+            else:
+                try:
+                    async with asyncio.timeout(timeout) as budget:
+                        await self._schedule()
+                except TimeoutError as e:
+                    if budget.expired():
+                        message = f"run exceeded its timeout of {timeout:g}s"
+                        raise RunTimeout(message, timeout_s=timeout) from e
+                    raise
         except FlowfleetError as e:
             if self.trace is not None:
                 e.details["trace"] = self.trace
-            raise
-
-    async def _run_within(self, timeout: float | None) -> None:
-        if timeout is None:
-            await self._schedule()
-            return
-        try:
-            async with asyncio.timeout(timeout) as budget:
-                await self._schedule()
-        except TimeoutError as e:
-            if budget.expired():
-                raise RunTimeout(f"run exceeded its timeout of {timeout:g}s", timeout_s=timeout) from e
             raise
 
     def _schedule(self) -> Awaitable[None]:
@@ -140,13 +138,17 @@ class Execution:
         """Each step in turn, awaited here: nothing else can be ready while it runs, so no task is
         needed, and cancelling the run cancels the one step in progress."""
         steps = self.steps
+        results = self.results
+        tracing = self.trace is not None
         for index in order:
             step = steps[index]
             if step.feeds and self._skippable(step):
-                if self.trace is not None:
+                if tracing:
                     self._record(index, "skipped", time.perf_counter())
-            else:
+            elif tracing:
                 await self._run_step(step)
+            else:  # _run_step without the trace bookkeeping, one coroutine fewer per node
+                results[index] = await self._call(step, self._inputs(step))
 
     async def _concurrent(self) -> None:
         self._waiting = [step.predecessor_count for step in self.steps]
