@@ -118,18 +118,44 @@ class Execution:
             if timeout is None:
                 await self._schedule()
             else:
-                try:
-                    async with asyncio.timeout(timeout) as budget:
-                        await self._schedule()
-                except TimeoutError as e:
-                    if budget.expired():
-                        message = f"run exceeded its timeout of {timeout:g}s"
-                        raise RunTimeout(message, timeout_s=timeout) from e
-                    raise
+                await self._within(timeout)
         except FlowfleetError as e:
             if self.trace is not None:
                 e.details["trace"] = self.trace
             raise
+
+    async def _within(self, timeout: float) -> None:
+        """`_schedule` under the run's time budget: what `asyncio.timeout` does (one timer that cancels
+        this task, told apart from any other cancellation by `Task.uncancel`), without its per-use
+        objects and checks, as every run of a worker has a budget. Raises RunTimeout when it expires."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a run with a timeout must run inside a task")
+        cancelling = task.cancelling()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_at(loop.time() + timeout, expire)
+        try:
+            await self._schedule()
+        except asyncio.CancelledError as e:
+            timer.cancel()
+            if expired and task.uncancel() <= cancelling:
+                raise RunTimeout(f"run exceeded its timeout of {timeout:g}s", timeout_s=timeout) from e
+            raise
+        except BaseException:
+            timer.cancel()
+            if expired:
+                task.uncancel()
+            raise
+        timer.cancel()
+        if expired:  # the budget ran out, but the cancellation was swallowed and the run finished
+            task.uncancel()
 
     def _schedule(self) -> Awaitable[None]:
         return self._concurrent() if self._order is None else self._sequential(self._order)

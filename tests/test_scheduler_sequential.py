@@ -1,5 +1,6 @@
 """Flows in which no two nodes can run at once take the scheduler's sequential path; it must behave
-exactly like the concurrent scheduler (outputs, skipping, traces, failures, timeouts, cancellation)."""
+exactly like the concurrent scheduler (outputs, skipping, traces, failures, timeouts, cancellation).
+The run's time budget (Execution._within) must behave like `asyncio.timeout` on either path."""
 
 from __future__ import annotations
 
@@ -102,3 +103,50 @@ async def test_run_timeout_of_a_chain_cancels_the_running_node_and_keeps_the_tra
     assert (info.value.node_id, info.value.timeout_s) == (None, 0.05)
     assert [(n, s) for n, s, _ in shape(info.value.details["trace"])] == [("a", "ok"), ("h", "cancelled")]
     assert EVENTS.setdefault(hang + ":cancelled", asyncio.Event()).is_set()
+
+
+# --- the run's time budget ---------------------------------------------------------------------------
+
+HANGING = {"nodes": [node("a"), node("h1", "Hang", key="{key}")], "edges": [edge("a", "h1")]}
+PARALLEL = {
+    "nodes": [node("h1", "Hang", key="{key}"), node("h2", "Hang", key="{key}-2"), node("j", "Join")],
+    "edges": [edge("h1", "j", None, "a"), edge("h2", "j", None, "b")],
+}
+
+
+def hanging(document: dict[str, Any]) -> tuple[CompiledFlow, str]:
+    hang = uuid.uuid4().hex
+    nodes = [{**n, "params": {"key": n["params"]["key"].format(key=hang)}} if n["type"] == "Hang" else n
+             for n in document["nodes"]]  # fmt: skip
+    return compiled({**document, "nodes": nodes}), hang
+
+
+@pytest.mark.parametrize("document", [HANGING, PARALLEL])
+async def test_an_expired_budget_leaves_the_task_uncancelled(document: dict[str, Any]) -> None:
+    flow, _ = hanging(document)
+    task = asyncio.current_task()
+    assert task is not None
+    with pytest.raises(RunTimeout):
+        await flow.run({"text": "x"}, timeout=0.02)
+    assert task.cancelling() == 0
+    await asyncio.sleep(0)  # the task goes on as usual
+
+
+@pytest.mark.parametrize("document", [HANGING, PARALLEL])
+async def test_cancelling_a_run_with_a_budget_is_a_cancellation_not_a_timeout(
+    document: dict[str, Any],
+) -> None:
+    flow, hang = hanging(document)
+    task = asyncio.create_task(flow.run({"text": "x"}, timeout=30))
+    await asyncio.wait_for(EVENTS.setdefault(hang + ":started", asyncio.Event()).wait(), timeout=10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert EVENTS[hang + ":cancelled"].is_set()
+
+
+async def test_an_outer_timeout_that_expires_first_stays_the_callers() -> None:
+    flow, _ = hanging(HANGING)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.02):
+            await flow.run({"text": "x"}, timeout=30)
