@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -192,10 +192,13 @@ class ReplicaHeader:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_header(message: Message) -> None:
+        header = self.header
+
+        def send_with_header(message: Message) -> Awaitable[None]:
+            # A plain function handing back send's awaitable: no coroutine of its own per message.
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), self.header]
-            await send(message)
+                message["headers"] = [*message.get("headers", ()), header]
+            return send(message)
 
         await self.app(scope, receive, send_with_header)
 
