@@ -16,6 +16,18 @@ HISTORY = (
     "garbage collector for the duration of a validation or compile (`cluster.gcpause`)."
 )
 
+# The per-run overhead before and after the run path was trimmed, measured in one session.
+RUN_HISTORY = (
+    "Per run, against the previous scheduler (measured in one session on 2026-11-26, same method): the "
+    "3-node flow went from 9.7 to 5.5 µs/run (13.9 to 10.1 µs with a trace; the direct calls took 1.3 "
+    "and 1.2 µs). A "
+    "flow in which no two nodes can ever be ready at once (a chain, whatever a router skips) gets its "
+    "run order at compile time and awaits its nodes one after another, without the ready queue, tasks "
+    "or per-node bookkeeping; anything that fans out keeps the concurrent scheduler. A run's time "
+    "budget is one loop timer that cancels the run's task (the semantics of `asyncio.timeout`, without "
+    "its per-use objects), and gathering a node's inputs and checking its outputs allocate less."
+)
+
 
 def _ms(numbers: dict[str, Any]) -> str:
     return f"{numbers['min_ms']:.2f} / {numbers['median_ms']:.2f}"
@@ -88,4 +100,6 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if HISTORY:
         lines += ["", HISTORY]
+    if RUN_HISTORY:
+        lines += ["", RUN_HISTORY]
     return "\n".join(lines)

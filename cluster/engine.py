@@ -27,7 +27,7 @@ from cluster.examples import run_examples
 from cluster.gcpause import paused_gc
 from cluster.hashing import content_address
 from cluster.model import FlowTest
-from cluster.scheduler import Execution, Step
+from cluster.scheduler import Execution, Step, sequential_order
 from cluster.validation import Limits, check_and_analyse, pointer
 
 __all__ = ["CompiledFlow", "RunResult", "compile_analysis", "compile_flow", "run_examples", "warm_up"]
@@ -54,6 +54,8 @@ class CompiledFlow:
     required_inputs: frozenset[str]
     input_names: frozenset[str]
     tests: tuple[FlowTest, ...]
+    # The steps' run order when no two can run at once (scheduler.sequential_order), else None.
+    order: tuple[int, ...] | None = None
 
     @property
     def node_count(self) -> int:
@@ -70,11 +72,12 @@ class CompiledFlow:
         """
         if type(inputs) is not dict and not isinstance(inputs, Mapping):  # skip the ABC check for dicts
             raise RunInputError(f"run inputs must be an object of name -> value, not {type(inputs).__name__}")
-        bad = [k for k in inputs if not isinstance(k, str)]
-        if bad:
-            raise RunInputError(f"run input names must be strings, got {bad[0]!r}")
-        missing = sorted(self.required_inputs - inputs.keys())
-        if missing:
+        if not all(type(k) is str for k in inputs):
+            bad = [k for k in inputs if not isinstance(k, str)]
+            if bad:
+                raise RunInputError(f"run input names must be strings, got {bad[0]!r}")
+        if not inputs.keys() >= self.required_inputs:
+            missing = sorted(self.required_inputs - inputs.keys())
             known = ", ".join(sorted(self.input_names)) or "none"
             raise RunInputError(
                 f"missing required input(s): {', '.join(missing)} (inputs are: {known})", missing=missing
@@ -99,8 +102,11 @@ class CompiledFlow:
         self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False
     ) -> RunResult:
         """Run once. Raises RunInputError, RunTimeout (node or run budget), NodeFailed."""
-        results, trace_entries, duration_ms = await self.execute(inputs, timeout=timeout, trace=trace)
-        return RunResult(dict(self.outputs_of(results)), trace_entries, duration_ms)
+        execution = self._execution(inputs, timeout, trace)
+        started = time.perf_counter()
+        await execution.run(timeout)
+        duration_ms = (time.perf_counter() - started) * 1000
+        return RunResult(dict(self.outputs_of(execution.results)), execution.trace, duration_ms)
 
     def outputs_of(self, results: list[Mapping[str, Any] | None]) -> Iterator[tuple[str, Any]]:
         """The run's outputs from every node's produced ports; outputs of skipped nodes are absent."""
@@ -115,13 +121,16 @@ class CompiledFlow:
     ) -> tuple[list[Mapping[str, Any] | None], list[dict[str, Any]] | None, float]:
         """Run once and return every node's produced ports (None for a skipped node), the trace and
         the duration in milliseconds."""
-        self.check_inputs(inputs)
+        execution = self._execution(inputs, timeout, trace)
         started = time.perf_counter()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        ctx = RunContext(inputs=MappingProxyType(dict(inputs)), deadline=deadline, run_id=os.urandom(8).hex())
-        execution = Execution(self.steps, ctx, trace=trace)
         await execution.run(timeout)
         return execution.results, execution.trace, (time.perf_counter() - started) * 1000
+
+    def _execution(self, inputs: Mapping[str, Any], timeout: float | None, trace: bool) -> Execution:
+        self.check_inputs(inputs)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ctx = RunContext(MappingProxyType(dict(inputs)), deadline, os.urandom(8).hex())
+        return Execution(self.steps, ctx, trace=trace, order=self.order)
 
 
 def _build(analysis: Analysis, environ: Mapping[str, str] | None) -> list[Component]:
@@ -209,14 +218,16 @@ def compile_analysis(
             raise FlowValidationError([Problem(pointer("nodes", i), "duplicate_output", message)])
         seen[key] = i
         outputs.append((i, key))
+    steps = _steps(analysis, components)
     return CompiledFlow(
         name=analysis.flow.name,
         digest=digest,
-        steps=_steps(analysis, components),
+        steps=steps,
         outputs=tuple(outputs),
         required_inputs=analysis.required_inputs,
         input_names=analysis.required_inputs | analysis.optional_inputs,
         tests=analysis.flow.tests,
+        order=sequential_order(steps),
     )
 
 

@@ -15,6 +15,7 @@ epoch and reads error rates and percentiles off the merged histogram.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,9 +37,8 @@ class VersionCounts:
         self.runs += 1
         if not ok:
             self.errors += 1
-        ms = seconds * 1000
-        index = next((i for i, bound in enumerate(BOUNDS_MS) if ms <= bound), len(BOUNDS_MS))
-        self.buckets[index] += 1
+        # The first bucket whose bound is >= ms (len(BOUNDS_MS) when slower than every bound).
+        self.buckets[bisect_left(BOUNDS_MS, seconds * 1000)] += 1
 
     def add(self, other: VersionCounts) -> None:
         self.runs += other.runs
@@ -75,7 +75,10 @@ class RunStats:
             # A new canary (or its end) starts the counts afresh; runs of an earlier epoch are history.
             current = (epoch, {})
             self._flows[flow] = current
-        current[1].setdefault(digest, VersionCounts()).observe(ok=ok, seconds=seconds)
+        counts = current[1].get(digest)
+        if counts is None:
+            counts = current[1][digest] = VersionCounts()
+        counts.observe(ok=ok, seconds=seconds)
 
     def report(self, serving: Collection[tuple[str, str]] | None = None) -> dict[str, Any]:
         """`{flow: {"epoch": float, "versions": {hash: {"runs", "errors", "buckets"}}}}`.

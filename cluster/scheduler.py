@@ -1,5 +1,9 @@
 """One run of a compiled flow: start every node whose inputs are settled, concurrently, until done.
 
+A flow in which no two nodes can ever be ready at once (a chain; see `sequential_order`) runs its nodes
+one after another in the order computed at compile time, without tasks or ready-queue bookkeeping;
+anything with fan-out goes through the concurrent scheduler. Both skip, fail and time out alike.
+
 A node is skipped, not run, when it has incoming edges and none of them carried a value, or when a
 required input's every edge stayed silent; that is how a Router's unchosen branches fall away,
 transitively. Skipped nodes produce nothing.
@@ -11,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,41 +68,117 @@ def summarize(value: Any) -> Any:
     return f"{text[:SUMMARY_CHARS]}... ({len(text)} chars)"
 
 
-class Execution:
-    """Mutable state of one run; created per run, so concurrent runs share nothing but the steps."""
+def sequential_order(steps: tuple[Step, ...]) -> tuple[int, ...] | None:
+    """The order the scheduler runs `steps` in when it never has two of them ready at once (a chain,
+    whatever is skipped: skipping settles a node like running it), or None when the graph fans out."""
+    waiting = [step.predecessor_count for step in steps]
+    ready = [step.index for step in steps if step.predecessor_count == 0]
+    order: list[int] = []
+    while ready:
+        if len(ready) > 1:
+            return None
+        index = ready.pop()
+        order.append(index)
+        for successor in steps[index].successors:
+            waiting[successor] -= 1
+            if waiting[successor] == 0:
+                ready.append(successor)
+    return tuple(order) if len(order) == len(steps) else None
 
-    def __init__(self, steps: tuple[Step, ...], ctx: RunContext, *, trace: bool) -> None:
+
+class Execution:
+    """Mutable state of one run; created per run, so concurrent runs share nothing but the steps.
+
+    `order`: the steps' `sequential_order`, when it has one; the run then awaits them one by one.
+    """
+
+    # Only the concurrent scheduler keeps these (set when it starts).
+    _waiting: list[int]
+    _ready: deque[int]
+
+    def __init__(
+        self,
+        steps: tuple[Step, ...],
+        ctx: RunContext,
+        *,
+        trace: bool,
+        order: tuple[int, ...] | None = None,
+    ) -> None:
         self.steps = steps
         self.ctx = ctx
         self.results: list[Mapping[str, Any] | None] = [None] * len(steps)
         self.trace: list[dict[str, Any]] | None = [] if trace else None
-        self._waiting = [step.predecessor_count for step in steps]
-        self._ready = deque(step.index for step in steps if step.predecessor_count == 0)
+        self._order = order
         self._started = time.perf_counter()
 
     async def run(self, timeout: float | None) -> None:
         """Run every step; raises NodeFailed or RunTimeout (carrying the partial trace when one is kept),
         and on any exit cancels what still runs."""
         try:
-            await self._run_within(timeout)
+            if timeout is None:
+                await self._schedule()
+            else:
+                await self._within(timeout)
         except FlowfleetError as e:
             if self.trace is not None:
                 e.details["trace"] = self.trace
             raise
 
-    async def _run_within(self, timeout: float | None) -> None:
-        if timeout is None:
-            await self._schedule()
-            return
+    async def _within(self, timeout: float) -> None:
+        """`_schedule` under the run's time budget: what `asyncio.timeout` does (one timer that cancels
+        this task, told apart from any other cancellation by `Task.uncancel`), without its per-use
+        objects and checks, as every run of a worker has a budget. Raises RunTimeout when it expires."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a run with a timeout must run inside a task")
+        cancelling = task.cancelling()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_at(loop.time() + timeout, expire)
         try:
-            async with asyncio.timeout(timeout) as budget:
-                await self._schedule()
-        except TimeoutError as e:
-            if budget.expired():
+            await self._schedule()
+        except asyncio.CancelledError as e:
+            timer.cancel()
+            if expired and task.uncancel() <= cancelling:
                 raise RunTimeout(f"run exceeded its timeout of {timeout:g}s", timeout_s=timeout) from e
             raise
+        except BaseException:
+            timer.cancel()
+            if expired:
+                task.uncancel()
+            raise
+        timer.cancel()
+        if expired:  # the budget ran out, but the cancellation was swallowed and the run finished
+            task.uncancel()
 
-    async def _schedule(self) -> None:
+    def _schedule(self) -> Awaitable[None]:
+        return self._concurrent() if self._order is None else self._sequential(self._order)
+
+    async def _sequential(self, order: tuple[int, ...]) -> None:
+        """Each step in turn, awaited here: nothing else can be ready while it runs, so no task is
+        needed, and cancelling the run cancels the one step in progress."""
+        steps = self.steps
+        results = self.results
+        tracing = self.trace is not None
+        for index in order:
+            step = steps[index]
+            if step.feeds and self._skippable(step):
+                if tracing:
+                    self._record(index, "skipped", time.perf_counter())
+            elif tracing:
+                await self._run_step(step)
+            else:  # _run_step without the trace bookkeeping, one coroutine fewer per node
+                results[index] = await self._call(step, self._inputs(step))
+
+    async def _concurrent(self) -> None:
+        self._waiting = [step.predecessor_count for step in self.steps]
+        self._ready = deque(step.index for step in self.steps if step.predecessor_count == 0)
         running: dict[asyncio.Task[None], int] = {}
         try:
             while self._ready or running:
@@ -157,19 +237,34 @@ class Execution:
     def _skippable(self, step: Step) -> bool:
         if not step.feeds:
             return False
+        results = self.results
         any_value = False
         for port, sources in step.feeds.items():
-            if any(self._produced(s, p) for s, p in sources):
-                any_value = True
-            elif port in step.required:
-                return True
+            for source, source_port in sources:
+                result = results[source]
+                if result is not None and source_port in result:
+                    any_value = True
+                    break
+            else:
+                if port in step.required:
+                    return True
         return not any_value
 
     def _inputs(self, step: Step) -> dict[str, Any]:
-        values = {
-            port: self.ctx.inputs[name] for port, name in step.run_inputs.items() if name in self.ctx.inputs
-        }
+        values: dict[str, Any] = {}
+        if step.run_inputs:
+            given = self.ctx.inputs
+            for port, name in step.run_inputs.items():
+                if name in given:
+                    values[port] = given[name]
+        results = self.results
         for port, sources in step.feeds.items():
+            if len(sources) == 1:  # the common case: one edge into the port
+                source, source_port = sources[0]
+                result = results[source]
+                if result is not None and source_port in result:
+                    values[port] = result[source_port]
+                continue
             got = [(s, p) for s, p in sources if self._produced(s, p)]
             if len(got) > 1:
                 names = ", ".join(f"{self.steps[s].node_id}.{p}" for s, p in got)
@@ -180,7 +275,7 @@ class Execution:
         return values
 
     async def _run_step(self, step: Step) -> None:
-        started = time.perf_counter()
+        started = time.perf_counter() if self.trace is not None else 0.0
         try:
             inputs = self._inputs(step)
             produced = await self._call(step, inputs)
@@ -220,8 +315,8 @@ class Execution:
             raise NodeFailed(
                 step.node_id, f"returned {type(produced).__name__}, not a mapping of output ports"
             )
-        unknown = produced.keys() - step.outputs
-        if unknown:
+        if not step.outputs.issuperset(produced):
+            unknown = produced.keys() - step.outputs
             raise NodeFailed(
                 step.node_id, f"returned unknown output port(s): {', '.join(sorted(map(str, unknown)))}"
             )

@@ -80,3 +80,11 @@ def test_report_drops_versions_no_longer_served() -> None:
     report = stats.report({("qa", B)})
     assert list(report) == ["qa"] and list(report["qa"]["versions"]) == [B]
     assert list(stats.report()["qa"]["versions"]) == [B]  # dropped for good
+
+
+def test_a_duration_on_a_bucket_bound_counts_in_that_bucket() -> None:
+    for i, bound in enumerate(BOUNDS_MS):
+        counts = VersionCounts()
+        counts.observe(ok=True, seconds=bound / 1000)
+        counts.observe(ok=True, seconds=bound / 1000 * 1.001)
+        assert counts.buckets[i] == 1 and counts.buckets[i + 1] == 1, bound

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -21,7 +21,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cluster.errors import BadRequest, FlowfleetError, FlowNotFound, RunInputError
-from cluster.http import EXCEPTION_HANDLERS, JSONResponse, error_response, read_json_object
+from cluster.http import (
+    EXCEPTION_HANDLERS,
+    FastJSONResponse,
+    JSONResponse,
+    error_response,
+    read_json_object,
+)
 from cluster.settings import Settings
 from worker.ports import Compiler
 from worker.replica import Replica, StoreFactory
@@ -58,7 +64,7 @@ async def run_flow(request: Request) -> Response:
     # Stable or canary by the request key; a session's pin may choose otherwise (below).
     served = route(loaded, keys.key)
     if not replica.gate.try_enter():
-        metrics.runs_total.labels(name, served.hash, "overloaded").inc()
+        metrics.count_run(name, served.hash, "overloaded")
         return error_response(
             503,
             "overloaded",
@@ -82,12 +88,11 @@ async def run_flow(request: Request) -> Response:
     finally:
         replica.gate.leave()
         elapsed = time.monotonic() - started
-        metrics.runs_total.labels(name, served.hash, outcome).inc()
-        metrics.run_duration.labels(name, served.hash).observe(elapsed)
+        metrics.count_run(name, served.hash, outcome, elapsed)
         if outcome != "cancelled":  # a client that went away says nothing about the version
             replica.run_stats.record(name, loaded.epoch, served.hash, ok=outcome == "ok", seconds=elapsed)
-    headers = {"X-Flowfleet-Version": served.hash, "X-Flowfleet-Variant": served.variant}
     if failure is not None:
+        headers = {"X-Flowfleet-Version": served.hash, "X-Flowfleet-Variant": served.variant}
         # A failed run names its version too, so a client can tell a failing canary from the stable.
         f = failure
         return error_response(f.http_status, f.code, f.message, f.details, headers=headers)
@@ -104,7 +109,13 @@ async def run_flow(request: Request) -> Response:
         payload["pinned"] = served.pinned
     if trace:
         payload["trace"] = result.trace
-    return JSONResponse(payload, headers=headers)
+    return FastJSONResponse(
+        payload,
+        headers=[
+            (b"x-flowfleet-version", served.hash.encode()),
+            (b"x-flowfleet-variant", served.variant.encode()),
+        ],
+    )
 
 
 def not_loaded(replica: Replica, name: str) -> Response:
@@ -181,10 +192,13 @@ class ReplicaHeader:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_header(message: Message) -> None:
+        header = self.header
+
+        def send_with_header(message: Message) -> Awaitable[None]:
+            # A plain function handing back send's awaitable: no coroutine of its own per message.
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), self.header]
-            await send(message)
+                message["headers"] = [*message.get("headers", ()), header]
+            return send(message)
 
         await self.app(scope, receive, send_with_header)
 

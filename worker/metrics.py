@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 RELOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RUN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# How many (flow, version, outcome) label children of the run metrics are kept at hand (oldest dropped).
+RUN_CHILDREN_CACHED = 256
 
 
 class WorkerMetrics:
@@ -70,6 +73,37 @@ class WorkerMetrics:
             registry=r,
         )
         self.since_last_event.set_function(self._seconds_since_last_event)
+        # (flow, version, outcome) -> (runs_total child, run_duration child): `labels()` validates and
+        # joins its arguments on every call, too much for once per run.
+        self._run_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def count_run(self, flow: str, version: str, outcome: str, seconds: float | None = None) -> None:
+        """One run of `flow` at `version` ended with `outcome`; `seconds` (if given) is its duration.
+
+        Same as `runs_total.labels(flow, version, outcome).inc()` and
+        `run_duration.labels(flow, version).observe(seconds)`, with the label children cached.
+        """
+        key = (flow, version, outcome)
+        children = self._run_children.get(key)
+        if children is None:
+            children = self._run_children_for(key)
+        children[0].inc()
+        if seconds is not None:
+            children[1].observe(seconds)
+
+    def _run_children_for(self, key: tuple[str, str, str]) -> tuple[Any, Any]:
+        cache = self._run_children
+        while len(cache) >= RUN_CHILDREN_CACHED:
+            del cache[next(iter(cache))]  # the oldest entry; its metric values stay in the registry
+        flow, version, outcome = key
+        children = (self.runs_total.labels(flow, version, outcome), self.run_duration.labels(flow, version))
+        cache[key] = children
+        return children
+
+    def forget_version(self, flow: str, version: str) -> None:
+        """Drop the cached label children of a version that no longer serves (the metric values stay)."""
+        for key in [k for k in self._run_children if k[0] == flow and k[1] == version]:
+            del self._run_children[key]
 
     def _seconds_since_last_event(self) -> float:
         since = self.last_event_at if self.last_event_at is not None else self.started
@@ -81,6 +115,8 @@ class WorkerMetrics:
     def set_version(self, flow: str, old: tuple[str, int] | None, new: tuple[str, int]) -> None:
         """Move the version_info 1 from the old (hash, generation) to the new one."""
         if old is not None and old != new:
+            if old[0] != new[0]:
+                self.forget_version(flow, old[0])
             try:
                 self.version_info.remove(flow, old[0], str(old[1]))
             except KeyError:
