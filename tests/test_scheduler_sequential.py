@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from typing import Any
 
@@ -150,3 +151,20 @@ async def test_an_outer_timeout_that_expires_first_stays_the_callers() -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.02):
             await flow.run({"text": "x"}, timeout=30)
+
+
+@pytest.mark.parametrize("document", [HANGING, PARALLEL])
+async def test_a_cancellation_arriving_with_the_expiry_stays_a_cancellation(document: dict[str, Any]) -> None:
+    """The budget expires and someone else cancels the run in the same loop iteration: like
+    `asyncio.timeout`, the run must end in CancelledError (the other cancellation wins), not RunTimeout."""
+    flow, hang = hanging(document)
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(flow.run({"text": "x"}, timeout=0.05))
+    await asyncio.wait_for(EVENTS.setdefault(hang + ":started", asyncio.Event()).wait(), timeout=10)
+    # Injected: hold the event loop past the budget's deadline, so the outside cancel queued now and the
+    # budget's timer both run in the next iteration, before the run's task resumes.
+    time.sleep(0.1)
+    loop.call_soon(task.cancel)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
