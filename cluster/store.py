@@ -2,6 +2,8 @@
 
 Redis is the source of truth; every key comes from `cluster.keys.Keys`. Writes that must be atomic
 (publish, activate, gc) are Lua scripts touching one flow's keys only, so they also run on Redis Cluster.
+Flows, versions and blobs are `cluster.versions.VersionStore`; this module adds releases and what
+depends on them.
 
     store = Store(await connect(settings.redis_url), Keys(settings.namespace))
     result = await store.publish("support_qa", data, digest, author="ci", message="fix", node_count=3)
@@ -16,20 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from cluster import audit, fleet, gc
-from cluster.errors import (
-    AmbiguousHash,
-    BadRequest,
-    CorruptBlob,
-    FlowNotFound,
-    GenerationConflict,
-    VersionNotFound,
-)
+from cluster.errors import BadRequest, FlowNotFound, GenerationConflict, VersionNotFound
 from cluster.events import Event, encode, release_payload_parts
-from cluster.hashing import is_full_hash, is_hash_prefix, sha256_hex
-from cluster.keys import FLOW_NAME, Keys, check_flow_name
+from cluster.hashing import is_full_hash
+from cluster.keys import Keys
 from cluster.release import (
     CorruptRecord,
     GcResult,
@@ -41,6 +35,7 @@ from cluster.release import (
     rollback_target,
 )
 from cluster.scripts import load
+from cluster.versions import RedisClient, VersionStore, as_text
 
 # The value types are re-exported so callers can import the whole store API from this module.
 __all__ = [
@@ -49,15 +44,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Every command the store sends touches one slot or is a non-transactional pipeline, so a cluster client
-# works as well as a single-node one.
-RedisClient = aioredis.Redis | aioredis.RedisCluster
 
-# Prefix matches reported in an AmbiguousHash error.
-MAX_AMBIGUOUS = 10
-
-
-class Store:
+class Store(VersionStore):
     """Async access to one namespace through a Redis or RedisCluster client without `decode_responses`."""
 
     def __init__(
@@ -69,117 +57,13 @@ class Store:
         audit_keep: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if history_keep < 1 or audit_keep < 1:
-            raise ValueError("history_keep and audit_keep must be at least 1")
-        self.redis = redis
-        self.keys = keys
-        self.history_keep = history_keep
-        self.audit_keep = audit_keep
-        self.clock = clock
-        self._publish = redis.register_script(load("publish"))
+        super().__init__(redis, keys, history_keep=history_keep, audit_keep=audit_keep, clock=clock)
         self._activate = redis.register_script(load("activate"))
         self._gc = redis.register_script(load("gc"))
-
-    # -- versions ---------------------------------------------------------------------------------
-    async def publish(
-        self, flow: str, data: bytes, digest: str, *, author: str, message: str, node_count: int
-    ) -> PublishResult:
-        """Store `data` (canonical bytes whose sha256 is `digest`) once; identical content writes nothing."""
-        check_flow_name(flow)
-        actual = sha256_hex(data)
-        if actual != digest:
-            raise BadRequest(
-                f"content of flow {flow!r} hashes to {actual[:12]}, not {digest[:12]}", flow=flow, hash=digest
-            )
-        # Before the script (Redis Cluster puts this key in another slot): a listed flow without versions
-        # is harmless, a stored version of an unlisted flow would be invisible.
-        await self.redis.sadd(self.keys.flows(), flow)
-        now = self.clock()
-        k = self.keys
-        reply = await self._publish(
-            keys=[k.blob(flow, digest), k.meta(flow, digest), k.versions(flow), k.release(flow),
-                  k.flow_audit(flow)],
-            args=[data, digest, author, message, repr(now), len(data), node_count, self.audit_keep, flow],
-        )  # fmt: skip
-        status = _text(reply[0])
-        if status == "created":
-            log.info("published flow=%s hash=%s by=%s size=%d", flow, digest[:12], author, len(data))
-        elif status == "repaired":
-            log.warning("rewrote corrupt stored bytes of flow=%s hash=%s by=%s", flow, digest[:12], author)
-        return PublishResult(hash=digest, created=status == "created", repaired=status == "repaired")
-
-    async def get_blob(self, flow: str, digest: str) -> bytes | None:
-        """The stored bytes, unverified (see `get_verified_blob`); None if absent."""
-        value = await self.redis.get(self.keys.blob(flow, digest))
-        return value.encode() if isinstance(value, str) else value
-
-    async def get_verified_blob(self, flow: str, digest: str) -> bytes:
-        """The stored bytes after checking they still hash to `digest` (VersionNotFound / CorruptBlob)."""
-        data = await self.get_blob(flow, digest)
-        if data is None:
-            raise VersionNotFound(flow, digest)
-        actual = sha256_hex(data)
-        if actual != digest:
-            raise CorruptBlob(flow, digest, actual)
-        return data
-
-    async def get_meta(self, flow: str, digest: str) -> VersionMeta | None:
-        return VersionMeta.from_hash(flow, digest, await self.redis.hgetall(self.keys.meta(flow, digest)))
-
-    async def list_versions(self, flow: str, limit: int = 100) -> list[VersionMeta]:
-        """Stored versions of a flow, newest first."""
-        if limit < 1:
-            return []
-        digests = [_text(d) for d in await self.redis.zrevrange(self.keys.versions(flow), 0, limit - 1)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for digest in digests:
-                pipe.hgetall(self.keys.meta(flow, digest))
-            replies = await pipe.execute()
-        metas = (VersionMeta.from_hash(flow, d, raw) for d, raw in zip(digests, replies, strict=True))
-        return [m for m in metas if m is not None]
-
-    async def resolve(self, flow: str, hash_or_prefix: str) -> str:
-        """The full hash of a stored version from its hash or an unambiguous prefix of 8+ hex characters."""
-        check_flow_name(flow)
-        candidate = hash_or_prefix.strip().lower()
-        if not is_hash_prefix(candidate):
-            raise BadRequest(
-                f"{hash_or_prefix!r} is not a version hash: give 8 to 64 hex characters",
-                flow=flow,
-                hash=hash_or_prefix,
-            )
-        versions = self.keys.versions(flow)
-        if is_full_hash(candidate):
-            if await self.redis.zscore(versions, candidate) is not None:
-                return candidate
-            matches: list[str] = []
-        else:
-            matches = []
-            # Hex prefixes hold no glob metacharacters, so MATCH is exact prefix matching.
-            async for member, _score in self.redis.zscan_iter(versions, match=f"{candidate}*"):
-                matches.append(_text(member))
-                if len(matches) > MAX_AMBIGUOUS:
-                    break
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            raise AmbiguousHash(flow, candidate, sorted(matches)[:MAX_AMBIGUOUS])
-        if not await self.redis.sismember(self.keys.flows(), flow):
-            raise FlowNotFound(flow)
-        raise VersionNotFound(flow, hash_or_prefix)
 
     # -- releases ---------------------------------------------------------------------------------
     async def get_release(self, flow: str) -> Release | None:
         return Release.from_hash(flow, await self.redis.hgetall(self.keys.release(flow)))
-
-    async def list_flows(self) -> list[str]:
-        """Every flow name in the index; a name that is not a valid flow name is logged and skipped, so
-        one bad entry written by hand cannot stop every replica from reading the others."""
-        names = sorted(_text(f) for f in await self.redis.smembers(self.keys.flows()))
-        valid = [name for name in names if FLOW_NAME.match(name)]
-        for name in set(names) - set(valid):
-            log.warning("skipping invalid flow name %r in %s", name, self.keys.flows())
-        return valid
 
     async def list_releases(self) -> dict[str, Release]:
         """Every flow that has a release record, by name."""
@@ -232,14 +116,14 @@ class Store:
                   action, repr(now), self.history_keep, self.audit_keep, k.channel(), head, tail, body,
                   "1" if unpin else "0"],
         )  # fmt: skip
-        status, generation = _text(reply[0]), int(reply[1])
+        status, generation = as_text(reply[0]), int(reply[1])
         if status == "conflict":
             assert expected_generation is not None
             raise GenerationConflict(flow, expected_generation, generation)
         if status == "missing":
             # The blob vanished between the check and the script (a concurrent gc).
             raise VersionNotFound(flow, digest)
-        previous = _text(reply[2]) or None
+        previous = as_text(reply[2]) or None
         log.info(
             "%s flow=%s hash=%s generation=%d previous=%s by=%s",
             action, flow, digest[:12], generation, (previous or "-")[:12], by,
@@ -328,7 +212,3 @@ class Store:
     async def read_fleet(self) -> list[dict[str, Any]]:
         """Status of every live replica (sorted by id); forgets replicas whose status expired."""
         return await fleet.read_statuses(self.redis, self.keys)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

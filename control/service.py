@@ -4,6 +4,9 @@ Writes go through three gates before the fleet hears about them: a published doc
 limits, validated (every problem at once), compiled and its `tests` examples run as a dry run; an
 activation reads the stored blob back, checks its sha256 and compiles it again; only then does the
 cutover (one atomic store script) move the release record and announce it.
+
+This module holds the writes (publish, activate, rollback, gc); the reads and the lookups they share
+are `control.reads.ReadService`, which `ControlService` extends.
 """
 
 from __future__ import annotations
@@ -14,35 +17,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
-
-from cluster import engine, rollouts, validation
+from cluster import engine, validation
 from cluster.analysis import ComponentRegistry
 from cluster.documents import load_document
 from cluster.errors import (
     BadRequest,
     CorruptBlob,
-    FlowNotFound,
     FlowValidationError,
     GenerationConflict,
     Problem,
     VersionNotFound,
 )
-from cluster.hashing import content_address, is_hash_prefix
+from cluster.hashing import content_address
 from cluster.keys import check_flow_name
 from cluster.release import NoPreviousRelease, Release, rollback_target
 from cluster.store import Store
-from control.convergence import convergence, replicas_per_generation
 from control.cutover import DEFAULT_OPTIONS, Cutover, CutoverOptions, CutoverRequest, DirectCutover
-from control.diff import diff_documents
-from control.fleetview import fleet_rows
 from control.metrics import ControlMetrics
+from control.reads import ReadService, release_dict
 from control.rollout import RolloutAborted
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 2000
-RECENT_VERSIONS = 20
 # Activation failures by metric label; anything else counts as "error".
 FAILURE_LABELS: tuple[tuple[type[Exception], str], ...] = (
     (GenerationConflict, "conflict"),
@@ -67,10 +64,6 @@ class PublishOutcome:
             "created": self.created,
             "release": release_dict(self.release),
         }
-
-
-def release_dict(release: Release | None) -> dict[str, Any] | None:
-    return None if release is None else release.as_dict()
 
 
 def check_message(message: str | None) -> str:
@@ -106,7 +99,7 @@ def parse(raw: bytes, limits: validation.Limits | None, flow: str) -> Any:
         raise
 
 
-class ControlService:
+class ControlService(ReadService):
     def __init__(
         self,
         store: Store,
@@ -117,12 +110,11 @@ class ControlService:
         cutover: Cutover | None = None,
         metrics: ControlMetrics | None = None,
     ) -> None:
-        self.store = store
+        super().__init__(store, metrics or ControlMetrics())
         self.registry = registry
         self.limits = limits
         self.environ: Mapping[str, str] = environ or {}
         self.cutover: Cutover = cutover or DirectCutover(store)
-        self.metrics = metrics or ControlMetrics()
 
     # -- writes -------------------------------------------------------------------------------------
     async def publish(
@@ -232,100 +224,10 @@ class ControlService:
         log.info("gc by=%s removed=%d kept=%d", actor, result.removed_count, result.kept)
         return result.as_dict()
 
-    # -- reads --------------------------------------------------------------------------------------
-    async def list_flows(self) -> list[dict[str, Any]]:
-        names = await self.store.list_flows()
-        releases = await self.store.list_releases()
-        return [{"name": n, "release": release_dict(releases.get(n))} for n in sorted(names)]
-
-    async def get_flow(self, flow: str, versions: int = RECENT_VERSIONS) -> dict[str, Any]:
-        """The release record and the newest stored versions' metadata."""
-        release = await self.store.get_release(flow)
-        if release is None:
-            await self.require_flow(flow)
-        metas = await self.store.list_versions(flow, versions)
-        return {"flow": flow, "release": release_dict(release), "versions": [m.as_dict() for m in metas]}
-
-    async def history(self, flow: str, limit: int = 100) -> list[Release]:
-        releases = await self.store.history(flow, limit)
-        if not releases:
-            await self.require_flow(flow)
-        return releases
-
-    async def version(self, flow: str, ref: str) -> dict[str, Any]:
-        digest = await self.resolve(flow, ref)
-        document = await self.load(flow, digest)
-        meta = await self.store.get_meta(flow, digest)
-        return {
-            "flow": flow,
-            "hash": digest,
-            "meta": None if meta is None else meta.as_dict(),
-            "document": document,
-        }
-
-    async def diff(self, flow: str, old_ref: str, new_ref: str) -> dict[str, Any]:
-        old_hash = await self.resolve(flow, old_ref)
-        new_hash = await self.resolve(flow, new_ref)
-        old, new = await self.load(flow, old_hash), await self.load(flow, new_hash)
-        return {"flow": flow, "from": old_hash, "to": new_hash, "diff": diff_documents(old, new).as_dict()}
-
-    async def fleet(self) -> dict[str, Any]:
-        statuses = await self.store.read_fleet()
-        releases = await self.store.list_releases()
-        rows = fleet_rows(statuses, {f: r.generation for f, r in releases.items()})
-        return {
-            "replicas": statuses,
-            "releases": {f: release_dict(r) for f, r in releases.items()},
-            "rows": [r.as_dict() for r in rows],
-        }
-
-    async def rollout_status(self, flow: str) -> dict[str, Any]:
-        """How far the live replicas are on the flow's current release, and its latest rollout."""
-        release = await self.store.get_release(flow)
-        if release is None:
-            await self.require_flow(flow)
-        statuses = await self.store.read_fleet()
-        state = convergence(
-            flow, release.hash if release else None, release.generation if release else None, statuses
-        )
-        self.metrics.set_replicas(replicas_per_generation(statuses))
-        record = await rollouts.read_record(self.store.redis, self.store.keys, flow)
-        return {"release": release_dict(release), "rollout": record, **state.as_dict()}
-
-    async def refresh_metrics(self) -> None:
-        """Update the gauges that describe the fleet (replicas per flow generation)."""
-        self.metrics.set_replicas(replicas_per_generation(await self.store.read_fleet()))
-
-    async def audit(self, flow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        if flow is not None:
-            check_flow_name(flow)
-        return await self.store.audit(flow, limit)
-
     # -- helpers ------------------------------------------------------------------------------------
-    async def require_flow(self, flow: str) -> None:
-        check_flow_name(flow)
-        if flow not in await self.store.list_flows():
-            raise FlowNotFound(flow)
-
-    async def resolve(self, flow: str, ref: str) -> str:
-        check_flow_name(flow)
-        ref = ref.strip().lower()
-        if not is_hash_prefix(ref):
-            raise BadRequest(f"{ref!r} is not a version hash: use 8 to 64 hex characters", hash=ref)
-        return await self.store.resolve(flow, ref)
-
     async def check_version(self, flow: str, digest: str) -> None:
         """Verify a stored version's bytes and compile it (what every activation does first)."""
         await self._compile(await self.load(flow, digest))
-
-    async def load(self, flow: str, digest: str) -> Any:
-        """The stored document, after checking its bytes still hash to their address."""
-        try:
-            data = await self.store.get_verified_blob(flow, digest)
-        except CorruptBlob as e:
-            log.error("corrupt stored version flow=%s version=%s: %s", flow, digest[:12], e)
-            raise
-        return orjson.loads(data)
 
     async def _compile(self, document: Any) -> engine.CompiledFlow:
         # Compiling a large flow is CPU work; keep it off the event loop so other requests proceed.

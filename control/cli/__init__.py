@@ -29,6 +29,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as shells report a reader that went awa
 COMMAND_MODULES = (
     "control.cli.local",
     "control.cli.remote",
+    "control.cli.reads",
     "control.cli.canary",
     "control.cli.servers",
     "control.cli.worker",
