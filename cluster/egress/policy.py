@@ -1,0 +1,122 @@
+"""The operator's outbound policy: which secrets flows may name and which addresses they may reach.
+
+A flow is data written by deployers; it never decides what it may reach. Components declare what they
+use (`Component.outbound`: a secret by name, a URL) and validation checks each use against this policy,
+with a problem at its JSON pointer. Values of secrets never pass through here, only names.
+
+>>> policy = OutboundPolicy.build(flow_secrets="OPENAI_API_KEY, HF_TOKEN")
+>>> sorted(policy.secrets)
+['HF_TOKEN', 'OPENAI_API_KEY']
+>>> OutboundPolicy.build(flow_secrets="FLOWFLEET_ADMIN_TOKEN")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+cluster.settings.SettingsError: FLOWFLEET_FLOW_SECRETS: FLOWFLEET_ADMIN_TOKEN is one of flowfleet's ...
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cluster.egress.rules import EgressConfigError, EgressRules
+from cluster.errors import Problem
+from cluster.settings import Settings, SettingsError
+
+DEFAULT_FLOW_SECRETS = "OPENAI_API_KEY"
+DEFAULT_EGRESS = "public"
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# flowfleet's own credentials and settings, and the variables Redis clients read a password from.
+_RESERVED_PREFIXES = ("FLOWFLEET_",)
+_RESERVED_NAMES = frozenset({"REDISCLI_AUTH", "REDIS_URL", "REDIS_PASSWORD"})
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One thing a node uses outside the flow: a secret (by name) or a URL, found in param `param`."""
+
+    kind: Literal["secret", "url"]
+    param: str
+    value: str
+
+
+def parse_secret_names(text: str) -> frozenset[str]:
+    """The names in FLOWFLEET_FLOW_SECRETS (comma or space separated); refuses flowfleet's own."""
+    names = frozenset(part for part in re.split(r"[\s,]+", text) if part)
+    for name in sorted(names):
+        if not _NAME.match(name):
+            raise SettingsError(f"FLOWFLEET_FLOW_SECRETS: {name!r} is not an environment variable name")
+        if name.upper().startswith(_RESERVED_PREFIXES) or name.upper() in _RESERVED_NAMES:
+            raise SettingsError(
+                f"FLOWFLEET_FLOW_SECRETS: {name} is one of flowfleet's own credentials "
+                "and can never be given to flows"
+            )
+    return names
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    secrets: frozenset[str] = frozenset({DEFAULT_FLOW_SECRETS})
+    egress: EgressRules = field(default_factory=lambda: EgressRules.parse(DEFAULT_EGRESS))
+    proxy: str | None = None
+    # The operator's OpenAI-compatible endpoint (OPENAI_BASE_URL), used by nodes that set no base_url.
+    openai_base_url: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        flow_secrets: str = DEFAULT_FLOW_SECRETS,
+        egress_allow: str = DEFAULT_EGRESS,
+        proxy: str | None = None,
+        openai_base_url: str | None = None,
+    ) -> OutboundPolicy:
+        """Parse the operator's settings; raises SettingsError naming the bad one."""
+        endpoints = [openai_base_url] if openai_base_url else []
+        text = "" if egress_allow.strip().lower() == "none" else egress_allow
+        try:
+            rules = EgressRules.parse(text, endpoints)
+        except EgressConfigError as e:
+            raise SettingsError(f"FLOWFLEET_EGRESS_ALLOW: {e}") from e
+        if openai_base_url:
+            reason = rules.check_url(openai_base_url)
+            if reason is not None:
+                raise SettingsError(f"OPENAI_BASE_URL={openai_base_url!r}: {reason}")
+        return cls(parse_secret_names(flow_secrets), rules, proxy or None, openai_base_url or None)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OutboundPolicy:
+        return cls.build(
+            flow_secrets=settings.flow_secrets,
+            egress_allow=settings.egress_allow,
+            proxy=settings.egress_proxy,
+            openai_base_url=settings.openai_base_url,
+        )
+
+    def problems(self, uses: Iterable[Outbound], params_path: str) -> list[Problem]:
+        """What a node's declared uses break of this policy, each at its param's JSON pointer."""
+        problems: list[Problem] = []
+        for use in uses:
+            at = f"{params_path}/{use.param}"
+            if use.kind == "secret" and use.value not in self.secrets:
+                listed = ", ".join(sorted(self.secrets)) or "none"
+                message = (
+                    f"secret {use.value} is not one flows may use (FLOWFLEET_FLOW_SECRETS lists: {listed})"
+                )
+                problems.append(Problem(at, "secret_not_allowed", message))
+            elif use.kind == "url":
+                reason = self.egress.check_url(use.value)
+                if reason is not None:
+                    problems.append(Problem(at, "egress_denied", f"{use.value}: {reason}"))
+        return problems
+
+    def describe(self) -> str:
+        secrets = ", ".join(sorted(self.secrets)) or "none"
+        return f"flow secrets: {secrets}; egress: {self.egress.describe()}"
+
+
+def secret_names(uses: Sequence[Outbound]) -> list[str]:
+    return sorted({use.value for use in uses if use.kind == "secret"})
