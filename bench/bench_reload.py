@@ -25,6 +25,8 @@ import orjson
 from bench.bench_engine import chain
 from bench.harness import FLOW, Fleet, bench_args, dist, fmt, header, save, start_results
 from bench.report import load
+from cluster.egress.policy import OutboundPolicy
+from cluster.egress.runtime import Runtime
 from cluster.hashing import content_address, sha256_hex
 from cluster.store import Store
 from worker.replica import engine_compiler
@@ -56,7 +58,7 @@ async def timed(action: Callable[[], Awaitable[Any] | Any], repeat: int) -> list
 async def phases(store: Store, nodes: int, repeat: int) -> dict[str, Any]:
     data, digest = content_address(sized_doc(nodes, "phases"))
     await store.publish(FLOW, data, digest, author="bench", message="", node_count=nodes)
-    compiler = engine_compiler({})
+    compiler = engine_compiler(Runtime(OutboundPolicy()))
     return {
         "bytes": len(data),
         "fetch_ms": dist(await timed(lambda: store.get_blob(FLOW, digest), repeat)),

@@ -22,6 +22,8 @@ import redis.asyncio as aioredis
 from bench.floor import in_process_rounds
 from bench.harness import FLOW, Round, bench_args, fmt, header, qa_doc, rounds_summary, save, start_results
 from bench.report import load
+from cluster.egress.policy import OutboundPolicy
+from cluster.egress.runtime import Runtime
 from cluster.hashing import content_address
 from cluster.keys import Keys
 from cluster.settings import Settings
@@ -54,7 +56,7 @@ async def measure(count: int, activations: int) -> dict[str, Any]:
             await store.publish(FLOW, data, digest, author="bench", message="", node_count=3)
             digests.append(digest)
         first = await store.activate(FLOW, digests[0], by="bench", reason="scale")
-        compiler = engine_compiler({})
+        compiler = engine_compiler(Runtime(OutboundPolicy()))
         settings = Settings(redis_url=server.url, namespace=namespace)
         replicas = [
             Replica(dataclasses.replace(settings, replica_id=f"s{i}"), compiler=compiler)

@@ -1,8 +1,9 @@
 """The semantic rules of a schema-valid flow document, and what the compiler needs from them.
 
 Rules: unique node ids, known component types (with the closest known name suggested), params that fit
-each component's schema and its own checks, edges between existing nodes and ports, no cycles, at least
-one output, every node contributing to an output, and examples (`tests`) that name real outputs.
+each component's schema and its own checks, secrets and URLs that the operator's outbound policy allows,
+edges between existing nodes and ports, no cycles, at least one output, every node contributing to an
+output, and examples (`tests`) that name real outputs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 from cluster import graph
 from cluster.components.base import Component, Ports
+from cluster.egress.policy import OutboundPolicy
 from cluster.errors import Problem
 from cluster.examples import check_examples
 from cluster.model import BoundEdge, Flow, UnboundPort, bind_ports, parse_flow
@@ -82,7 +84,7 @@ def _check_ports(ports: Ports) -> str | None:
 
 
 def _node_problems(
-    index: int, cls: type[Component], params: Mapping[str, Any]
+    index: int, cls: type[Component], params: Mapping[str, Any], policy: OutboundPolicy
 ) -> tuple[list[Problem], Ports | None]:
     """Params schema, the component's own checks, then its ports; plugin bugs become problems."""
     path = f"/nodes/{index}/params"  # pointer("nodes", index, "params"): nothing here needs escaping
@@ -97,6 +99,7 @@ def _node_problems(
         return problems, None
     try:
         problems = list(cls.check_params(params, path))
+        problems.extend(policy.problems(cls.outbound(params), path))
         if problems:
             return problems, None  # ports of params with problems would only add noise
         ports = cls.ports(params)
@@ -135,7 +138,7 @@ def _ids(flow: Flow, problems: list[Problem]) -> dict[str, int]:
 
 
 def _components(
-    flow: Flow, registry: ComponentRegistry, problems: list[Problem]
+    flow: Flow, registry: ComponentRegistry, policy: OutboundPolicy, problems: list[Problem]
 ) -> tuple[list[type[Component] | None], list[Ports | None]]:
     classes: list[type[Component] | None] = []
     ports: list[Ports | None] = []
@@ -149,7 +152,7 @@ def _components(
             problems.append(Problem(pointer("nodes", node.index, "type"), "unknown_type", message))
             ports.append(None)
             continue
-        node_problems, node_ports = _node_problems(node.index, cls, node.params)
+        node_problems, node_ports = _node_problems(node.index, cls, node.params, policy)
         problems.extend(node_problems)
         ports.append(node_ports)
     return classes, ports
@@ -320,15 +323,26 @@ def _run_inputs(
     return run_inputs, frozenset(required), frozenset(optional - required)
 
 
+_DEFAULT_POLICY: OutboundPolicy | None = None
+
+
+def _default_policy() -> OutboundPolicy:
+    global _DEFAULT_POLICY
+    if _DEFAULT_POLICY is None:
+        _DEFAULT_POLICY = OutboundPolicy()
+    return _DEFAULT_POLICY
+
+
 def analyse(
-    document: Mapping[str, Any], registry: ComponentRegistry
+    document: Mapping[str, Any], registry: ComponentRegistry, policy: OutboundPolicy | None = None
 ) -> tuple[list[Problem], Analysis | None]:
     """Apply every semantic rule to a schema-valid document the caller no longer touches (the model
-    keeps it); the Analysis is returned only if no rule failed."""
+    keeps it), the nodes' secrets and URLs checked against `policy` (default: the default policy); the
+    Analysis is returned only if no rule failed."""
     flow = parse_flow(document, copy=False)
     problems: list[Problem] = []
     index_of = _ids(flow, problems)
-    classes, ports = _components(flow, registry, problems)
+    classes, ports = _components(flow, registry, policy or _default_policy(), problems)
     g = _edges(flow, index_of, ports, problems)
     order = _cycles(flow, g, problems)
     outputs, keys = _outputs(flow, index_of, classes, g, problems)

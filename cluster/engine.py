@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.analysis import Analysis, ComponentRegistry, params_checker
 from cluster.components.base import BuildContext, Component, RunContext
-from cluster.errors import FlowValidationError, Problem, RunInputError
+from cluster.egress.policy import OutboundPolicy, secret_names
+from cluster.errors import FlowValidationError, MissingSecret, Problem, RunInputError
 from cluster.examples import run_examples
 from cluster.gcpause import paused_gc
 from cluster.hashing import content_address
@@ -30,7 +31,18 @@ from cluster.model import FlowTest
 from cluster.scheduler import Execution, Step, sequential_order
 from cluster.validation import Limits, check_and_analyse, pointer
 
-__all__ = ["CompiledFlow", "RunResult", "compile_analysis", "compile_flow", "run_examples", "warm_up"]
+if TYPE_CHECKING:
+    from cluster.egress.runtime import Runtime
+
+__all__ = [
+    "CompiledFlow",
+    "RunResult",
+    "compile_analysis",
+    "compile_flow",
+    "needed_secrets",
+    "run_examples",
+    "warm_up",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +129,18 @@ class CompiledFlow:
                 yield key, produced[port]
 
     async def execute(
-        self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        trace: bool = False,
+        replies: Mapping[str, str] | None = None,
     ) -> tuple[list[Mapping[str, Any] | None], list[dict[str, Any]] | None, float]:
         """Run once and return every node's produced ports (None for a skipped node), the trace and
-        the duration in milliseconds."""
+        the duration in milliseconds. `replies` are an example's recorded LLM replies (offline runs)."""
         execution = self._execution(inputs, timeout, trace)
+        if replies:
+            execution.ctx.replies = replies
         started = time.perf_counter()
         await execution.run(timeout)
         return execution.results, execution.trace, (time.perf_counter() - started) * 1000
@@ -133,15 +152,17 @@ class CompiledFlow:
         return Execution(self.steps, ctx, trace=trace, order=self.order)
 
 
-def _build(analysis: Analysis, environ: Mapping[str, str] | None) -> list[Component]:
+def _build(analysis: Analysis, runtime: Runtime | None) -> list[Component]:
     flow = analysis.flow
-    build = BuildContext(flow_name=flow.name or "", environ=dict(environ or {}))
+    build = BuildContext(flow_name=flow.name or "", runtime=runtime)
     components: list[Component] = []
     problems: list[Problem] = []
     for node, cls in zip(flow.nodes, analysis.classes, strict=True):
         try:
             components.append(cls(node.id, node.params, build))
-        except Exception as e:  # a component that cannot start (missing API key, bad index) is a NACK
+        except MissingSecret:
+            raise
+        except Exception as e:  # a component that cannot start (bad index, a plugin's bug) is a NACK
             message = f"{cls.type_name} could not be built: {e}"
             problems.append(Problem(pointer("nodes", node.index), "build_failed", message))
     if problems:
@@ -193,21 +214,41 @@ def compile_flow(
     *,
     registry: ComponentRegistry | None = None,
     limits: Limits | None = None,
-    environ: Mapping[str, str] | None = None,
+    policy: OutboundPolicy | None = None,
+    runtime: Runtime | None = None,
 ) -> CompiledFlow:
-    """Validate, build every component once and precompute the schedule. Raises FlowValidationError."""
+    """Validate (against `policy`, else the runtime's, else the default one), build every component
+    once and precompute the schedule. Without a runtime the flow is compiled for dry runs: nothing it
+    does calls out or reads a secret. Raises FlowValidationError, or MissingSecret when the runtime
+    lacks a secret the flow needs."""
+    if policy is None and runtime is not None:
+        policy = runtime.policy
     with paused_gc():  # see cluster.gcpause: a large flow allocates many small objects
-        analysis = check_and_analyse(document, registry=registry, limits=limits)
-        return compile_analysis(analysis, digest=content_address(document)[1], environ=environ)
+        analysis = check_and_analyse(document, registry=registry, limits=limits, policy=policy)
+        return compile_analysis(analysis, digest=content_address(document)[1], runtime=runtime)
 
 
-def compile_analysis(
-    analysis: Analysis, *, digest: str, environ: Mapping[str, str] | None = None
-) -> CompiledFlow:
+def needed_secrets(analysis: Analysis) -> list[str]:
+    """The names of the secrets a valid flow's nodes use."""
+    return secret_names(
+        [
+            use
+            for node, cls in zip(analysis.flow.nodes, analysis.classes, strict=True)
+            for use in cls.outbound(node.params)
+        ]
+    )
+
+
+def compile_analysis(analysis: Analysis, *, digest: str, runtime: Runtime | None = None) -> CompiledFlow:
     """The part of `compile_flow` after validation: build the components of a valid flow's analysis
     (from `cluster.validation.check_and_analyse`) and precompute the schedule. `digest` is the
-    document's content address. Raises FlowValidationError when a component cannot be built."""
-    components = _build(analysis, environ)
+    document's content address. Raises FlowValidationError when a component cannot be built and
+    MissingSecret, before building anything, when the runtime lacks a secret the flow needs."""
+    if runtime is not None:
+        missing = runtime.missing(needed_secrets(analysis))
+        if missing:
+            raise MissingSecret(missing)
+    components = _build(analysis, runtime)
     explicit = any(cls.is_output for cls in analysis.classes)
     outputs: list[tuple[int, str]] = []
     seen: dict[str, int] = {}

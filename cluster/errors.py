@@ -97,6 +97,19 @@ class ComponentError(FlowfleetError):
     http_status = 502
 
 
+class MissingSecret(FlowfleetError):
+    """A version needs secrets this process does not have (never their values, only their names)."""
+
+    code = "missing_secret"
+    http_status = 422
+
+    def __init__(self, names: Sequence[str], where: str = "this replica") -> None:
+        self.names = tuple(names)
+        listed = ", ".join(self.names)
+        plural = "s" if len(self.names) > 1 else ""
+        super().__init__(f"secret{plural} {listed} not set on {where}", secrets=list(self.names))
+
+
 class FlowNotFound(FlowfleetError):
     """No flow of that name is known."""
 

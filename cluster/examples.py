@@ -5,6 +5,13 @@
 An expectation's key names a run output or, failing that, a node id (whose default output is checked).
 Checks: `equals` (any JSON value), `contains` / `not_contains` (substring of the value as text),
 `matches` (a regular expression searched in the text), `present` (whether the value was produced).
+
+Examples are dry runs: they run wherever a flow is checked (publish, `sync`, `validate`) on a flow compiled
+without a runtime, so no node calls out or reads a secret. An LLM node answers as the `echo` provider does
+(under its own model name), or with the text the example records for it in `replies`:
+
+    {"name": "refund", "inputs": {"question": "refund?"}, "replies": {"llm": "Refunds take 5 days."},
+     "expect": {"answer": {"contains": "5 days"}}}
 """
 
 from __future__ import annotations
@@ -31,8 +38,14 @@ def check_examples(flow: Flow, output_keys: Mapping[str, int], required: frozens
     invalid regular expressions."""
     problems: list[Problem] = []
     names: dict[str, int] = {}
-    targets = set(output_keys) | {node.id for node in flow.nodes}
+    node_ids = {node.id for node in flow.nodes}
+    targets = set(output_keys) | node_ids
     for test in flow.tests:
+        for node_id in test.replies:
+            if node_id not in node_ids:
+                message = f"replies names {node_id!r}, which is not a node of this flow"
+                at = pointer("tests", test.index, "replies", node_id)
+                problems.append(Problem(at, "unknown_reply_target", message))
         first = names.setdefault(test.name, test.index)
         if first != test.index:
             message = f"example name {test.name!r} is already used by /tests/{first}"
@@ -91,7 +104,7 @@ def _shown(value: Any) -> str:
 
 async def _run_one(compiled: CompiledFlow, test: FlowTest, timeout_s: float | None) -> list[Problem]:
     try:
-        results, _, _ = await compiled.execute(test.inputs, timeout=timeout_s)
+        results, _, _ = await compiled.execute(test.inputs, timeout=timeout_s, replies=test.replies)
     except FlowfleetError as e:
         message = f"example {test.name!r} failed: {e}"
         return [Problem(pointer("tests", test.index), "example_failed", shorten(message))]

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -55,6 +55,8 @@ class FlowTest:
     name: str
     inputs: Mapping[str, Any]
     expect: tuple[Expectation, ...] = ()
+    # node id -> the text an LLM node replies in this example's offline run (see cluster.examples).
+    replies: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ def parse_flow(document: Mapping[str, Any], *, copy: bool = True) -> Flow:
             index=i,
             name=raw["name"],
             inputs=MappingProxyType(raw["inputs"]),
+            replies=MappingProxyType(raw.get("replies", {})),
             expect=tuple(
                 Expectation(key=key, checks=MappingProxyType(checks))
                 for key, checks in raw.get("expect", {}).items()

@@ -73,6 +73,12 @@ TEST_SCHEMA: dict[str, Any] = {
     "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "inputs": {"type": "object"},
+        # Offline dry runs: the reply an LLM node gives in this example instead of calling its model.
+        "replies": {
+            "type": "object",
+            "propertyNames": {"pattern": NODE_ID_PATTERN},
+            "additionalProperties": {"type": "string"},
+        },
         "expect": {
             "type": "object",
             "propertyNames": {"pattern": NODE_ID_PATTERN},

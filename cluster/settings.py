@@ -63,6 +63,13 @@ class Settings:
     canary_error_margin: float = 0.05
     canary_min_runs: int = 100
     canary_guard_s: float = 5.0
+    # Outbound policy (cluster.egress.policy), the same on the control plane, the CLI and the replicas:
+    # the secret names flows may use, the addresses they may reach, an explicit proxy, and the
+    # operator's OpenAI-compatible endpoint (used when a node sets no base_url; allowed automatically).
+    flow_secrets: str = "OPENAI_API_KEY"
+    egress_allow: str = "public"
+    egress_proxy: str | None = None
+    openai_base_url: str | None = None
 
     # env var name -> field name
     ENV: Mapping[str, str] = field(
@@ -93,6 +100,10 @@ class Settings:
             "FLOWFLEET_CANARY_ERROR_MARGIN": "canary_error_margin",
             "FLOWFLEET_CANARY_MIN_RUNS": "canary_min_runs",
             "FLOWFLEET_CANARY_GUARD_S": "canary_guard_s",
+            "FLOWFLEET_FLOW_SECRETS": "flow_secrets",
+            "FLOWFLEET_EGRESS_ALLOW": "egress_allow",
+            "FLOWFLEET_EGRESS_PROXY": "egress_proxy",
+            "OPENAI_BASE_URL": "openai_base_url",
         },
         repr=False,
         compare=False,

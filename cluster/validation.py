@@ -25,6 +25,7 @@ from cluster.schema import DOCUMENT_SCHEMA
 
 if TYPE_CHECKING:
     from cluster.analysis import Analysis, ComponentRegistry
+    from cluster.egress.policy import OutboundPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def _length_problems(document: dict[str, Any], data: bytes, limits: Limits) -> l
 
 
 def _analyse(
-    document: Any, registry: ComponentRegistry | None, limits: Limits | None
+    document: Any, registry: ComponentRegistry | None, limits: Limits | None, policy: OutboundPolicy | None
 ) -> tuple[list[Problem], Analysis | None]:
     # Imported here: analysis needs the component registry, which imports every built-in component.
     from cluster.analysis import analyse
@@ -198,33 +199,48 @@ def _analyse(
     if problems:
         return problems, None
     try:
-        return analyse(orjson.loads(data), registry if registry is not None else default_registry())
+        return analyse(orjson.loads(data), registry if registry is not None else default_registry(), policy)
     except Exception as e:  # a bug here or in a plugin must still come out as a problem, not a crash
         logger.exception("validation failed unexpectedly")
         return [Problem("", "internal_error", shorten(f"validation failed unexpectedly: {e!r}"))], None
 
 
 def validate(
-    document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None
+    document: Any,
+    *,
+    registry: ComponentRegistry | None = None,
+    limits: Limits | None = None,
+    policy: OutboundPolicy | None = None,
 ) -> list[Problem]:
-    """Every problem of the document (empty when it is valid). Never raises for any input value."""
+    """Every problem of the document (empty when it is valid), the secrets and addresses its nodes use
+    checked against `policy` (default: the default OutboundPolicy). Never raises for any input value."""
     with paused_gc():
-        return _analyse(document, registry, limits)[0]
+        return _analyse(document, registry, limits, policy)[0]
 
 
-def check(document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None) -> None:
+def check(
+    document: Any,
+    *,
+    registry: ComponentRegistry | None = None,
+    limits: Limits | None = None,
+    policy: OutboundPolicy | None = None,
+) -> None:
     """Raise FlowValidationError carrying every problem, or return None for a valid document."""
-    problems = validate(document, registry=registry, limits=limits)
+    problems = validate(document, registry=registry, limits=limits, policy=policy)
     if problems:
         raise FlowValidationError(problems)
 
 
 def check_and_analyse(
-    document: Any, *, registry: ComponentRegistry | None = None, limits: Limits | None = None
+    document: Any,
+    *,
+    registry: ComponentRegistry | None = None,
+    limits: Limits | None = None,
+    policy: OutboundPolicy | None = None,
 ) -> Analysis:
     """Like `check`, returning what the compiler needs (ports, bound edges, order) to avoid redoing it."""
     with paused_gc():
-        problems, analysis = _analyse(document, registry, limits)
+        problems, analysis = _analyse(document, registry, limits, policy)
     if problems or analysis is None:
         raise FlowValidationError(problems)
     return analysis

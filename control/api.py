@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cluster.egress.policy import OutboundPolicy
 from cluster.errors import Unauthorized
 from cluster.http import EXCEPTION_HANDLERS, error_response
 from cluster.keys import Keys
@@ -132,15 +133,16 @@ def create_app(
     settings: Settings,
     *,
     redis: aioredis.Redis | None = None,
-    environ: Mapping[str, str] | None = None,
 ) -> Starlette:
     """The control-plane app. With `redis`, the caller owns that client; otherwise the app makes one from
-    `settings.redis_url` and its lifespan closes it. `environ` reaches components compiled for checks.
+    `settings.redis_url` and its lifespan closes it. Flows are checked against the operator's outbound
+    policy and compiled without a runtime: the control plane reads no provider key and calls out nowhere.
 
-    Configuration errors (no token, a bad tokens file, Redis URL or namespace) raise here, before any
-    server starts listening.
+    Configuration errors (no token, a bad tokens file, Redis URL, namespace or outbound policy) raise
+    here, before any server starts listening.
     """
     tokens = TokenTable.from_settings(settings)
+    policy = OutboundPolicy.from_settings(settings)
     keys = Keys(settings.namespace)
     # No I/O yet: connect() only checks the URL; connections open on first use inside the event loop.
     client = redis if redis is not None else connect(settings.redis_url, client_name="flowfleet-control")
@@ -157,7 +159,7 @@ def create_app(
         )
         state.redis = client
         cutover = TwoPhaseCutover(store, metrics, timeout_s=settings.prepare_timeout_s)
-        service = state.service = ControlService(store, environ=environ, metrics=metrics, cutover=cutover)
+        service = state.service = ControlService(store, policy=policy, metrics=metrics, cutover=cutover)
         state.canaries = CanaryService(
             service, margin=settings.canary_error_margin, min_runs=settings.canary_min_runs
         )

@@ -20,6 +20,7 @@ from typing import Any
 from cluster import engine, validation
 from cluster.analysis import ComponentRegistry
 from cluster.documents import load_document
+from cluster.egress.policy import OutboundPolicy
 from cluster.errors import (
     BadRequest,
     CorruptBlob,
@@ -106,14 +107,14 @@ class ControlService(ReadService):
         *,
         registry: ComponentRegistry | None = None,
         limits: validation.Limits | None = None,
-        environ: Mapping[str, str] | None = None,
+        policy: OutboundPolicy | None = None,
         cutover: Cutover | None = None,
         metrics: ControlMetrics | None = None,
     ) -> None:
         super().__init__(store, metrics or ControlMetrics())
         self.registry = registry
         self.limits = limits
-        self.environ: Mapping[str, str] = environ or {}
+        self.policy = policy
         self.cutover: Cutover = cutover or DirectCutover(store)
 
     # -- writes -------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ class ControlService(ReadService):
     async def _compile(self, document: Any) -> engine.CompiledFlow:
         # Compiling a large flow is CPU work; keep it off the event loop so other requests proceed.
         return await asyncio.to_thread(
-            engine.compile_flow, document, registry=self.registry, limits=self.limits, environ=self.environ
+            engine.compile_flow, document, registry=self.registry, limits=self.limits, policy=self.policy
         )
 
     async def _cutover(self, request: CutoverRequest, options: CutoverOptions) -> Release:

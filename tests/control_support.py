@@ -133,8 +133,14 @@ class Cli:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def __call__(self, *args: str, token: str | None = DEPLOYER_TOKEN, stdin: str | None = None) -> CliResult:
-        env = base_env() | {"FLOWFLEET_URL": self.url}
+    def __call__(
+        self,
+        *args: str,
+        token: str | None = DEPLOYER_TOKEN,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> CliResult:
+        env = base_env() | (env or {}) | {"FLOWFLEET_URL": self.url}
         if token is not None:
             env["FLOWFLEET_TOKEN"] = token
         proc = subprocess.run(

@@ -27,8 +27,13 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def test_prints_the_converted_document(capsys):
     code, out, err = cli(capsys, BASIC)
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "flowfleet: the flow needs secret OPENAI_API_KEY: set it on the replicas\n")
     assert json.loads(out) == convert(json.loads(Path(BASIC).read_text()))
+
+
+def test_echo_conversion_needs_no_secret(capsys):
+    code, _, err = cli(capsys, BASIC, "--provider", "echo")
+    assert (code, err) == (0, "")
 
 
 def test_writes_the_output_file_with_options(capsys, tmp_path):

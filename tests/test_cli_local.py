@@ -33,7 +33,10 @@ def test_validate_valid_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     one = write(tmp_path, "one.json", FLOW)
     two = write(tmp_path, "two.json", {**FLOW, "name": "other"})
     assert main(["validate", one, two]) == 0
-    assert capsys.readouterr().out.splitlines() == [f"{one}: ok (2 nodes)", f"{two}: ok (2 nodes)"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{one}: ok (2 nodes; needs no secrets)",
+        f"{two}: ok (2 nodes; needs no secrets)",
+    ]
     assert main(["validate", "--quiet", one]) == 0
     assert capsys.readouterr().out == ""
 
@@ -55,7 +58,7 @@ def test_validate_prints_every_problem_of_every_file(
     missing = str(tmp_path / "missing.json")
     assert main(["validate", good, bad_path, broken, missing]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"{good}: ok (2 nodes)"
+    assert lines[0] == f"{good}: ok (2 nodes; needs no secrets)"
     assert lines[1] == f"{bad_path}: /nodes/1/type: unknown component type 'LMM'; did you mean 'LLM'?"
     assert lines[2].startswith(f"{bad_path}: /nodes/2/params/template: attribute access in {{x.__class__}}")
     assert lines[3].startswith(f"{broken}: /: not valid JSON: ")
@@ -162,7 +165,7 @@ def test_validate_reads_langflow_exports_like_publish_does(capsys: pytest.Captur
     good, bad = str(LANGFLOW / "basic_prompting.json"), str(LANGFLOW / "unsupported.json")
     assert main(["validate", good, bad]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"{good}: ok (4 nodes)"
+    assert lines[0] == f"{good}: ok (4 nodes; needs secret OPENAI_API_KEY)"
     assert lines[1].startswith(f"{bad}: /: cannot import LangFlow export: 4 unsupported LangFlow components")
     assert len(lines) == 2
 

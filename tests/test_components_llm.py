@@ -7,7 +7,10 @@ import pytest
 from cluster.components.llm import LLM
 from cluster.components.providers.echo import EchoProvider
 from cluster.components.providers.openai import OpenAIProvider
+from cluster.egress.policy import OutboundPolicy
+from cluster.egress.runtime import Runtime
 from tests.component_helpers import build, problems_of, run
+from tests.egress_support import loopback_runtime
 
 
 def test_ports() -> None:
@@ -50,7 +53,8 @@ async def test_non_text_prompt_is_rendered_as_json() -> None:
 
 
 async def test_openai_provider_is_built_once_and_closed() -> None:
-    component = build(LLM, {"provider": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    params = {"provider": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
+    component = build(LLM, params, loopback_runtime({"OPENAI_API_KEY": "k"}))
     assert isinstance(component.provider, OpenAIProvider)
     assert component.provider.config.model == "m"
     assert component.provider.config.url == "http://127.0.0.1:9/v1/chat/completions"
@@ -78,6 +82,45 @@ def test_openai_needs_a_model() -> None:
 def test_bad_params(params: dict[str, object], path: str) -> None:
     problems = problems_of(LLM, params)
     assert [(p.path, p.code) for p in problems] == [(path, "invalid_params")]
+
+
+async def test_without_a_runtime_an_openai_node_answers_offline() -> None:
+    component = build(LLM, {"provider": "openai", "model": "gpt-4o-mini", "system": "be brief"})
+    assert isinstance(component.provider, EchoProvider)
+    assert await run(component, {"prompt": "hi"}) == {"text": "[gpt-4o-mini] (system: be brief) hi"}
+
+
+async def test_operator_base_url_is_used_when_a_node_sets_none() -> None:
+    policy = OutboundPolicy.build(openai_base_url="http://10.1.2.3:4000/v1")
+    runtime = Runtime.from_environ(policy, {"OPENAI_API_KEY": "k"})
+    component = build(LLM, {"provider": "openai", "model": "m"}, runtime)
+    assert component.provider.config.url == "http://10.1.2.3:4000/v1/chat/completions"
+    await component.aclose()
+
+
+def test_secrets_outside_the_operator_list_are_refused() -> None:
+    params = {"provider": "openai", "model": "m", "api_key_env": "FLOWFLEET_ADMIN_TOKEN"}
+    problems = problems_of(LLM, params, OutboundPolicy())
+    assert [(p.path, p.code) for p in problems] == [("/nodes/0/params/api_key_env", "secret_not_allowed")]
+    assert "FLOWFLEET_FLOW_SECRETS lists: OPENAI_API_KEY" in problems[0].message
+    assert problems_of(LLM, {**params, "api_key_env": "OPENAI_API_KEY"}, OutboundPolicy()) == []
+    # An echo node names no secret, whatever its params say.
+    assert problems_of(LLM, {"provider": "echo"}, OutboundPolicy()) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/v1",
+        "http://2130706433/v1",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.7/v1",
+        "http://[::ffff:127.0.0.1]/v1",
+    ],
+)
+def test_literal_private_base_urls_are_refused_by_the_default_policy(url: str) -> None:
+    problems = problems_of(LLM, {"provider": "openai", "model": "m", "base_url": url}, OutboundPolicy())
+    assert [(p.path, p.code) for p in problems] == [("/nodes/0/params/base_url", "egress_denied")]
 
 
 def test_api_key_env_may_be_null_for_keyless_endpoints() -> None:

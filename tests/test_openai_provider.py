@@ -10,10 +10,12 @@ import pytest
 
 from cluster.components.providers.openai import OpenAIConfig, OpenAIProvider, reply_text, retry_after_seconds
 from cluster.engine import compile_flow
-from cluster.errors import ComponentError, NodeFailed
+from cluster.errors import ComponentError, MissingSecret, NodeFailed
+from tests.egress_support import loopback_runtime
 from tests.openai_server import HANG, FakeOpenAI, Reply, completion, run_fake_openai
 
 ENV = {"TEST_LLM_KEY": "sk-test-123"}
+RUNTIME = loopback_runtime(ENV, "TEST_LLM_KEY")
 MakeProvider = Callable[..., OpenAIProvider]
 
 
@@ -31,16 +33,16 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 async def make_provider(fake: FakeOpenAI) -> AsyncIterator[MakeProvider]:
     providers: list[OpenAIProvider] = []
 
-    def make(environ: dict[str, str] | None = None, **overrides: Any) -> OpenAIProvider:
+    def make(key: str | None = "sk-test-123", **overrides: Any) -> OpenAIProvider:
         settings: dict[str, Any] = {
             "base_url": fake.url,
             "model": "gpt-test",
-            "api_key_env": "TEST_LLM_KEY",
             "backoff_s": 0.01,
             "timeout_s": 5.0,
         }
         settings.update(overrides)
-        provider = OpenAIProvider(OpenAIConfig(**settings), ENV if environ is None else environ)
+        config = OpenAIConfig(**settings)
+        provider = OpenAIProvider(config, key, RUNTIME.http_client(timeout=config.timeout_s), RUNTIME.redact)
         providers.append(provider)
         return provider
 
@@ -86,7 +88,7 @@ async def test_429_then_success_honours_retry_after(fake: FakeOpenAI, make_provi
 async def test_500_retries_then_fails(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
     fake.script = [Reply(500, {"error": {"message": "upstream exploded"}})]
     with pytest.raises(
-        ComponentError, match=r"failed after 3 attempt\(s\); last error: HTTP 500: upstream exploded"
+        ComponentError, match=r"^failed after 3 attempt\(s\); last error: upstream returned 500$"
     ):
         await make_provider(retries=2).complete("p", None, no_deadline)
     assert len(fake.requests) == 3
@@ -100,7 +102,7 @@ async def test_5xx_then_success(fake: FakeOpenAI, make_provider: MakeProvider) -
 
 async def test_non_retryable_status_fails_at_once(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
     fake.script = [Reply(401, {"error": {"message": "Incorrect API key provided"}})]
-    with pytest.raises(ComponentError, match="answered HTTP 401: Incorrect API key provided") as info:
+    with pytest.raises(ComponentError, match="^upstream returned 401$") as info:
         await make_provider(retries=3).complete("p", None, no_deadline)
     assert info.value.details["status"] == 401
     assert len(fake.requests) == 1
@@ -129,16 +131,15 @@ async def test_malformed_body(fake: FakeOpenAI, make_provider: MakeProvider, bod
     assert len(fake.requests) == 1  # a malformed success is not retried
 
 
-async def test_missing_key_variable_fails_before_any_request(
-    fake: FakeOpenAI, make_provider: MakeProvider
-) -> None:
-    with pytest.raises(ComponentError, match="environment variable TEST_LLM_KEY"):
-        await make_provider(environ={}).complete("p", None, no_deadline)
+def test_missing_key_fails_the_compile_before_any_request(fake: FakeOpenAI) -> None:
+    with pytest.raises(MissingSecret, match="secret TEST_LLM_KEY not set") as info:
+        compile_flow(llm_document(fake.url), runtime=loopback_runtime({}, "TEST_LLM_KEY"))
+    assert info.value.code == "missing_secret"
     assert fake.requests == []
 
 
 async def test_keyless_endpoint_sends_no_authorization(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
-    await make_provider(api_key_env=None).complete("p", None, no_deadline)
+    await make_provider(key=None).complete("p", None, no_deadline)
     assert "authorization" not in fake.requests[0].headers
 
 
@@ -149,7 +150,7 @@ async def test_retry_after_beyond_the_deadline_gives_up_at_once(
     deadline = time.monotonic() + 2.0
     started = time.monotonic()
     with pytest.raises(
-        ComponentError, match="would pass the run deadline; last error: HTTP 429: rate limited"
+        ComponentError, match="would pass the run deadline; last error: upstream returned 429$"
     ):
         await make_provider(retries=5).complete("p", None, lambda: deadline - time.monotonic())
     assert time.monotonic() - started < 1.5
@@ -178,9 +179,8 @@ async def test_connection_refused_is_retried_then_reported(make_provider: MakePr
         await provider.complete("p", None, no_deadline)
 
 
-async def test_llm_node_in_a_compiled_flow(fake: FakeOpenAI) -> None:
-    fake.script = [Reply(body=completion("Paris")), Reply(400, {"error": {"message": "context too long"}})]
-    document = {
+def llm_document(base_url: str) -> dict[str, Any]:
+    return {
         "nodes": [
             {"id": "prompt", "type": "PromptTemplate", "params": {"template": "Capital of {country}?"}},
             {
@@ -189,21 +189,27 @@ async def test_llm_node_in_a_compiled_flow(fake: FakeOpenAI) -> None:
                 "params": {
                     "provider": "openai",
                     "model": "m",
-                    "base_url": fake.url,
+                    "base_url": base_url,
                     "api_key_env": "TEST_LLM_KEY",
                     "system": "Answer in one word.",
+                    "backoff_s": 0.01,
                 },
             },
         ],
         "edges": [{"source": "prompt", "target": "llm"}],
     }
-    flow = compile_flow(document, environ=ENV)
+
+
+async def test_llm_node_in_a_compiled_flow(fake: FakeOpenAI) -> None:
+    fake.script = [Reply(body=completion("Paris")), Reply(400, {"error": {"message": "context too long"}})]
+    flow = compile_flow(llm_document(fake.url), runtime=RUNTIME)
     try:
         assert (await flow.run({"country": "France"})).outputs == {"llm": "Paris"}
         assert fake.requests[0].body["messages"][1] == {"role": "user", "content": "Capital of France?"}
-        with pytest.raises(NodeFailed, match="context too long") as info:
+        with pytest.raises(NodeFailed, match="upstream returned 400$") as info:
             await flow.run({"country": "France"})
         assert info.value.node_id == "llm"
+        assert "context too long" not in str(info.value)
     finally:
         await flow.aclose()
     llm = next(step.component for step in flow.steps if step.node_id == "llm")
@@ -224,3 +230,31 @@ def test_reply_text() -> None:
     assert reply_text(b'{"choices": [{"message": {"content": "x"}}]}') == "x"
     with pytest.raises(ComponentError):
         reply_text(b'{"choices": "nope"}')
+
+
+async def test_upstream_body_and_key_never_reach_the_caller(
+    fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream answering 500 with a secret-looking body (and the key itself): the caller's error
+    carries a status only; the replica's log carries the body with the key redacted."""
+    leak = "internal-db-password=hunter2 sk-test-123"
+    fake.script = [Reply(500, {"error": {"message": leak}}), Reply(500, leak)]
+    flow = compile_flow(llm_document(fake.url), runtime=loopback_runtime(ENV, "TEST_LLM_KEY"))
+    try:
+        with caplog.at_level("INFO"), pytest.raises(NodeFailed) as info:
+            await flow.run({"country": "France"})
+    finally:
+        await flow.aclose()
+    shown = f"{info.value} {info.value.details}"
+    assert "upstream returned 500" in shown
+    for secret in ("hunter2", "sk-test-123", "internal-db"):
+        assert secret not in shown
+    logged = caplog.text
+    assert "hunter2" in logged  # the detail is in the replica's log ...
+    assert "sk-test-123" not in logged  # ... without the key
+    assert "[redacted]" in logged
+
+
+async def test_a_reply_that_echoes_the_key_is_redacted(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
+    fake.script = [Reply(body=completion("your key is sk-test-123"))]
+    assert await make_provider().complete("p", None, no_deadline) == "your key is [redacted]"

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from cluster.engine import compile_flow
+from tests.egress_support import loopback_runtime
 from worker.versions import VersionCache
 
 
@@ -90,6 +91,6 @@ async def test_compiled_flows_say_whether_closing_them_releases_anything() -> No
         return {"nodes": [{"id": "llm", "type": "LLM", "params": params}], "edges": []}
 
     assert not compile_flow(llm_flow("echo")).holds_resources
-    openai = compile_flow(llm_flow("openai"), environ={"OPENAI_API_KEY": "k"})
+    openai = compile_flow(llm_flow("openai"), runtime=loopback_runtime({"OPENAI_API_KEY": "k"}))
     assert openai.holds_resources
     await openai.aclose()

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cluster.egress.runtime import Runtime
 from cluster.errors import BadRequest, FlowfleetError, FlowNotFound, RunInputError
 from cluster.http import (
     EXCEPTION_HANDLERS,
@@ -209,8 +210,11 @@ def create_app(
     compiler: Compiler | None = None,
     store_factory: StoreFactory | None = None,
     environ: Mapping[str, str] | None = None,
+    runtime: Runtime | None = None,
 ) -> Starlette:
-    replica = Replica(settings, compiler=compiler, store_factory=store_factory, environ=environ)
+    replica = Replica(
+        settings, compiler=compiler, store_factory=store_factory, environ=environ, runtime=runtime
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

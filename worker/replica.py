@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from cluster.egress.policy import OutboundPolicy
+from cluster.egress.runtime import Runtime
 from cluster.keys import REPLICA_ID, InvalidName, Keys
 from cluster.redis_conn import connect, redact
 from cluster.runstats import RunStats
@@ -39,8 +41,9 @@ CONNECT_TIMEOUT_S = 2.0
 StoreFactory = Callable[[aioredis.Redis, Keys, Settings], ReleaseReader]
 
 
-def engine_compiler(environ: Mapping[str, str]) -> Compiler:
-    """The real compiler: parse with the engine's limits, validate, build components."""
+def engine_compiler(runtime: Runtime) -> Compiler:
+    """The real compiler: parse with the engine's limits, validate against the runtime's policy, check
+    the secrets the version needs are here (MissingSecret otherwise), build components."""
     from cluster.components.registry import default_registry
     from cluster.engine import compile_flow, warm_up
     from cluster.validation import parse_document
@@ -51,7 +54,7 @@ def engine_compiler(environ: Mapping[str, str]) -> Compiler:
     warm_up(registry)
 
     def compile_bytes(data: bytes) -> Runnable:
-        return compile_flow(parse_document(data), registry=registry, environ=environ)
+        return compile_flow(parse_document(data), registry=registry, runtime=runtime)
 
     return compile_bytes
 
@@ -117,8 +120,11 @@ class Replica:
         compiler: Compiler | None = None,
         store_factory: StoreFactory | None = None,
         environ: Mapping[str, str] | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         s = self.settings = settings
+        # The only part of the environment flows reach: the secrets the operator lists, nothing else.
+        self.runtime = runtime or Runtime.from_environ(OutboundPolicy.from_settings(s), environ or {})
         if not REPLICA_ID.match(s.replica_id):
             raise InvalidName(
                 f"invalid replica id {s.replica_id!r}: use letters, digits, '_', '.', ':' or '-'",
@@ -152,7 +158,7 @@ class Replica:
         self.loader = Loader(
             self.store,
             self.state,
-            compiler or engine_compiler(environ or {}),
+            compiler or engine_compiler(self.runtime),
             self.metrics,
             on_change=self.heartbeat.poke,
             take_prepared=self.prepared.take,

@@ -23,10 +23,14 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from cluster.egress.policy import Outbound
 from cluster.errors import Problem
+
+if TYPE_CHECKING:
+    from cluster.egress.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,15 @@ class Ports:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a component may use while it is built (once per compile, never per run)."""
+    """What a component may use while it is built (once per compile, never per run).
+
+    `runtime` holds the secrets the operator lists and the egress-checked HTTP client; it is None for
+    dry runs (publish, sync, validate, examples), where a component that would call out stays offline.
+    A component never reads the process environment itself.
+    """
 
     flow_name: str
-    environ: Mapping[str, str] = field(default_factory=dict)
+    runtime: Runtime | None = None
 
 
 @dataclass
@@ -60,6 +69,8 @@ class RunContext:
     inputs: Mapping[str, Any]
     deadline: float | None = None
     run_id: str = ""
+    # Offline runs of an example: node id -> the reply its `replies` records for that node.
+    replies: Mapping[str, str] | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the run's deadline, or None when the run has no deadline."""
@@ -93,6 +104,12 @@ class Component(ABC):
     def check_params(cls, params: Mapping[str, Any], path: str) -> list[Problem]:
         """Semantic checks beyond the JSON schema (e.g. template safety); `path` points at the params."""
         return []
+
+    @classmethod
+    def outbound(cls, params: Mapping[str, Any]) -> tuple[Outbound, ...]:
+        """What these (valid) params make the node use outside the flow: secrets by name, URLs. Checked
+        against the operator's policy at validation; a replica refuses a version whose secrets it lacks."""
+        return ()
 
     def output_name(self) -> str:
         """For output nodes: the key of the run's outputs this node writes (defaults to the node id)."""

@@ -5,7 +5,10 @@
 
 Inputs: `prompt` (default, required) and, unless `params.system` fixes the system message, `system`
 (optional).
-Providers: `echo` (offline, deterministic) and `openai` (any OpenAI-compatible endpoint).
+Providers: `echo` (offline, deterministic) and `openai` (any OpenAI-compatible endpoint). The key is a
+secret the operator lists (FLOWFLEET_FLOW_SECRETS), every request goes through the egress policy
+(cluster.egress), and in dry runs (no runtime) an `openai` node answers like `echo`, or with the reply an
+example records for it.
 """
 
 from __future__ import annotations
@@ -17,27 +20,32 @@ from cluster.components.base import BuildContext, Component, Ports, RunContext
 from cluster.components.providers import Provider
 from cluster.components.providers.echo import EchoProvider
 from cluster.components.providers.openai import OpenAIConfig, OpenAIProvider
+from cluster.egress.policy import OPENAI_DEFAULT_BASE_URL, Outbound
 from cluster.errors import Problem
 from cluster.templates import to_text
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
-
-def build_provider(params: Mapping[str, Any], environ: Mapping[str, str]) -> Provider:
-    """The provider an LLM node's (valid) params describe."""
+def build_provider(params: Mapping[str, Any], build: BuildContext) -> Provider:
+    """The provider an LLM node's (valid) params describe. Without a runtime (dry runs: publish, sync,
+    validate, examples) an `openai` node answers offline, as `echo` does, under its model's name."""
     if params.get("provider", "echo") == "echo":
         return EchoProvider(params.get("model", "echo-1"))
+    runtime = build.runtime
+    if runtime is None:
+        return EchoProvider(params["model"])
+    base_url = params.get("base_url") or runtime.policy.openai_base_url or OPENAI_DEFAULT_BASE_URL
+    key_name = params.get("api_key_env", "OPENAI_API_KEY")
     config = OpenAIConfig(
-        base_url=params.get("base_url", DEFAULT_BASE_URL),
+        base_url=base_url,
         model=params["model"],
-        api_key_env=params.get("api_key_env", "OPENAI_API_KEY"),
         temperature=params.get("temperature"),
         max_tokens=params.get("max_tokens"),
         timeout_s=float(params.get("timeout_s", 60.0)),
         retries=int(params.get("retries", 2)),
         backoff_s=float(params.get("backoff_s", 0.5)),
     )
-    return OpenAIProvider(config, environ)
+    key = runtime.secret(key_name) if key_name else None
+    return OpenAIProvider(config, key, runtime.http_client(timeout=config.timeout_s), runtime.redact)
 
 
 class LLM(Component):
@@ -50,9 +58,15 @@ class LLM(Component):
             "provider": {"enum": ["echo", "openai"], "default": "echo"},
             "model": {"type": "string", "minLength": 1, "maxLength": 200},
             "system": {"type": "string", "description": "system message, unless the `system` input is fed"},
-            "base_url": {"type": "string", "pattern": "^https?://[^\\s]+$", "default": DEFAULT_BASE_URL},
+            "base_url": {
+                "type": "string",
+                "pattern": "^https?://[^\\s]+$",
+                "maxLength": 2000,
+                "description": "default: the operator's OPENAI_BASE_URL, else " + OPENAI_DEFAULT_BASE_URL,
+            },
             "api_key_env": {
-                "description": "name of the environment variable holding the API key; null for no key",
+                "description": "name of the secret holding the API key (one the operator lists in "
+                "FLOWFLEET_FLOW_SECRETS); null for no key",
                 "oneOf": [{"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}, {"type": "null"}],
                 "default": "OPENAI_API_KEY",
             },
@@ -67,7 +81,7 @@ class LLM(Component):
 
     def __init__(self, node_id: str, params: Mapping[str, Any], build: BuildContext) -> None:
         super().__init__(node_id, params, build)
-        self.provider = build_provider(params, build.environ)
+        self.provider = build_provider(params, build)
 
     @classmethod
     def ports(cls, params: Mapping[str, Any]) -> Ports:
@@ -87,7 +101,21 @@ class LLM(Component):
             return [Problem(f"{path}/model", "missing_param", "provider 'openai' needs a model name")]
         return []
 
+    @classmethod
+    def outbound(cls, params: Mapping[str, Any]) -> tuple[Outbound, ...]:
+        if params.get("provider", "echo") != "openai":
+            return ()
+        uses = []
+        key_name = params.get("api_key_env", "OPENAI_API_KEY")
+        if key_name:
+            uses.append(Outbound("secret", "api_key_env", key_name))
+        if "base_url" in params:
+            uses.append(Outbound("url", "base_url", params["base_url"]))
+        return tuple(uses)
+
     async def run(self, inputs: Mapping[str, Any], ctx: RunContext) -> Mapping[str, Any]:
+        if ctx.replies and self.node_id in ctx.replies:  # an example's recorded reply (offline dry run)
+            return {"text": ctx.replies[self.node_id]}
         system = inputs.get("system")
         system_text = to_text(system) if system is not None else self.params.get("system")
         reply = await self.provider.complete(to_text(inputs["prompt"]), system_text, ctx.remaining)

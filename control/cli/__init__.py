@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "control.cli.local",
     "control.cli.remote",
     "control.cli.reads",
+    "control.cli.check",
     "control.cli.canary",
     "control.cli.servers",
     "control.cli.worker",

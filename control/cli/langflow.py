@@ -18,6 +18,7 @@ from cluster.errors import FlowfleetError, FlowValidationError
 from cluster.langflow import translate
 from cluster.langflow.convert import PROVIDERS
 from cluster.validation import validate
+from control.cli.policy import cli_policy, secrets_note, secrets_of
 
 # LangFlow exports embed every component's source code, so they are far larger than the flows they
 # describe; this only guards against reading something absurd by mistake.
@@ -67,10 +68,14 @@ def run_import_langflow(args: argparse.Namespace) -> int:
         print(f"flowfleet: warning: {warning}", file=sys.stderr)
     # A converted flow that flowfleet would refuse (a cycle, a node that feeds no output) is reported
     # now rather than at publish time.
-    problems = validate(conversion.document)
+    policy = cli_policy()
+    problems = validate(conversion.document, policy=policy)
     if problems:
         raise FlowValidationError(problems)
     write_output(conversion.document, args.output)
+    needed = secrets_of(conversion.document, policy)
+    if needed:
+        print(f"flowfleet: the flow {secrets_note(needed)}: set it on the replicas", file=sys.stderr)
     return 0
 
 

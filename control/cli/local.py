@@ -1,6 +1,7 @@
 """`flowfleet validate` and `flowfleet run`: check and run flow files locally, no Redis involved.
 
 flowfleet validate flows/*.json          # exit 0 if all valid, else one `FILE: PATH: message` per problem
+                                         # (a valid file's line names the secrets it needs)
 flowfleet run flows/support_qa.json --input input="Where is my order?" --trace
 """
 
@@ -16,15 +17,18 @@ from typing import Any, TextIO
 import orjson
 
 from cluster.documents import load_document
-from cluster.engine import compile_flow
-from cluster.errors import BadRequest, FlowfleetError, FlowValidationError, Problem
+from cluster.egress.policy import OutboundPolicy
+from cluster.egress.runtime import Runtime, install_redaction
+from cluster.engine import CompiledFlow, RunResult, compile_flow
+from cluster.errors import BadRequest, FlowfleetError, FlowValidationError, MissingSecret, Problem
 from cluster.validation import validate
+from control.cli.policy import cli_policy, secrets_note, secrets_of
 
 EXIT_OK = 0
 EXIT_INVALID = 1
 
 
-def _problems_of(path: str) -> tuple[list[Problem], Any]:
+def _problems_of(path: str, policy: OutboundPolicy) -> tuple[list[Problem], Any]:
     """Every problem of the flow file at `path` (unreadable and unparsable files included)."""
     try:
         raw = Path(path).read_bytes()
@@ -38,7 +42,7 @@ def _problems_of(path: str) -> tuple[list[Problem], Any]:
         return list(e.problems), None
     except FlowfleetError as e:  # a LangFlow export that cannot be converted
         return [Problem("", e.code, str(e))], None
-    return validate(document), document
+    return validate(document, policy=policy), document
 
 
 def _print_problems(path: str, problems: list[Problem], *, file: TextIO | None = None) -> None:
@@ -48,13 +52,15 @@ def _print_problems(path: str, problems: list[Problem], *, file: TextIO | None =
 
 def cmd_validate(args: argparse.Namespace) -> int:
     failed = False
+    policy = cli_policy()
     for path in args.files:
-        problems, document = _problems_of(path)
+        problems, document = _problems_of(path, policy)
         if problems:
             failed = True
             _print_problems(path, problems)
         elif not args.quiet:
-            print(f"{path}: ok ({len(document['nodes'])} nodes)")
+            note = secrets_note(secrets_of(document, policy))
+            print(f"{path}: ok ({len(document['nodes'])} nodes; {note})")
     return EXIT_INVALID if failed else EXIT_OK
 
 
@@ -78,19 +84,33 @@ def _parse_inputs(pairs: list[str], extra_json: str | None) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     inputs = _parse_inputs(args.input, args.input_json)
-    problems, document = _problems_of(args.file)
+    policy = cli_policy()
+    problems, document = _problems_of(args.file, policy)
     if problems:
         _print_problems(args.file, problems, file=sys.stderr)  # stdout is only for the outputs
         return EXIT_INVALID
-    # An entry point: the only place that hands the process environment to components (API keys).
-    compiled = compile_flow(document, environ=os.environ)
-    result = asyncio.run(compiled.run(inputs, timeout=args.timeout, trace=args.trace))
+    # An entry point: the secrets the policy lists are all a flow gets of this shell's environment.
+    runtime = None if args.offline else Runtime.from_environ(policy, os.environ)
+    if runtime is not None:
+        install_redaction(runtime.secrets.values())
+    try:
+        compiled = compile_flow(document, policy=policy, runtime=runtime)
+    except MissingSecret as e:
+        raise MissingSecret(e.names, "this shell (set it, or use --offline)") from e
+    result = asyncio.run(_run(compiled, inputs, args))
     if args.trace:
         body: Any = {"outputs": result.outputs, "trace": result.trace, "duration_ms": result.duration_ms}
     else:
         body = result.outputs
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2, default=repr).decode() + "\n")
     return EXIT_OK
+
+
+async def _run(compiled: CompiledFlow, inputs: dict[str, Any], args: argparse.Namespace) -> RunResult:
+    try:
+        return await compiled.run(inputs, timeout=args.timeout, trace=args.trace)
+    finally:
+        await compiled.aclose()
 
 
 def _positive(text: str) -> float:
@@ -122,6 +142,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run_parser.add_argument("--input-json", metavar="JSON", help="inputs as a JSON object (--input wins)")
     run_parser.add_argument("--trace", action="store_true", help="also print per-node durations and outputs")
+    run_parser.add_argument(
+        "--offline", action="store_true", help="call no model: LLM nodes answer as the echo provider does"
+    )
     run_parser.add_argument(
         "--timeout", type=_positive, metavar="S", help="time budget of the run in seconds"
     )

@@ -60,7 +60,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     settings = Settings.from_env(os.environ)
     # Built before uvicorn starts: a missing token configuration fails here with a clear message.
-    app = create_app(settings, environ=os.environ)
+    app = create_app(settings)
     uvicorn.run(
         app,
         host=args.host,

@@ -16,11 +16,13 @@ from typing import Any
 
 from cluster import engine, validation
 from cluster.documents import load_document
+from cluster.egress.policy import OutboundPolicy
 from cluster.errors import BadRequest, FlowfleetError, FlowValidationError, Problem
 from cluster.hashing import content_address
 from cluster.keys import InvalidName, check_flow_name
 from control.cli import render
 from control.cli.client import ApiClient, RemoteError, path
+from control.cli.policy import cli_policy
 
 
 class SyncInvalid(FlowfleetError):
@@ -75,8 +77,9 @@ class SyncReport:
         return "\n".join(lines)
 
 
-def check_file(file: Path) -> tuple[LocalFlow | None, list[Problem]]:
-    """Parse, validate, compile and dry-run one file; every problem it has."""
+def check_file(file: Path, policy: OutboundPolicy | None = None) -> tuple[LocalFlow | None, list[Problem]]:
+    """Parse, validate (against this shell's outbound policy), compile and dry-run one file offline;
+    every problem it has."""
     try:
         data = file.read_bytes()
     except OSError as e:
@@ -87,7 +90,7 @@ def check_file(file: Path) -> tuple[LocalFlow | None, list[Problem]]:
         return None, list(e.problems)
     name = document.get("name") if isinstance(document, dict) else None
     flow = name if isinstance(name, str) and name else file.stem
-    problems = list(validation.validate(document))
+    problems = list(validation.validate(document, policy=policy))
     try:
         check_flow_name(flow)
     except InvalidName as e:
@@ -95,7 +98,7 @@ def check_file(file: Path) -> tuple[LocalFlow | None, list[Problem]]:
     if problems:
         return None, problems
     try:
-        compiled = engine.compile_flow(document)
+        compiled = engine.compile_flow(document, policy=policy)
         problems = asyncio.run(engine.run_examples(compiled))
     except FlowValidationError as e:
         problems = list(e.problems)
@@ -106,14 +109,14 @@ def check_file(file: Path) -> tuple[LocalFlow | None, list[Problem]]:
     return LocalFlow(file, flow, canonical, digest), []
 
 
-def check_directory(directory: Path) -> list[LocalFlow]:
+def check_directory(directory: Path, policy: OutboundPolicy | None = None) -> list[LocalFlow]:
     if not directory.is_dir():
         raise BadRequest(f"{directory} is not a directory")
     flows: list[LocalFlow] = []
     problems: list[tuple[Path, Problem]] = []
     seen: dict[str, Path] = {}
     for file in sorted(directory.glob("*.json")):
-        local, found = check_file(file)
+        local, found = check_file(file, policy)
         problems += [(file, p) for p in found]
         if local is None:
             continue
@@ -186,7 +189,7 @@ def sync_directory(
     options: Mapping[str, Any] | None = None,
 ) -> SyncReport:
     """`options`: the two-phase cutover options of each activation (prepare, force, timeout_s)."""
-    flows = check_directory(directory)
+    flows = check_directory(directory, cli_policy())
     actions: list[SyncAction] = []
     for local in flows:
         try:

@@ -9,6 +9,7 @@ import socket
 from types import FrameType
 from typing import Any
 
+from cluster.egress.runtime import install_redaction
 from cluster.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -69,6 +70,8 @@ def serve(host: str, port: int, log_level: str = "INFO", *, reuse_port: bool = F
     logging.config.dictConfig(logging_config(log_level.upper()))
     settings = Settings.from_env(os.environ)
     app = create_app(settings, environ=dict(os.environ))
+    # No log line of this process carries a secret value, whoever logs it.
+    install_redaction(app.state.replica.runtime.secrets.values())
     config = uvicorn_config(app, host, port, grace_s=settings.shutdown_grace_s)
     replica = app.state.replica
 

@@ -1,9 +1,13 @@
 """The `openai` provider: any OpenAI-compatible chat-completions endpoint, over httpx.
 
-The API key is never part of a flow: the flow names an environment variable (`api_key_env`) and the key
-is read from the replica's environment when a request is made. 429 and 5xx replies, timeouts and
-connection failures are retried with exponential backoff (honouring Retry-After), but never past the
-run's deadline; any other status or a reply without text fails the node with a ComponentError.
+The API key is never part of a flow: the flow names a secret the operator lists (`api_key_env`), and the
+replica hands its value in when the flow is compiled. Requests go through the egress-checked client the
+runtime builds (cluster.egress). 429 and 5xx replies, timeouts and connection failures are retried with
+exponential backoff (honouring Retry-After), but never past the run's deadline; any other status or a
+reply without text fails the node with a ComponentError.
+
+What a caller sees of a failure is a status and a short reason (`upstream returned 401`), never the
+upstream's body: that goes to this replica's log, with secret values redacted.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +38,6 @@ DETAIL_CHARS = 300
 class OpenAIConfig:
     base_url: str
     model: str
-    api_key_env: str | None = "OPENAI_API_KEY"
     temperature: float | None = None
     max_tokens: int | None = None
     timeout_s: float = 60.0
@@ -83,7 +86,7 @@ def reply_text(body: bytes) -> str:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise ComponentError(f"malformed response: body is not JSON ({e})") from e
+        raise ComponentError("malformed response: body is not JSON") from e
     try:
         content = data["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError) as e:
@@ -94,25 +97,22 @@ def reply_text(body: bytes) -> str:
 
 
 class OpenAIProvider:
-    """One pooled httpx client per LLM node, created when the flow is compiled and reused by every run."""
+    """One pooled, egress-checked HTTP client per LLM node, created when the flow is compiled and reused
+    by every run."""
 
-    def __init__(self, config: OpenAIConfig, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        config: OpenAIConfig,
+        api_key: str | None,
+        client: httpx.AsyncClient,
+        redact: Callable[[str], str] = lambda text: text,
+    ) -> None:
         self.config = config
-        self._environ = environ
-        if config.api_key_env and not environ.get(config.api_key_env):
-            # Not fatal here: the control plane compiles flows it never runs against the real endpoint.
-            logger.warning("environment variable %s (api_key_env) is not set", config.api_key_env)
-        self._client = httpx.AsyncClient(timeout=config.timeout_s, follow_redirects=False)
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        name = self.config.api_key_env
-        if name:
-            key = self._environ.get(name)
-            if not key:
-                raise ComponentError(f"environment variable {name} (api_key_env) is not set", env=name)
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        self._client = client
+        self._redact = redact
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
 
     def _body(self, prompt: str, system: str | None) -> bytes:
         messages = [{"role": "system", "content": system}] if system else []
@@ -131,28 +131,37 @@ class OpenAIProvider:
         delay: float = self.config.backoff_s * 2.0**attempt * (1 + random.random() / 4)
         return min(delay, MAX_BACKOFF_S)
 
-    async def _attempt(
-        self, body: bytes, headers: dict[str, str], timeout: float
-    ) -> tuple[str | None, str, float | None]:
+    def _log_failure(self, status: int, response: httpx.Response) -> None:
+        logger.warning(
+            "upstream %s model=%s answered HTTP %d: %s",
+            self.config.url,
+            self.config.model,
+            status,
+            self._redact(_detail(response)),
+        )
+
+    async def _attempt(self, body: bytes, timeout: float) -> tuple[str | None, str, float | None]:
         """One request: (reply, "", None), or (None, why, Retry-After) for a failure worth retrying."""
         try:
             response = await self._client.post(
-                self.config.url, content=body, headers=headers, timeout=timeout
+                self.config.url, content=body, headers=self._headers, timeout=timeout
             )
         except httpx.TimeoutException:
-            return None, f"timed out after {timeout:g}s", None
+            return None, f"upstream timed out after {timeout:g}s", None
         except httpx.TransportError as e:
-            return None, f"connection failed: {type(e).__name__}: {e}", None
+            logger.warning("upstream %s: connection failed: %s", self.config.url, self._redact(repr(e)))
+            return None, f"upstream connection failed ({type(e).__name__})", None
         status = response.status_code
         if 200 <= status < 300:
-            return reply_text(response.content), "", None
-        why = f"HTTP {status}: {_detail(response)}"
+            return self._redact(reply_text(response.content)), "", None
+        self._log_failure(status, response)
+        why = f"upstream returned {status}"
         if status not in RETRYABLE_STATUS:
-            raise ComponentError(f"{self.config.url} answered {why}", status=status)
+            raise ComponentError(why, status=status)
         return None, why, retry_after_seconds(response.headers.get("retry-after"))
 
     async def complete(self, prompt: str, system: str | None, remaining: Remaining) -> str:
-        body, headers = self._body(prompt, system), self._headers()
+        body = self._body(prompt, system)
         attempts = self.config.retries + 1
         why = ""
         for attempt in range(attempts):
@@ -161,7 +170,7 @@ class OpenAIProvider:
                 last = f"; last error: {why}" if why else ""
                 raise ComponentError(f"run deadline reached after {attempt} attempt(s){last}")
             timeout = self.config.timeout_s if budget is None else min(self.config.timeout_s, budget)
-            reply, why, retry_after = await self._attempt(body, headers, timeout)
+            reply, why, retry_after = await self._attempt(body, timeout)
             if reply is not None:
                 return reply
             if attempt + 1 == attempts:
@@ -175,7 +184,7 @@ class OpenAIProvider:
                 )
             logger.info("retrying %s in %.2fs after: %s", self.config.url, delay, why)
             await asyncio.sleep(delay)
-        raise ComponentError(f"{self.config.url} failed after {attempts} attempt(s); last error: {why}")
+        raise ComponentError(f"failed after {attempts} attempt(s); last error: {why}")
 
     async def aclose(self) -> None:
         await self._client.aclose()
