@@ -31,9 +31,9 @@ from bench.report import ROOT, about_markdown, load, machine, now, summary, writ
 from cluster.components.base import BuildContext, RunContext
 from cluster.components.registry import default_registry
 from cluster.engine import CompiledFlow, compile_analysis, compile_flow
-from cluster.hashing import content_address
-from cluster.templates import clear_cache
-from cluster.validation import check_and_analyse, validate
+from cluster.flow.hashing import content_address
+from cluster.flow.templates import clear_cache
+from cluster.flow.validation import check_and_analyse, validate
 
 SIZES = (10, 100, 1000, 5000)
 COMMAND = "python -m bench.bench_engine"

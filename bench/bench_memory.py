@@ -18,7 +18,7 @@ from typing import Any
 from bench.bench_engine import chain
 from bench.harness import FLOW, Fleet, bench_args, header, save, start_results
 from bench.report import load
-from cluster.hashing import content_address
+from cluster.flow.hashing import content_address
 
 COMMAND = "python -m bench.bench_memory"
 NODES = 20

@@ -27,8 +27,8 @@ from bench.harness import FLOW, Fleet, bench_args, dist, fmt, header, save, star
 from bench.report import load
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime
-from cluster.hashing import content_address, sha256_hex
-from cluster.store import Store
+from cluster.flow.hashing import content_address, sha256_hex
+from cluster.store.store import Store
 from worker.replica import engine_compiler
 
 COMMAND = "python -m bench.bench_reload"

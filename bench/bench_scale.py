@@ -24,10 +24,10 @@ from bench.harness import FLOW, Round, bench_args, fmt, header, qa_doc, rounds_s
 from bench.report import load
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime
-from cluster.hashing import content_address
-from cluster.keys import Keys
+from cluster.flow.hashing import content_address
 from cluster.settings import Settings
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.redis_server import RedisServer
 from worker.replica import Replica, engine_compiler
 

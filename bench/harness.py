@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.control_support import DEPLOYER_TOKEN, ControlProcess, bearer
 from tests.e2e.fleet import WorkerProcess, wait_ready
 from tests.redis_server import RedisServer, free_port

@@ -26,10 +26,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cluster.egress.policy import OutboundPolicy
 from cluster.errors import Unauthorized
 from cluster.http import EXCEPTION_HANDLERS, error_response
-from cluster.keys import Keys
-from cluster.redis_conn import connect, redact
 from cluster.settings import Settings
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.redis_conn import connect, redact
+from cluster.store.store import Store
 from control import canary_routes, routes
 from control.auth import WWW_AUTHENTICATE, Principal, Role, TokenTable
 from control.canary import CanaryService

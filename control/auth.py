@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from cluster.errors import FlowfleetError, Forbidden, Unauthorized
-from cluster.hashing import is_full_hash
+from cluster.flow.hashing import is_full_hash
 from cluster.settings import Settings
 
 log = logging.getLogger(__name__)

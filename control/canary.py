@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.canary import check_percent
-from cluster.canary_store import CanaryConflict, CanaryWriter
-from cluster.release import Release
-from cluster.runstats import aggregate, summarize
+from cluster.store.canary_store import CanaryConflict, CanaryWriter
+from cluster.store.release import Release
+from cluster.traffic.canary import check_percent
+from cluster.traffic.runstats import aggregate, summarize
 from control.canary_guard import AUTO_ACTOR, judge
 from control.service import ControlService, check_message
 

@@ -6,7 +6,7 @@ reason) when its error rate exceeds the stable's by more than the margin once bo
 least `canary_min_runs` runs. The abort is compare-and-set on the generation it judged, so several
 control planes running the guard abort a canary once, and never a canary changed meanwhile.
 
->>> from cluster.runstats import VersionSummary
+>>> from cluster.traffic.runstats import VersionSummary
 >>> stable = VersionSummary("a" * 64, 200, 2, 0.01, 3.0, 9.0)
 >>> judge(stable, VersionSummary("b" * 64, 150, 30, 0.2, 3.0, 9.0), margin=0.05, min_runs=100).abort
 True
@@ -18,9 +18,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cluster.canary_store import CanaryConflict
 from cluster.errors import GenerationConflict
-from cluster.runstats import VersionSummary, aggregate, summarize
+from cluster.store.canary_store import CanaryConflict
+from cluster.traffic.runstats import VersionSummary, aggregate, summarize
 from control.periodic import PeriodicCheck
 
 if TYPE_CHECKING:

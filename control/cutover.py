@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from cluster.release import Release
-from cluster.store import Store
+from cluster.store.release import Release
+from cluster.store.store import Store
 
 
 @dataclass(frozen=True)

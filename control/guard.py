@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cluster import rollouts
 from cluster.errors import GenerationConflict
-from cluster.release import NoPreviousRelease, Release
+from cluster.store import rollouts
+from cluster.store.release import NoPreviousRelease, Release
 from control.convergence import AUTO_ROLLBACK_ACTOR, convergence, replicas_per_generation, rollback_reason
 from control.cutover import CutoverOptions
 from control.periodic import PeriodicCheck

@@ -10,12 +10,12 @@ from typing import Any
 
 import orjson
 
-from cluster import rollouts
 from cluster.errors import BadRequest, CorruptBlob, FlowNotFound
-from cluster.hashing import is_hash_prefix
-from cluster.keys import check_flow_name
-from cluster.release import Release
-from cluster.store import Store
+from cluster.flow.hashing import is_hash_prefix
+from cluster.store import rollouts
+from cluster.store.keys import check_flow_name
+from cluster.store.release import Release
+from cluster.store.store import Store
 from control.convergence import convergence, replicas_per_generation
 from control.diff import diff_documents
 from control.fleetview import fleet_rows

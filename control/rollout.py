@@ -22,11 +22,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cluster import rollouts
 from cluster.errors import FlowfleetError
-from cluster.events import Abort, Prepare
-from cluster.release import Release
-from cluster.store import Store
+from cluster.store import rollouts
+from cluster.store.events import Abort, Prepare
+from cluster.store.release import Release
+from cluster.store.store import Store
 from control.acks import ReplicaFailure, Tally, assess, prepare_targets
 from control.cutover import CutoverRequest, DirectCutover, with_rollout
 from control.metrics import ControlMetrics

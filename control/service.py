@@ -17,9 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cluster import engine, validation
-from cluster.analysis import ComponentRegistry
-from cluster.documents import load_document
+from cluster import engine
 from cluster.egress.policy import OutboundPolicy
 from cluster.errors import (
     BadRequest,
@@ -29,10 +27,13 @@ from cluster.errors import (
     Problem,
     VersionNotFound,
 )
-from cluster.hashing import content_address
-from cluster.keys import check_flow_name
-from cluster.release import NoPreviousRelease, Release, rollback_target
-from cluster.store import Store
+from cluster.flow import validation
+from cluster.flow.analysis import ComponentRegistry
+from cluster.flow.documents import load_document
+from cluster.flow.hashing import content_address
+from cluster.store.keys import check_flow_name
+from cluster.store.release import NoPreviousRelease, Release, rollback_target
+from cluster.store.store import Store
 from control.cutover import DEFAULT_OPTIONS, Cutover, CutoverOptions, CutoverRequest, DirectCutover
 from control.metrics import ControlMetrics
 from control.reads import ReadService, release_dict

@@ -9,7 +9,7 @@ from cluster.components.base import BuildContext, Component, RunContext
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime
 from cluster.errors import Problem
-from cluster.validation import validate
+from cluster.flow.validation import validate
 from tests.egress_support import loopback_policy
 
 BUILD = BuildContext(flow_name="test")

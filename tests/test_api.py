@@ -13,11 +13,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from cluster.events import ReleaseChanged, decode
-from cluster.hashing import content_address
-from cluster.keys import Keys
+from cluster.flow.hashing import content_address
 from cluster.settings import Settings
-from cluster.store import Store
+from cluster.store.events import ReleaseChanged, decode
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from control.api import create_app
 from tests.control_support import (
     ADMIN_TOKEN,

@@ -12,7 +12,7 @@ from bench.bench_engine import OVERHEAD_FLOW, _overhead, _row, chain, first_comp
 from bench.engine_markdown import markdown
 from bench.report import about_markdown, machine, scripts, write_section
 from cluster.engine import compile_flow
-from cluster.validation import validate
+from cluster.flow.validation import validate
 
 
 @pytest.mark.parametrize("build", [chain, wide])

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cluster.canary import (
+from cluster.traffic.canary import (
     BUCKETS,
     InvalidPercent,
     InvalidRequestKey,

@@ -12,11 +12,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.runstats import RunStats
+from cluster.flow.hashing import content_address
 from cluster.settings import Settings
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.store import Store
+from cluster.traffic.runstats import RunStats
 from control.api import create_app
 from control.canary import CanaryService
 from control.canary_guard import CanaryGuard, judge
@@ -229,7 +229,7 @@ async def test_guard_aborts_a_failing_canary_once_with_auto_rollback(
 
 
 def test_judge() -> None:
-    from cluster.runstats import VersionSummary
+    from cluster.traffic.runstats import VersionSummary
 
     def s(runs: int, errors: int) -> VersionSummary:
         return VersionSummary("a" * 64, runs, errors, errors / runs if runs else 0.0, None, None)

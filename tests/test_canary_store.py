@@ -10,13 +10,13 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from cluster.canary_store import CanaryConflict, CanaryWriter
 from cluster.errors import GenerationConflict, VersionNotFound
-from cluster.events import ReleaseChanged, decode, encode
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.release import Release
-from cluster.store import Store
+from cluster.flow.hashing import content_address
+from cluster.store.canary_store import CanaryConflict, CanaryWriter
+from cluster.store.events import ReleaseChanged, decode, encode
+from cluster.store.keys import Keys
+from cluster.store.release import Release
+from cluster.store.store import Store
 
 FLOW = "support_qa"
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.flow.hashing import content_address
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.control_support import (
     ADMIN_TOKEN,
     FLOWFLEET,

@@ -7,7 +7,7 @@ import pytest
 from cluster.components.prompt import MAX_TEMPLATE_CHARS, PromptTemplate
 from cluster.engine import compile_flow
 from cluster.errors import ComponentError
-from cluster.validation import validate
+from cluster.flow.validation import validate
 from tests.component_helpers import build, problems_of, run
 
 

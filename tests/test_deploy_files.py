@@ -1,5 +1,5 @@
 """The deployment files agree with each other and with the code: compose, nginx, Prometheus, Grafana,
-Kubernetes, the Redis ACL template and `cluster/keys.py`.
+Kubernetes, the Redis ACL template and `cluster/store/keys.py`.
 
 `docker compose config` needs the compose plugin, which CI machines lack; the compose file is therefore
 parsed with tests/yaml_subset.py (cross-checked against PyYAML when it was written) and its meaning is
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cluster.keys import Keys
+from cluster.store.keys import Keys
 from tests.yaml_subset import load, load_all
 
 ROOT = Path(__file__).resolve().parents[1]

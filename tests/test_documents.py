@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster.documents import LANGFLOW_MAX_BYTES, load_document
 from cluster.errors import FlowValidationError
+from cluster.flow.documents import LANGFLOW_MAX_BYTES, load_document
+from cluster.flow.validation import Limits, validate
 from cluster.langflow import LangflowImportError
-from cluster.validation import Limits, validate
 
 DATA = Path(__file__).parent / "data" / "langflow"
 FLOWS = Path(__file__).parent.parent / "flows"

@@ -10,8 +10,8 @@ from cluster.egress.policy import Outbound, OutboundPolicy, parse_secret_names
 from cluster.egress.runtime import RedactingFilter, Runtime
 from cluster.engine import compile_flow, needed_secrets, run_examples
 from cluster.errors import MissingSecret
+from cluster.flow.validation import check_and_analyse, validate
 from cluster.settings import Settings, SettingsError
-from cluster.validation import check_and_analyse, validate
 
 
 def openai_flow(key: str | None = "OPENAI_API_KEY", **params: object) -> dict[str, object]:

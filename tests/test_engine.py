@@ -10,8 +10,8 @@ import pytest
 
 from cluster.engine import CompiledFlow, compile_analysis, compile_flow, run_examples
 from cluster.errors import FlowValidationError, NodeFailed, RunInputError, RunTimeout
-from cluster.hashing import content_address
-from cluster.validation import check_and_analyse
+from cluster.flow.hashing import content_address
+from cluster.flow.validation import check_and_analyse
 from tests.engine_components import BARRIERS, CALLS, CLOSED, EVENTS, edge, node, registry
 
 REGISTRY = registry()
@@ -296,7 +296,7 @@ async def test_run_timeout_cancels_every_running_node() -> None:
 async def test_a_node_ignoring_cancellation_does_not_hold_the_run(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("cluster.scheduler.CANCEL_GRACE_S", 0.05)
+    monkeypatch.setattr("cluster.engine.scheduler.CANCEL_GRACE_S", 0.05)
     stubborn, other = key(), key()
     document = {
         "nodes": [node("s", "Stubborn", key=stubborn), node("h", "Hang", key=other), node("j", "Join")],

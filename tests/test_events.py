@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cluster import events
-from cluster.events import EVENT_TYPES, Ping, ReleaseChanged, decode, encode, release_payload_parts
+from cluster.store import events
+from cluster.store.events import EVENT_TYPES, Ping, ReleaseChanged, decode, encode, release_payload_parts
 
 HASH = "ab" * 32
 RELEASE = ReleaseChanged(flow="support_qa", hash=HASH, generation=7, by="ci", at=1764000000.25)
@@ -97,7 +97,7 @@ def test_unusable_payloads_decode_to_none(raw: bytes) -> None:
 
 
 def test_drops_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="cluster.events"):
+    with caplog.at_level(logging.DEBUG, logger="cluster.store.events"):
         decode(b"garbage")
         decode(payload(type="canary_started"))
         decode(payload(generation="x"))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cluster.engine import compile_flow, run_examples
-from cluster.validation import validate
+from cluster.flow.validation import validate
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
 

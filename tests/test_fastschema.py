@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from jsonschema import Draft202012Validator
 
 from cluster.components.registry import default_registry
-from cluster.fastschema import compile_schema, json_equal
-from cluster.schema import DOCUMENT_SCHEMA, EDGE_SCHEMA, NODE_SCHEMA, TEST_SCHEMA
+from cluster.flow.fastschema import compile_schema, json_equal
+from cluster.flow.schema import DOCUMENT_SCHEMA, EDGE_SCHEMA, NODE_SCHEMA, TEST_SCHEMA
 from tests.test_validation_properties import JSON, mutated_flows
 
 KEYWORD_CASES: list[tuple[dict[str, Any], list[Any]]] = [

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from cluster.keys import InvalidName, Keys
-from cluster.store import Store
+from cluster.store.keys import InvalidName, Keys
+from cluster.store.store import Store
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from cluster.components.base import Component, Ports, RunContext
 from cluster.components.registry import Registry, builtin_components
 from cluster.engine import compile_flow
 from cluster.errors import Problem
+from cluster.flow.validation import validate
 from cluster.gcpause import paused_gc
-from cluster.validation import validate
 
 SEEN: list[bool] = []
 

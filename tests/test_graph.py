@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cluster import graph
+from cluster.flow import graph
 
 
 def test_topological_order_prefers_document_order() -> None:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from cluster import rollouts
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.flow.hashing import content_address
+from cluster.store import rollouts
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from control.guard import RollbackGuard
 from control.metrics import ControlMetrics
 from control.rollout import TwoPhaseCutover

@@ -1,6 +1,6 @@
 """Canonical form and content addresses."""
 
-from cluster.hashing import canonical_bytes, content_address, is_hash_prefix
+from cluster.flow.hashing import canonical_bytes, content_address, is_hash_prefix
 
 
 def test_key_order_and_spacing_do_not_change_the_hash() -> None:

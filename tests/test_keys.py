@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from cluster.keys import InvalidName, Keys, check_flow_name
+from cluster.store.keys import InvalidName, Keys, check_flow_name
 
 DIGEST = "ab" * 32
 

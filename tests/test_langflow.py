@@ -12,7 +12,7 @@ import pytest
 
 from cluster.engine import compile_flow
 from cluster.errors import FlowfleetError
-from cluster.keys import InvalidName
+from cluster.flow.validation import validate
 from cluster.langflow import (
     LangflowImportError,
     convert,
@@ -21,7 +21,7 @@ from cluster.langflow import (
     translate,
 )
 from cluster.langflow.export import parse_handle, read_export
-from cluster.validation import validate
+from cluster.store.keys import InvalidName
 
 DATA = Path(__file__).parent / "data" / "langflow"
 CODE_MARKER = "EMBEDDED-CODE-MARKER-7f3a"

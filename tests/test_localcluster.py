@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cluster.keys import Keys
+from cluster.store.keys import Keys
 from control.cli.up import READY_LINE, render_report, try_commands
 from control.cli.worker import reuse_port_socket
 from control.localcluster import acl, bootstrap, children, redis_server

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from cluster.components.base import Ports
-from cluster.model import Edge, UnboundPort, bind_ports, parse_flow
+from cluster.flow.model import Edge, UnboundPort, bind_ports, parse_flow
 
 FULL = {
     "name": "support_qa",

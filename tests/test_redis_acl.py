@@ -17,11 +17,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError
 
-from cluster.events import ReleaseChanged, decode
-from cluster.hashing import content_address
-from cluster.keys import Keys
+from cluster.flow.hashing import content_address
 from cluster.settings import Settings
-from cluster.store import Store
+from cluster.store.events import ReleaseChanged, decode
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from control.localcluster import acl
 from tests.acl_support import require_redis_7
 from tests.redis_server import RedisServer

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio.connection import SSLConnection
 
-from cluster.redis_conn import InvalidRedisUrl, connect, redact
+from cluster.store.redis_conn import InvalidRedisUrl, connect, redact
 from tests.redis_server import RedisServer, free_port
 
 TLS = Path(__file__).parent / "tls"

@@ -15,7 +15,7 @@ from cluster.components.io import ChatInput, TextInput
 from cluster.components.llm import LLM
 from cluster.components.registry import Registry, builtin_components, default_registry, load_plugins
 from cluster.engine import compile_flow
-from cluster.validation import validate
+from cluster.flow.validation import validate
 
 PLUGIN = '''
 """A third-party component package, as a plugin author would write it."""

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from cluster.release import (
+from cluster.store.release import (
     CorruptRecord,
     GcResult,
     NoPreviousRelease,

@@ -18,13 +18,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from cluster import rollouts
 from cluster.errors import GenerationConflict
-from cluster.events import Abort, Prepare, decode
-from cluster.hashing import content_address
-from cluster.keys import Keys
+from cluster.flow.hashing import content_address
 from cluster.settings import Settings
-from cluster.store import Store
+from cluster.store import rollouts
+from cluster.store.events import Abort, Prepare, decode
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from control.api import create_app
 from control.cutover import CutoverRelease, CutoverRequest
 from control.metrics import ControlMetrics

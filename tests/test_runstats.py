@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.runstats import BOUNDS_MS, RunStats, VersionCounts, aggregate, quantile, summarize
+from cluster.traffic.runstats import BOUNDS_MS, RunStats, VersionCounts, aggregate, quantile, summarize
 
 A, B = "a" * 64, "b" * 64
 

@@ -9,9 +9,9 @@ import redis.asyncio as aioredis
 
 from cluster.components.registry import Registry, builtin_components
 from cluster.errors import FlowValidationError
-from cluster.keys import Keys
-from cluster.release import Release
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.release import Release
+from cluster.store.store import Store
 from control.cutover import CutoverRequest, DirectCutover
 from control.service import ControlService
 from tests.control_support import flow_doc

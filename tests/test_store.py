@@ -16,11 +16,11 @@ from cluster.errors import (
     GenerationConflict,
     VersionNotFound,
 )
-from cluster.events import ReleaseChanged, decode, encode
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.release import NoPreviousRelease, Release, ReleaseNotFound
-from cluster.store import Store
+from cluster.flow.hashing import content_address
+from cluster.store.events import ReleaseChanged, decode, encode
+from cluster.store.keys import Keys
+from cluster.store.release import NoPreviousRelease, Release, ReleaseNotFound
+from cluster.store.store import Store
 
 FLOW = "support_qa"
 

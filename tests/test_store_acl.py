@@ -7,11 +7,11 @@ from collections.abc import Callable
 import pytest
 from redis.exceptions import NoPermissionError
 
-from cluster.events import Ping
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.redis_conn import connect
-from cluster.store import Store
+from cluster.flow.hashing import content_address
+from cluster.store.events import Ping
+from cluster.store.keys import Keys
+from cluster.store.redis_conn import connect
+from cluster.store.store import Store
 from tests.redis_server import RedisServer
 from tests.test_store import next_messages
 

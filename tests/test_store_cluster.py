@@ -11,10 +11,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from cluster.errors import GenerationConflict
-from cluster.events import ReleaseChanged, decode
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.flow.hashing import content_address
+from cluster.store.events import ReleaseChanged, decode
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.redis_server import RedisServer, free_port
 from tests.test_store import next_messages
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cluster.errors import ComponentError, FlowValidationError
-from cluster.templates import (
+from cluster.flow.templates import (
     Template,
     Var,
     _fast_parts,

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from cluster.errors import FlowValidationError, Problem
-from cluster.validation import Limits, check, parse_document, pointer, validate
+from cluster.flow.schemacheck import pointer
+from cluster.flow.validation import Limits, check, parse_document, validate
 from tests import engine_components
 from tests.engine_components import edge, node
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cluster.engine import compile_flow
 from cluster.errors import FlowValidationError
-from cluster.validation import check, parse_document, validate
+from cluster.flow.validation import check, parse_document, validate
 
 FLOWS = [
     orjson.loads(p.read_bytes())

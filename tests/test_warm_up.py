@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from cluster.analysis import params_checker
 from cluster.components.base import Component, Ports, RunContext
 from cluster.components.registry import Registry, builtin_components, default_registry
 from cluster.engine import compile_flow, warm_up
-from cluster.validation import validate
+from cluster.flow.analysis import params_checker
+from cluster.flow.validation import validate
 
 FLOW = {
     "nodes": [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import NoPermissionError
 
-from cluster.keys import Keys
-from cluster.redis_conn import connect
 from cluster.settings import Settings
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.redis_conn import connect
+from cluster.store.store import Store
 from tests.worker_support import ToyCompiler, publish_activate, wait_for
 from worker.replica import Replica
 

@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from cluster.keys import Keys
 from cluster.settings import Settings
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.worker_support import ToyCompiler, publish_activate, toy_doc, wait_for
 from worker.app import create_app
 

@@ -3,10 +3,10 @@ naming the variant, counting runs per version for the heartbeat, and the version
 
 from __future__ import annotations
 
-from cluster.canary import bucket, is_canary
-from cluster.canary_store import CanaryWriter
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.store.canary_store import CanaryWriter
+from cluster.store.keys import Keys
+from cluster.store.store import Store
+from cluster.traffic.canary import bucket, is_canary
 from tests.test_worker_app import ready, replica, worker
 from tests.test_worker_subscriber import SLOW, running_subscriber
 from tests.worker_support import ToyCompiler, publish_activate, toy_doc, wait_for

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import redis.asyncio as aioredis
 
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.worker_support import wait_for
 from worker.heartbeat import Heartbeat, build_status
 from worker.state import LoadedFlow, LoadError, WorkerState

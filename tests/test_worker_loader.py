@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.redis_server import RedisServer
 from tests.worker_support import ToyCompiler, publish_activate, toy_doc
 from worker.loader import Loader

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from cluster.events import Abort, Prepare, ReleaseChanged, encode
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.store.events import Abort, Prepare, ReleaseChanged, encode
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.worker_support import ToyCompiler, publish_activate, toy_doc, wait_for
 from worker.heartbeat import Heartbeat
 from worker.loader import Loader

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from cluster.canary import InvalidRequestKey, InvalidSessionId, bucket, is_canary
+from cluster.traffic.canary import InvalidRequestKey, InvalidSessionId, bucket, is_canary
 from tests.worker_support import ToyCompiler
 from worker.routing import route, run_keys, variant_of
 from worker.state import CanaryVersion, LoadedFlow

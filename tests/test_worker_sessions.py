@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import pytest
 import redis.asyncio as aioredis
 
-from cluster.canary import Pin
-from cluster.canary_store import CanaryWriter
-from cluster.keys import Keys
-from cluster.redis_conn import connect
-from cluster.store import Store
+from cluster.store.canary_store import CanaryWriter
+from cluster.store.keys import Keys
+from cluster.store.redis_conn import connect
+from cluster.store.store import Store
+from cluster.traffic.canary import Pin
 from tests.redis_server import RedisServer
 from tests.worker_support import ToyCompiler, publish_activate, toy_doc
 from worker.loader import Loader

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 import pytest
 import redis.asyncio as aioredis
 
-from cluster.events import ReleaseChanged, encode
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.store.events import ReleaseChanged, encode
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.worker_support import ToyCompiler, publish_activate, toy_doc, wait_for
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from cluster.errors import FlowValidationError, Problem, RunInputError, RunTimeout
-from cluster.hashing import content_address
-from cluster.store import Store
+from cluster.flow.hashing import content_address
+from cluster.store.store import Store
 
 
 @dataclass(frozen=True)

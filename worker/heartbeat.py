@@ -5,7 +5,7 @@ Status JSON (documented in docs/worker.md):
      "flows": {flow: {"hash", "generation", "loaded_at", "last_error", "consecutive_failures"}},
      "last_error", "consecutive_failures",
      "prepared": {flow: {"rollout", "hash", "generation", "ok", "reason", "message", "at"}},
-     "runs": {flow: {"epoch", "versions": {hash: {"runs", "errors", "buckets"}}}}}  (cluster.runstats)
+     "runs": {flow: {"epoch", "versions": {hash: {"runs", "errors", "buckets"}}}}}  (cluster.traffic.runstats)
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from cluster.errors import FlowValidationError, MissingSecret
-from cluster.hashing import sha256_hex
+from cluster.flow.hashing import sha256_hex
 from worker.metrics import WorkerMetrics
 from worker.ports import Compiler, ReleaseReader, Runnable, Target
 from worker.state import CanaryVersion, LoadedFlow, LoadError, WorkerState

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.events import Abort, Prepare
+from cluster.store.events import Abort, Prepare
 from worker.loader import Loader, LoadFailure
 from worker.state import LoadedFlow, WorkerState
 

@@ -18,10 +18,10 @@ from redis.backoff import NoBackoff
 
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime
-from cluster.keys import REPLICA_ID, InvalidName, Keys
-from cluster.redis_conn import connect, redact
-from cluster.runstats import RunStats
 from cluster.settings import Settings
+from cluster.store.keys import REPLICA_ID, InvalidName, Keys
+from cluster.store.redis_conn import connect, redact
+from cluster.traffic.runstats import RunStats
 from worker.heartbeat import Heartbeat
 from worker.loader import Loader, serving_versions
 from worker.metrics import WorkerMetrics
@@ -46,7 +46,7 @@ def engine_compiler(runtime: Runtime) -> Compiler:
     the secrets the version needs are here (MissingSecret otherwise), build components."""
     from cluster.components.registry import default_registry
     from cluster.engine import compile_flow, warm_up
-    from cluster.validation import parse_document
+    from cluster.flow.validation import parse_document
 
     # Built now, not on the first load: plugin problems show in the start-up log, and the first swap
     # pays neither for scanning entry points nor for building the components' params validators.
@@ -60,7 +60,7 @@ def engine_compiler(runtime: Runtime) -> Compiler:
 
 
 def store_from_redis(redis: aioredis.Redis, keys: Keys, settings: Settings) -> ReleaseReader:
-    from cluster.store import Store
+    from cluster.store.store import Store
 
     return Store(redis, keys, history_keep=settings.history_keep, audit_keep=settings.audit_keep)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.canary import BUCKETS, bucket, check_request_key, check_session_id, threshold
+from cluster.traffic.canary import BUCKETS, bucket, check_request_key, check_session_id, threshold
 from worker.ports import Runnable
 from worker.state import LoadedFlow
 

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from cluster.canary import Pin
-from cluster.keys import Keys
+from cluster.store.keys import Keys
+from cluster.traffic.canary import Pin
 from worker.loader import Loader, LoadFailure, serving_versions
 from worker.metrics import WorkerMetrics
 from worker.ports import Runnable

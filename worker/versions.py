@@ -50,7 +50,7 @@ class ReleaseExtras:
 
 
 def extras_of(target: Target) -> ReleaseExtras:
-    """Read duck-typed: a `cluster.release.Release` has these fields, other targets may not."""
+    """Read duck-typed: a `cluster.store.release.Release` has these fields, other targets may not."""
     canary = getattr(target, "canary_hash", None)
     unpin = getattr(target, "unpin_generation", 0)
     unpin = unpin if isinstance(unpin, int) else 0

@@ -22,7 +22,7 @@ from cluster.components.providers.echo import EchoProvider
 from cluster.components.providers.openai import OpenAIConfig, OpenAIProvider
 from cluster.egress.policy import OPENAI_DEFAULT_BASE_URL, Outbound
 from cluster.errors import Problem
-from cluster.templates import to_text
+from cluster.flow.templates import to_text
 
 
 def build_provider(params: Mapping[str, Any], build: BuildContext) -> Provider:

@@ -23,7 +23,7 @@ from typing import Any
 from cluster.components.base import BuildContext, Component, Ports, RunContext
 from cluster.components.regexes import MAX_PATTERN_CHARS, regex_problems
 from cluster.errors import ComponentError, Problem
-from cluster.templates import to_text
+from cluster.flow.templates import to_text
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)```", re.DOTALL)
 _WHOLE_FENCE = re.compile(r"\A```[ \t]*[A-Za-z0-9_+-]*[ \t]*\r?\n(.*?)\r?\n?```\Z", re.DOTALL)

@@ -14,7 +14,7 @@ from typing import Any
 
 from cluster.components.base import BuildContext, Component, Ports, RunContext
 from cluster.errors import FlowValidationError, Problem
-from cluster.templates import check_template, parse_template, render
+from cluster.flow.templates import check_template, parse_template, render
 
 MAX_TEMPLATE_CHARS = 100_000
 

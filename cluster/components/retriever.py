@@ -18,7 +18,7 @@ from typing import Any
 from cluster.components.base import BuildContext, Component, Ports, RunContext
 from cluster.components.bm25 import BM25Index
 from cluster.errors import Problem
-from cluster.templates import to_text
+from cluster.flow.templates import to_text
 
 MAX_DOCUMENTS = 10_000
 

@@ -20,7 +20,7 @@ from typing import Any
 from cluster.components.base import BuildContext, Component, Ports, RunContext
 from cluster.components.regexes import MAX_PATTERN_CHARS, regex_problems
 from cluster.errors import Problem
-from cluster.templates import to_text
+from cluster.flow.templates import to_text
 
 _ROUTE = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_-]*$", "maxLength": 64}
 

@@ -13,7 +13,7 @@ import argparse
 from typing import Any
 
 from cluster.errors import FlowfleetError
-from cluster.validation import validate
+from cluster.flow.validation import validate
 from control.cli import render
 from control.cli.client import ApiClient, path
 from control.cli.policy import cli_policy

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from cluster.errors import FlowfleetError, FlowValidationError
+from cluster.flow.validation import validate
 from cluster.langflow import translate
 from cluster.langflow.convert import PROVIDERS
-from cluster.validation import validate
 from control.cli.policy import cli_policy, secrets_note, secrets_of
 
 # LangFlow exports embed every component's source code, so they are far larger than the flows they

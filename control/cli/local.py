@@ -16,12 +16,12 @@ from typing import Any, TextIO
 
 import orjson
 
-from cluster.documents import load_document
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime, install_redaction
 from cluster.engine import CompiledFlow, RunResult, compile_flow
 from cluster.errors import BadRequest, FlowfleetError, FlowValidationError, MissingSecret, Problem
-from cluster.validation import validate
+from cluster.flow.documents import load_document
+from cluster.flow.validation import validate
 from control.cli.policy import cli_policy, secrets_note, secrets_of
 
 EXIT_OK = 0

@@ -9,8 +9,8 @@ from typing import Any
 from cluster.egress.policy import OutboundPolicy
 from cluster.engine import needed_secrets
 from cluster.errors import FlowValidationError
+from cluster.flow.validation import check_and_analyse
 from cluster.settings import Settings
-from cluster.validation import check_and_analyse
 
 
 def cli_policy() -> OutboundPolicy:

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cluster.documents import load_document
 from cluster.errors import BadRequest, FlowValidationError
-from cluster.hashing import canonical_bytes
+from cluster.flow.documents import load_document
+from cluster.flow.hashing import canonical_bytes
 from cluster.settings import Settings
 from control.cli import render
 from control.cli.client import ApiClient, path

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster import engine, validation
-from cluster.documents import load_document
+from cluster import engine
 from cluster.egress.policy import OutboundPolicy
 from cluster.errors import BadRequest, FlowfleetError, FlowValidationError, Problem
-from cluster.hashing import content_address
-from cluster.keys import InvalidName, check_flow_name
+from cluster.flow import validation
+from cluster.flow.documents import load_document
+from cluster.flow.hashing import content_address
+from cluster.store.keys import InvalidName, check_flow_name
 from control.cli import render
 from control.cli.client import ApiClient, RemoteError, path
 from control.cli.policy import cli_policy

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from cluster.keys import Keys
+from cluster.store.keys import Keys
 from control.localcluster import acl, bootstrap, children, redis_server
 from control.localcluster.bootstrap import ExampleFlow, Released, StartupFailed
 from control.localcluster.children import Child

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.chaos.support import Load
 from tests.e2e.fleet import WorkerProcess
 

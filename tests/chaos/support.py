@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 
 from bench.harness import FLOW, qa_doc
 from bench.loadgen import Record, drive, is_error
-from cluster.events import ReleaseChanged, encode
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.flow.hashing import content_address
+from cluster.store.events import ReleaseChanged, encode
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.e2e.fleet import WorkerProcess, get_json
 
 __all__ = ["FLOW", "Load", "inject_release", "poll", "publish", "qa_doc", "release", "subscribed"]

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.store import Store
-from cluster.validation import DEFAULT_LIMITS
+from cluster.flow.hashing import content_address
+from cluster.flow.validation import DEFAULT_LIMITS
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.chaos.support import FLOW, Load, inject_release, poll, publish, qa_doc, release
 from tests.control_support import DEPLOYER_TOKEN, ControlProcess, bearer
 from tests.e2e.fleet import WorkerProcess, get_json, served_version, wait_all_serve, wait_ready

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.chaos.support import FLOW, Load, inject_release, poll, publish, qa_doc, release, subscribed
 from tests.e2e.fleet import get_json, wait_all_serve, wait_ready
 

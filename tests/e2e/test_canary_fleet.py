@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cluster.canary import bucket, is_canary
+from cluster.traffic.canary import bucket, is_canary
 from tests.control_support import DEPLOYER_TOKEN, Cli, ControlProcess, bearer, flow_doc
 from tests.e2e.fleet import WorkerProcess, get_json, wait_all_serve, wait_ready
 from tests.redis_server import RedisServer

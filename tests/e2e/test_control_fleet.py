@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cluster.hashing import content_address
+from cluster.flow.hashing import content_address
 from tests.control_support import Cli, ControlProcess, flow_doc, invalid_doc
 from tests.e2e.fleet import WorkerProcess, served_version, wait_all_serve, wait_ready
 from tests.redis_server import RedisServer

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cluster.hashing import content_address
+from cluster.flow.hashing import content_address
 from tests.control_support import ADMIN_TOKEN, DEPLOYER_TOKEN, Cli, ControlProcess, bearer
 from tests.e2e.fleet import WorkerProcess, wait_all_serve, wait_ready
 from tests.openai_server import FakeOpenAI, Reply, run_fake_openai

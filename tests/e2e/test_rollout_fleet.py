@@ -17,9 +17,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.flow.hashing import content_address
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.control_support import DEPLOYER_TOKEN, Cli, ControlProcess, bearer, flow_doc
 from tests.e2e.fleet import WorkerProcess, hold_plugin_dir, served_version, wait_all_serve, wait_ready
 from tests.e2e.skew import measure_switch

@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from cluster.hashing import content_address
+from cluster.flow.hashing import content_address
 from control.cli.up import READY_LINE
 from tests.redis_server import free_port
 

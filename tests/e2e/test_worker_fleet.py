@@ -17,10 +17,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from cluster.events import ReleaseChanged, encode
-from cluster.hashing import content_address
-from cluster.keys import Keys
-from cluster.store import Store
+from cluster.flow.hashing import content_address
+from cluster.store.events import ReleaseChanged, encode
+from cluster.store.keys import Keys
+from cluster.store.store import Store
 from tests.control_support import DEPLOYER_TOKEN, ControlProcess, bearer
 from tests.e2e.fleet import (
     HoldServer,

@@ -13,8 +13,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from cluster.keys import Keys
-from cluster.release import GcResult
+from cluster.store.keys import Keys
+from cluster.store.release import GcResult
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
-from cluster import graph
 from cluster.components.base import Component, Ports
 from cluster.egress.policy import OutboundPolicy
 from cluster.errors import Problem
-from cluster.examples import check_examples
-from cluster.model import BoundEdge, Flow, UnboundPort, bind_ports, parse_flow
-from cluster.validation import SchemaChecker, pointer, shorten
+from cluster.flow import graph
+from cluster.flow.examples import check_examples
+from cluster.flow.model import BoundEdge, Flow, UnboundPort, bind_ports, parse_flow
+from cluster.flow.schemacheck import SchemaChecker, pointer, shorten
 
 logger = logging.getLogger(__name__)
 

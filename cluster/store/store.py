@@ -1,8 +1,8 @@
 """The version store: immutable content-addressed blobs, release records, history, audit and fleet status.
 
-Redis is the source of truth; every key comes from `cluster.keys.Keys`. Writes that must be atomic
+Redis is the source of truth; every key comes from `cluster.store.keys.Keys`. Writes that must be atomic
 (publish, activate, gc) are Lua scripts touching one flow's keys only, so they also run on Redis Cluster.
-Flows, versions and blobs are `cluster.versions.VersionStore`; this module adds releases and what
+Flows, versions and blobs are `cluster.store.versions.VersionStore`; this module adds releases and what
 depends on them.
 
     store = Store(await connect(settings.redis_url), Keys(settings.namespace))
@@ -19,12 +19,12 @@ from typing import Any
 
 import orjson
 
-from cluster import audit, fleet, gc
 from cluster.errors import BadRequest, FlowNotFound, GenerationConflict, VersionNotFound
-from cluster.events import Event, encode, release_payload_parts
-from cluster.hashing import is_full_hash
-from cluster.keys import Keys
-from cluster.release import (
+from cluster.flow.hashing import is_full_hash
+from cluster.store import audit, fleet, gc
+from cluster.store.events import Event, encode, release_payload_parts
+from cluster.store.keys import Keys
+from cluster.store.release import (
     CorruptRecord,
     GcResult,
     NoPreviousRelease,
@@ -34,8 +34,8 @@ from cluster.release import (
     VersionMeta,
     rollback_target,
 )
-from cluster.scripts import load
-from cluster.versions import RedisClient, VersionStore, as_text
+from cluster.store.scripts import load
+from cluster.store.versions import RedisClient, VersionStore, as_text
 
 # The value types are re-exported so callers can import the whole store API from this module.
 __all__ = [

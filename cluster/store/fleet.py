@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from cluster.keys import REPLICA_ID, InvalidName, Keys
+from cluster.store.keys import REPLICA_ID, InvalidName, Keys
 
 log = logging.getLogger(__name__)
 

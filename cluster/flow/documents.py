@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from cluster import validation
 from cluster.errors import FlowValidationError, Problem
-from cluster.hashing import canonical_bytes
+from cluster.flow import validation
+from cluster.flow.hashing import canonical_bytes
 from cluster.langflow import convert, is_langflow_export
 
 # LangFlow exports carry every component's source code, so they are much larger than the flow they

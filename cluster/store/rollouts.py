@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from cluster.keys import Keys
+from cluster.store.keys import Keys
 
 RedisClient = aioredis.Redis | aioredis.RedisCluster
 # Fields holding JSON (lists of replicas / failures); the others are text.

@@ -20,29 +20,20 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from cluster.analysis import Analysis, ComponentRegistry, params_checker
 from cluster.components.base import BuildContext, Component, RunContext
 from cluster.egress.policy import OutboundPolicy, secret_names
+from cluster.engine.scheduler import Execution, Step, sequential_order
 from cluster.errors import FlowValidationError, MissingSecret, Problem, RunInputError
-from cluster.examples import run_examples
+from cluster.flow.analysis import Analysis, ComponentRegistry, params_checker
+from cluster.flow.hashing import content_address
+from cluster.flow.model import FlowTest
+from cluster.flow.schemacheck import pointer
+from cluster.flow.validation import Limits, check_and_analyse
 from cluster.gcpause import paused_gc
-from cluster.hashing import content_address
-from cluster.model import FlowTest
-from cluster.scheduler import Execution, Step, sequential_order
-from cluster.validation import Limits, check_and_analyse, pointer
 
 if TYPE_CHECKING:
     from cluster.egress.runtime import Runtime
 
-__all__ = [
-    "CompiledFlow",
-    "RunResult",
-    "compile_analysis",
-    "compile_flow",
-    "needed_secrets",
-    "run_examples",
-    "warm_up",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +232,7 @@ def needed_secrets(analysis: Analysis) -> list[str]:
 
 def compile_analysis(analysis: Analysis, *, digest: str, runtime: Runtime | None = None) -> CompiledFlow:
     """The part of `compile_flow` after validation: build the components of a valid flow's analysis
-    (from `cluster.validation.check_and_analyse`) and precompute the schedule. `digest` is the
+    (from `cluster.flow.validation.check_and_analyse`) and precompute the schedule. `digest` is the
     document's content address. Raises FlowValidationError when a component cannot be built and
     MissingSecret, before building anything, when the runtime lacks a secret the flow needs."""
     if runtime is not None:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from cluster.hashing import is_full_hash
+from cluster.flow.hashing import is_full_hash
 
 log = logging.getLogger(__name__)
 

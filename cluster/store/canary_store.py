@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 
 from cluster.errors import FlowfleetError, GenerationConflict, VersionNotFound
-from cluster.events import release_payload_parts
-from cluster.release import Release
-from cluster.scripts import load
-from cluster.store import Store
+from cluster.store.events import release_payload_parts
+from cluster.store.release import Release
+from cluster.store.scripts import load
+from cluster.store.store import Store
 
 log = logging.getLogger(__name__)
 

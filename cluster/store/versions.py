@@ -14,10 +14,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from cluster.errors import AmbiguousHash, BadRequest, CorruptBlob, FlowNotFound, VersionNotFound
-from cluster.hashing import is_full_hash, is_hash_prefix, sha256_hex
-from cluster.keys import FLOW_NAME, Keys, check_flow_name
-from cluster.release import PublishResult, VersionMeta
-from cluster.scripts import load
+from cluster.flow.hashing import is_full_hash, is_hash_prefix, sha256_hex
+from cluster.store.keys import FLOW_NAME, Keys, check_flow_name
+from cluster.store.release import PublishResult, VersionMeta
+from cluster.store.scripts import load
 
 log = logging.getLogger(__name__)
 

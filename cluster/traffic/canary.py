@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from cluster.errors import BadRequest, FlowfleetError
-from cluster.hashing import is_full_hash
+from cluster.flow.hashing import is_full_hash
 
 BUCKETS = 10_000
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")

@@ -55,7 +55,7 @@ class FlowTest:
     name: str
     inputs: Mapping[str, Any]
     expect: tuple[Expectation, ...] = ()
-    # node id -> the text an LLM node replies in this example's offline run (see cluster.examples).
+    # node id -> the text an LLM node replies in this example's offline run (see cluster.flow.examples).
     replies: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -84,7 +84,7 @@ class UnboundPort(ValueError):
 
 
 def parse_flow(document: Mapping[str, Any], *, copy: bool = True) -> Flow:
-    """Build the model from a document that passed `cluster.schema.DOCUMENT_SCHEMA`.
+    """Build the model from a document that passed `cluster.flow.schema.DOCUMENT_SCHEMA`.
 
     The model takes a private deep copy, so it never changes when the caller mutates the document;
     `copy=False` is for a caller that already holds one no one else can reach.

@@ -1,4 +1,4 @@
-"""Validation of flow documents: limits, the JSON Schema, then the semantic rules of `cluster.analysis`.
+"""Validation of flow documents: limits, the JSON Schema, then the semantic rules of `cluster.flow.analysis`.
 
 `validate` collects every problem and never raises; `check` raises FlowValidationError; `parse_document`
 turns raw bytes into a value under the size and depth limits.
@@ -15,21 +15,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
 
 from cluster.errors import FlowValidationError, Problem
-from cluster.fastschema import compile_schema
+from cluster.flow.schema import DOCUMENT_SCHEMA
+from cluster.flow.schemacheck import SchemaChecker, pointer, shorten
 from cluster.gcpause import paused_gc
-from cluster.schema import DOCUMENT_SCHEMA
 
 if TYPE_CHECKING:
-    from cluster.analysis import Analysis, ComponentRegistry
     from cluster.egress.policy import OutboundPolicy
+    from cluster.flow.analysis import Analysis, ComponentRegistry
 
 logger = logging.getLogger(__name__)
-
-MESSAGE_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -47,19 +43,6 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
-
-
-def pointer(*parts: str | int) -> str:
-    """A JSON pointer (RFC 6901) from path parts.
-
-    >>> pointer("nodes", 3, "params", "a/b~c")
-    '/nodes/3/params/a~1b~0c'
-    """
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-def shorten(text: str, limit: int = MESSAGE_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _CONTAINERS = (dict, list, tuple)
@@ -120,28 +103,6 @@ def _count_problems(document: Any, limits: Limits) -> list[Problem]:
     return problems
 
 
-def _path_key(error: ValidationError) -> tuple[tuple[int, int | str], ...]:
-    return tuple((0, p) if isinstance(p, int) else (1, p) for p in error.absolute_path)
-
-
-class SchemaChecker:
-    """A JSON Schema, checked fast when the value is valid and by `jsonschema` (for its messages) when
-    it is not; see `cluster.fastschema`. Raises jsonschema's SchemaError for a malformed schema."""
-
-    def __init__(self, schema: Any, code: str) -> None:
-        Draft202012Validator.check_schema(schema)
-        self.validator = Draft202012Validator(schema)
-        self.fast = compile_schema(schema)
-        self.code = code
-
-    def problems(self, instance: Any, *prefix: str | int) -> list[Problem]:
-        """Every violation as a Problem located under `prefix`, in document order."""
-        if self.fast is not None and self.fast(instance):
-            return []
-        errors = sorted(self.validator.iter_errors(instance), key=_path_key)
-        return [Problem(pointer(*prefix, *e.absolute_path), self.code, shorten(e.message)) for e in errors]
-
-
 _DOCUMENT = SchemaChecker(DOCUMENT_SCHEMA, "schema")
 
 
@@ -184,8 +145,8 @@ def _analyse(
     document: Any, registry: ComponentRegistry | None, limits: Limits | None, policy: OutboundPolicy | None
 ) -> tuple[list[Problem], Analysis | None]:
     # Imported here: analysis needs the component registry, which imports every built-in component.
-    from cluster.analysis import analyse
     from cluster.components.registry import default_registry
+    from cluster.flow.analysis import analyse
 
     limits = limits or DEFAULT_LIMITS
     problems, data = _structure_problems(document, limits)

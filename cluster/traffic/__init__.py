@@ -1,0 +1,1 @@
+"""How runs are split and counted: canary bucketing and per-version run statistics (pure)."""
