@@ -1,6 +1,6 @@
 """The request-path baseline: a bare Starlette endpoint that does the 3-node flow's three steps directly
 (the same PromptTemplate, LLM(echo) and ChatOutput component instances awaited one after another), served
-with exactly the replicas' uvicorn settings, logging and SO_REUSEPORT socket (control/cli/worker.py).
+with exactly the replicas' uvicorn settings, logging and SO_REUSEPORT socket (worker/serve.py).
 
     python -m bench.bare_app --port 8000     # POST /v1/flows/{name}/run, GET /healthz
 """
@@ -23,7 +23,7 @@ from bench.harness import qa_doc
 from cluster.components.base import BuildContext, RunContext
 from cluster.components.registry import default_registry
 from cluster.http import JSONResponse
-from control.cli.worker import logging_config, reuse_port_socket, uvicorn_config
+from worker.serve import logging_config, reuse_port_socket, uvicorn_config
 
 
 def create_app(document: dict[str, Any] | None = None) -> Starlette:

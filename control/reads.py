@@ -16,10 +16,10 @@ from cluster.store import rollouts
 from cluster.store.keys import check_flow_name
 from cluster.store.release import Release
 from cluster.store.store import Store
-from control.convergence import convergence, replicas_per_generation
 from control.diff import diff_documents
 from control.fleetview import fleet_rows
 from control.metrics import ControlMetrics
+from control.rollout.convergence import convergence, replicas_per_generation
 
 log = logging.getLogger(__name__)
 

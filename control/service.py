@@ -34,10 +34,10 @@ from cluster.flow.hashing import content_address
 from cluster.store.keys import check_flow_name
 from cluster.store.release import NoPreviousRelease, Release, rollback_target
 from cluster.store.store import Store
-from control.cutover import DEFAULT_OPTIONS, Cutover, CutoverOptions, CutoverRequest, DirectCutover
 from control.metrics import ControlMetrics
 from control.reads import ReadService, release_dict
-from control.rollout import RolloutAborted
+from control.rollout.cutover import DEFAULT_OPTIONS, Cutover, CutoverOptions, CutoverRequest, DirectCutover
+from control.rollout.twophase import RolloutAborted
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control.acks import ReplicaFailure, assess, live_replicas, prepare_targets
+from control.rollout.acks import ReplicaFailure, assess, live_replicas, prepare_targets
 
 
 def status(rid: str, reply: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from cluster.settings import Settings
 from cluster.store.events import ReleaseChanged, decode
 from cluster.store.keys import Keys
 from cluster.store.store import Store
-from control.api import create_app
+from control.http.api import create_app
 from tests.control_support import (
     ADMIN_TOKEN,
     DEPLOYER_TOKEN,

@@ -10,9 +10,9 @@ import pytest
 from starlette.routing import Route
 
 from cluster.settings import Settings
-from control.api import build_routes, create_app
-from control.auth import AuthConfigError
-from control.openapi import OPENAPI
+from control.http.api import build_routes, create_app
+from control.http.auth import AuthConfigError
+from control.http.openapi import OPENAPI
 from tests.control_support import ADMIN_TOKEN, DEPLOYER_TOKEN, VIEWER_TOKEN, bearer, write_tokens_file
 from tests.redis_server import RedisServer
 

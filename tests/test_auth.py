@@ -1,4 +1,4 @@
-"""control.auth: token table loading, constant-time lookup, roles, and the tokens-file format."""
+"""control.http.auth: token table loading, constant-time lookup, roles, and the tokens-file format."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from cluster.errors import Forbidden, Unauthorized
 from cluster.settings import Settings
-from control.auth import AuthConfigError, Principal, Role, TokenTable, token_entry_json
+from control.http.auth import AuthConfigError, Principal, Role, TokenTable, token_entry_json
 
 
 def sha(token: str) -> str:

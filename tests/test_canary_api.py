@@ -17,9 +17,10 @@ from cluster.settings import Settings
 from cluster.store.keys import Keys
 from cluster.store.store import Store
 from cluster.traffic.runstats import RunStats
-from control.api import create_app
-from control.canary import CanaryService
-from control.canary_guard import CanaryGuard, judge
+from control.canary.guard import CanaryGuard
+from control.canary.service import CanaryService
+from control.canary.verdict import judge
+from control.http.api import create_app
 from control.service import ControlService
 from tests.control_support import (
     ADMIN_TOKEN,

@@ -19,7 +19,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 
 from cluster.errors import Unauthorized
 from cluster.store.keys import Keys
-from control.auth import Principal, Role, TokenTable, load_tokens_file
+from control.http.auth import Principal, Role, TokenTable, load_tokens_file
 from tests.acl_support import require_redis_7
 from tests.redis_server import find_redis_server, free_port
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control.convergence import convergence, replicas_per_generation, rollback_reason
+from control.rollout.convergence import convergence, replicas_per_generation, rollback_reason
 
 
 def replica(rid: str, generation: int | None, digest: str | None, **flow: Any) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from cluster.flow.hashing import content_address
 from cluster.store import rollouts
 from cluster.store.keys import Keys
 from cluster.store.store import Store
-from control.guard import RollbackGuard
 from control.metrics import ControlMetrics
-from control.rollout import TwoPhaseCutover
+from control.rollout.guard import RollbackGuard
+from control.rollout.twophase import TwoPhaseCutover
 from control.service import ControlService
 from tests.control_support import flow_doc
 

@@ -19,12 +19,12 @@ import redis
 
 from cluster.store.keys import Keys
 from control.cli.up import READY_LINE, render_report, try_commands
-from control.cli.worker import reuse_port_socket
 from control.localcluster import acl, bootstrap, children, redis_server
 from control.localcluster.bootstrap import StartupFailed
 from control.localcluster.cluster import LocalCluster, Report, UpConfig
 from control.localcluster.credentials import Credentials, CredentialsError
 from tests.redis_server import RedisServer, free_port
+from worker.serve import reuse_port_socket
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = Keys()

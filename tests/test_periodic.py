@@ -8,7 +8,7 @@ import logging
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from control.periodic import PeriodicCheck
+from control.rollout.periodic import PeriodicCheck
 
 
 class Scripted(PeriodicCheck):
@@ -29,7 +29,7 @@ class Scripted(PeriodicCheck):
 
 async def test_failing_passes_are_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     guard = Scripted([RedisConnectionError("gone"), ValueError("bad record"), None])
-    with caplog.at_level(logging.WARNING, logger="control.periodic"):
+    with caplog.at_level(logging.WARNING, logger="control.rollout.periodic"):
         task = asyncio.create_task(guard.run())
         await asyncio.wait_for(guard.done.wait(), timeout=5.0)
         guard.stop()

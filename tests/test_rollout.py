@@ -25,10 +25,10 @@ from cluster.store import rollouts
 from cluster.store.events import Abort, Prepare, decode
 from cluster.store.keys import Keys
 from cluster.store.store import Store
-from control.api import create_app
-from control.cutover import CutoverRelease, CutoverRequest
+from control.http.api import create_app
 from control.metrics import ControlMetrics
-from control.rollout import RolloutAborted, TwoPhaseCutover
+from control.rollout.cutover import CutoverRelease, CutoverRequest
+from control.rollout.twophase import RolloutAborted, TwoPhaseCutover
 from tests.control_support import ADMIN_TOKEN, DEPLOYER_TOKEN, bearer, flow_doc, write_tokens_file
 from tests.redis_server import RedisServer
 

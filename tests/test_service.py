@@ -12,7 +12,7 @@ from cluster.errors import FlowValidationError
 from cluster.store.keys import Keys
 from cluster.store.release import Release
 from cluster.store.store import Store
-from control.cutover import CutoverRequest, DirectCutover
+from control.rollout.cutover import CutoverRequest, DirectCutover
 from control.service import ControlService
 from tests.control_support import flow_doc
 

@@ -6,7 +6,7 @@ import logging
 import logging.config
 
 from control.cli import build_parser
-from control.cli.worker import handle, logging_config
+from worker.serve import handle, logging_config
 
 
 def test_worker_subcommand_parses_host_and_port():

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from cluster.settings import Settings
-from control.auth import Role, token_digest, token_entry_json
+from control.http.auth import Role, token_digest, token_entry_json
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -55,7 +55,7 @@ def configure_logging(level: str = "INFO") -> None:
 def cmd_control(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from control.api import create_app
+    from control.http.api import create_app
 
     configure_logging(args.log_level)
     settings = Settings.from_env(os.environ)

@@ -1,10 +1,10 @@
 """Automatic rollback: a control-plane task that rolls a flow back when its current release fails.
 
 Every `interval_s` it reads the live replicas' statuses and, for each flow, asks the pure policy
-(`control.convergence.rollback_reason`) whether the current release must go: a replica failed to load it
-`max_failures` consecutive times, or `max_replicas` replicas failed or NACKed it. Then it rolls back to
-the previous release through the service, as the actor `auto-rollback`, with the reason naming the
-replicas and their errors.
+(`control.rollout.convergence.rollback_reason`) whether the current release must go: a replica
+failed to load it `max_failures` consecutive times, or `max_replicas` replicas failed or NACKed it.
+Then it rolls back to the previous release through the service, as the actor `auto-rollback`, with the
+reason naming the replicas and their errors.
 
 Safe with several control planes: the rollback is compare-and-set on the generation that was judged,
 so only one of them moves the record (the others get a conflict and stand down). It never acts twice
@@ -21,9 +21,14 @@ from typing import Any
 from cluster.errors import GenerationConflict
 from cluster.store import rollouts
 from cluster.store.release import NoPreviousRelease, Release
-from control.convergence import AUTO_ROLLBACK_ACTOR, convergence, replicas_per_generation, rollback_reason
-from control.cutover import CutoverOptions
-from control.periodic import PeriodicCheck
+from control.rollout.convergence import (
+    AUTO_ROLLBACK_ACTOR,
+    convergence,
+    replicas_per_generation,
+    rollback_reason,
+)
+from control.rollout.cutover import CutoverOptions
+from control.rollout.periodic import PeriodicCheck
 from control.service import ControlService
 
 log = logging.getLogger(__name__)

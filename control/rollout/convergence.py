@@ -1,7 +1,7 @@
 """Pure: how far the live replicas are on a flow's current release, and whether it must be rolled back.
 
 Used by `GET /v1/flows/{name}/rollout` (and `flowfleet status FLOW --wait`), by the control plane's
-metrics, and by the automatic rollback (control/guard.py). Statuses are the replicas' heartbeat JSON
+metrics, and by the automatic rollback (control/rollout/guard.py). Statuses are the replicas' heartbeat JSON
 (docs/worker.md); unknown or missing fields are tolerated.
 
 >>> statuses = [{"replica_id": "a", "flows": {"qa": {"hash": "h2", "generation": 2}}},
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from control.acks import live_replicas, prepare_reply
+from control.rollout.acks import live_replicas, prepare_reply
 
 AUTO_ROLLBACK_ACTOR = "auto-rollback"
 

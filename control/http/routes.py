@@ -17,11 +17,11 @@ from starlette.responses import Response
 
 from cluster.errors import BadRequest
 from cluster.http import JSONResponse, read_body
-from control.auth import Principal
-from control.cutover import CutoverOptions
+from control.http.auth import Principal
+from control.http.openapi import OPENAPI
+from control.http.state import control_state, service_of
 from control.metrics import CONTENT_TYPE
-from control.openapi import OPENAPI
-from control.state import control_state, service_of
+from control.rollout.cutover import CutoverOptions
 
 log = logging.getLogger(__name__)
 

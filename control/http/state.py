@@ -9,12 +9,12 @@ import redis.asyncio as aioredis
 from starlette.requests import Request
 
 from cluster.settings import Settings
-from control.auth import TokenTable
+from control.http.auth import TokenTable
 from control.metrics import ControlMetrics
 from control.service import ControlService
 
 if TYPE_CHECKING:
-    from control.canary import CanaryService
+    from control.canary.service import CanaryService
 
 
 @dataclass

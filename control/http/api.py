@@ -3,7 +3,7 @@
     app = create_app(Settings.from_env(os.environ))   # refuses to build without any API token
     uvicorn.run(app, port=8700)
 
-Every route but ``/healthz`` needs ``Authorization: Bearer <token>``; see `control.auth` for roles.
+Every route but ``/healthz`` needs ``Authorization: Bearer <token>``; see `control.http.auth` for roles.
 """
 
 from __future__ import annotations
@@ -30,16 +30,17 @@ from cluster.settings import Settings
 from cluster.store.keys import Keys
 from cluster.store.redis_conn import connect, redact
 from cluster.store.store import Store
-from control import canary_routes, routes
-from control.auth import WWW_AUTHENTICATE, Principal, Role, TokenTable
-from control.canary import CanaryService
-from control.canary_guard import CanaryGuard
-from control.guard import RollbackGuard
+from control.canary import routes as canary_routes
+from control.canary.guard import CanaryGuard
+from control.canary.service import CanaryService
+from control.http import routes
+from control.http.auth import WWW_AUTHENTICATE, Principal, Role, TokenTable
+from control.http.state import ControlState, control_state
 from control.metrics import ControlMetrics
-from control.periodic import PeriodicCheck
-from control.rollout import TwoPhaseCutover
+from control.rollout.guard import RollbackGuard
+from control.rollout.periodic import PeriodicCheck
+from control.rollout.twophase import TwoPhaseCutover
 from control.service import ControlService
-from control.state import ControlState, control_state
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ class CutoverRequest:
     reason: str
     action: str = "activate"  # "activate" | "rollback"
     expected_generation: int | None = None
-    prepare: bool = True  # two-phase (control/rollout.py); False: one-phase, for emergencies
+    prepare: bool = True  # two-phase (control/rollout/twophase.py); False: one-phase, for emergencies
     force: bool = False  # commit even if replicas NACK or time out (recorded in the audit log)
     timeout_s: float | None = None  # prepare timeout; None: the configured default
     unpin: bool = False  # move every pinned session of the flow to this version

@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cluster.http import JSONResponse
-from control.auth import Principal
-from control.canary import CanaryService
-from control.routes import body_fields, int_field, message_of, name_of, read_object, str_field
-from control.state import control_state
+from control.canary.service import CanaryService
+from control.http.auth import Principal
+from control.http.routes import body_fields, int_field, message_of, name_of, read_object, str_field
+from control.http.state import control_state
 
 
 def canaries_of(request: Request) -> CanaryService:

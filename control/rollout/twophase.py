@@ -27,9 +27,9 @@ from cluster.store import rollouts
 from cluster.store.events import Abort, Prepare
 from cluster.store.release import Release
 from cluster.store.store import Store
-from control.acks import ReplicaFailure, Tally, assess, prepare_targets
-from control.cutover import CutoverRequest, DirectCutover, with_rollout
 from control.metrics import ControlMetrics
+from control.rollout.acks import ReplicaFailure, Tally, assess, prepare_targets
+from control.rollout.cutover import CutoverRequest, DirectCutover, with_rollout
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from cluster.store.canary_store import CanaryConflict, CanaryWriter
 from cluster.store.release import Release
 from cluster.traffic.canary import check_percent
 from cluster.traffic.runstats import aggregate, summarize
-from control.canary_guard import AUTO_ACTOR, judge
+from control.canary.verdict import AUTO_ACTOR, judge
 from control.service import ControlService, check_message
 
 

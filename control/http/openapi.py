@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 description of the control API, written by hand to match `control.api.build_routes`.
+"""The OpenAPI 3.1 description of the control API, written by hand to match `control.http.api.build_routes`.
 
 Served at ``/openapi.json`` to any authenticated principal (viewer and up); a test checks that every
 route is described and nothing else is.

@@ -6,57 +6,24 @@ reason) when its error rate exceeds the stable's by more than the margin once bo
 least `canary_min_runs` runs. The abort is compare-and-set on the generation it judged, so several
 control planes running the guard abort a canary once, and never a canary changed meanwhile.
 
->>> from cluster.traffic.runstats import VersionSummary
->>> stable = VersionSummary("a" * 64, 200, 2, 0.01, 3.0, 9.0)
->>> judge(stable, VersionSummary("b" * 64, 150, 30, 0.2, 3.0, 9.0), margin=0.05, min_runs=100).abort
-True
+The verdict itself is `control.canary.verdict.judge`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cluster.errors import GenerationConflict
 from cluster.store.canary_store import CanaryConflict
-from cluster.traffic.runstats import VersionSummary, aggregate, summarize
-from control.periodic import PeriodicCheck
+from cluster.traffic.runstats import aggregate, summarize
+from control.canary.verdict import AUTO_ACTOR, judge
+from control.rollout.periodic import PeriodicCheck
 
 if TYPE_CHECKING:
-    from control.canary import CanaryService
+    from control.canary.service import CanaryService
 
 log = logging.getLogger(__name__)
-
-AUTO_ACTOR = "auto-rollback"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    abort: bool
-    reason: str
-
-
-def judge(stable: VersionSummary, canary: VersionSummary, *, margin: float, min_runs: int) -> Verdict:
-    """Abort when both versions have `min_runs` runs and the canary's error rate exceeds the stable's
-    by more than `margin` (a fraction: 0.05 is five percentage points)."""
-    if canary.runs < min_runs or stable.runs < min_runs:
-        return Verdict(
-            False,
-            f"waiting for {min_runs} runs of each version (stable {stable.runs}, canary {canary.runs})",
-        )
-    limit = stable.error_rate + margin
-    if canary.error_rate > limit:
-        return Verdict(
-            True,
-            f"canary error rate {canary.error_rate:.1%} exceeds stable {stable.error_rate:.1%} by more "
-            f"than {margin * 100:g} points ({canary.errors}/{canary.runs} canary, "
-            f"{stable.errors}/{stable.runs} stable runs)",
-        )
-    return Verdict(
-        False,
-        f"canary error rate {canary.error_rate:.1%} within {limit:.1%} (stable + {margin * 100:g} points)",
-    )
 
 
 class CanaryGuard(PeriodicCheck):

@@ -1,0 +1,1 @@
+"""Canary releases: the service, its guard's verdict and loop, and its HTTP routes."""

@@ -1,0 +1,1 @@
+"""The rollout machinery: two-phase cutover, replica ACKs and convergence, and the rollback guard."""
