@@ -12,8 +12,8 @@ import orjson
 
 from cluster.errors import BadRequest, CorruptBlob, FlowNotFound
 from cluster.flow.hashing import is_hash_prefix
+from cluster.names import check_flow_name
 from cluster.store import rollouts
-from cluster.store.keys import check_flow_name
 from cluster.store.release import Release
 from cluster.store.store import Store
 from control.diff import diff_documents

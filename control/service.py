@@ -31,7 +31,7 @@ from cluster.flow import validation
 from cluster.flow.analysis import ComponentRegistry
 from cluster.flow.documents import load_document
 from cluster.flow.hashing import content_address
-from cluster.store.keys import check_flow_name
+from cluster.names import check_flow_name
 from cluster.store.release import NoPreviousRelease, Release, rollback_target
 from cluster.store.store import Store
 from control.metrics import ControlMetrics

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from cluster.store.keys import InvalidName, Keys
+from cluster.names import InvalidName
+from cluster.store.keys import Keys
 from cluster.store.store import Store
 
 

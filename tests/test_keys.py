@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from cluster.store.keys import InvalidName, Keys, check_flow_name
+from cluster.names import InvalidName, check_flow_name
+from cluster.store.keys import Keys
 
 DIGEST = "ab" * 32
 

@@ -21,7 +21,7 @@ from cluster.langflow import (
     translate,
 )
 from cluster.langflow.export import parse_handle, read_export
-from cluster.store.keys import InvalidName
+from cluster.names import InvalidName
 
 DATA = Path(__file__).parent / "data" / "langflow"
 CODE_MARKER = "EMBEDDED-CODE-MARKER-7f3a"

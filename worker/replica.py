@@ -18,8 +18,9 @@ from redis.backoff import NoBackoff
 
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime
+from cluster.names import REPLICA_ID, InvalidName
 from cluster.settings import Settings
-from cluster.store.keys import REPLICA_ID, InvalidName, Keys
+from cluster.store.keys import Keys
 from cluster.store.redis_conn import connect, redact
 from cluster.traffic.runstats import RunStats
 from worker.heartbeat import Heartbeat

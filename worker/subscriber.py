@@ -21,8 +21,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from cluster.names import FLOW_NAME
 from cluster.store.events import Abort, Ping, Prepare, ReleaseChanged, decode
-from cluster.store.keys import FLOW_NAME
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
 from worker.ports import ReleaseReader

@@ -18,7 +18,7 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # fit this pattern.
 NODE_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$"
 TYPE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$"
-# The same rule as `cluster.store.keys.FLOW_NAME`: a flow's name becomes part of its Redis keys.
+# The same rule as `cluster.names.FLOW_NAME`: a flow's name becomes part of its Redis keys.
 FLOW_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 PORT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 

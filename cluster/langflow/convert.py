@@ -23,7 +23,7 @@ from cluster.langflow.errors import LangflowImportError, UnsupportedNode
 from cluster.langflow.export import ExportShapeError, LfEdge, LfFlow, is_langflow_export, read_export
 from cluster.langflow.models import MODEL_TYPES, convert_model
 from cluster.langflow.nodes import CONVERTERS, INPUT_TYPES, Converter, Mapped, NodeContext, Provider
-from cluster.store.keys import check_flow_name
+from cluster.names import check_flow_name
 
 logger = logging.getLogger(__name__)
 

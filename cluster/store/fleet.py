@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from cluster.store.keys import REPLICA_ID, InvalidName, Keys
+from cluster.names import REPLICA_ID, InvalidName
+from cluster.store.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -13,29 +13,9 @@ touches one flow's keys stays in one slot.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from cluster.errors import BadRequest
-
-FLOW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-REPLICA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-
-
-class InvalidName(BadRequest):
-    code = "invalid_name"
-
-
-def check_flow_name(name: str) -> str:
-    """Flow names are 1-128 characters of letters, digits, `_`, `.`, `-` (they end up inside keys)."""
-    if not FLOW_NAME.match(name):
-        raise InvalidName(
-            f"invalid flow name {name!r}: use 1-128 letters, digits, '_', '.' or '-', starting with a "
-            "letter or digit",
-            flow=name,
-        )
-    return name
+from cluster.names import NAMESPACE, InvalidName, check_flow_name
 
 
 @dataclass(frozen=True)

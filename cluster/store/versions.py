@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 
 from cluster.errors import AmbiguousHash, BadRequest, CorruptBlob, FlowNotFound, VersionNotFound
 from cluster.flow.hashing import is_full_hash, is_hash_prefix, sha256_hex
-from cluster.store.keys import FLOW_NAME, Keys, check_flow_name
+from cluster.names import FLOW_NAME, check_flow_name
+from cluster.store.keys import Keys
 from cluster.store.release import PublishResult, VersionMeta
 from cluster.store.scripts import load
 

@@ -20,7 +20,7 @@ from cluster.errors import BadRequest, FlowfleetError, FlowValidationError, Prob
 from cluster.flow import validation
 from cluster.flow.documents import load_document
 from cluster.flow.hashing import content_address
-from cluster.store.keys import InvalidName, check_flow_name
+from cluster.names import InvalidName, check_flow_name
 from control.cli import render
 from control.cli.client import ApiClient, RemoteError, path
 from control.cli.policy import cli_policy
