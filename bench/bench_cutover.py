@@ -19,23 +19,11 @@ import time
 from typing import Any
 
 from bench.floor import FloorProcesses
-from bench.harness import (
-    FLOW,
-    MODES,
-    Fleet,
-    ModeUnavailable,
-    Round,
-    bench_args,
-    dist,
-    fmt,
-    header,
-    qa_doc,
-    rounds_summary,
-    save,
-    start_results,
-)
+from bench.harness import FLOW, MODES, Fleet, ModeUnavailable, qa_doc
 from bench.loadgen import Connection
 from bench.report import load
+from bench.script import bench_args, header, save, start_results
+from bench.stats import Round, dist, fmt, rounds_summary
 
 COMMAND = "python -m bench.bench_cutover"
 

@@ -19,9 +19,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.harness import FLOW, Fleet, bench_args, dist, fmt, header, qa_doc, save, start_results
+from bench.harness import FLOW, Fleet, qa_doc
 from bench.loadgen import Record, finish_process, is_error, per_second, start_process, summarise
 from bench.report import load
+from bench.script import bench_args, header, save, start_results
+from bench.stats import dist, fmt
 
 COMMAND = "python -m bench.bench_hotreload"
 

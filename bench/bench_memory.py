@@ -16,8 +16,9 @@ import asyncio
 from typing import Any
 
 from bench.bench_engine import chain
-from bench.harness import FLOW, Fleet, bench_args, header, save, start_results
+from bench.harness import FLOW, Fleet
 from bench.report import load
+from bench.script import bench_args, header, save, start_results
 from cluster.flow.hashing import content_address
 
 COMMAND = "python -m bench.bench_memory"

@@ -23,8 +23,10 @@ from typing import Any
 import orjson
 
 from bench.bench_engine import chain
-from bench.harness import FLOW, Fleet, bench_args, dist, fmt, header, save, start_results
+from bench.harness import FLOW, Fleet
 from bench.report import load
+from bench.script import bench_args, header, save, start_results
+from bench.stats import dist, fmt
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime
 from cluster.flow.hashing import content_address, sha256_hex

@@ -20,8 +20,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench.floor import in_process_rounds
-from bench.harness import FLOW, Round, bench_args, fmt, header, qa_doc, rounds_summary, save, start_results
+from bench.harness import FLOW, qa_doc
 from bench.report import load
+from bench.script import bench_args, header, save, start_results
+from bench.stats import Round, fmt, rounds_summary
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime
 from cluster.flow.hashing import content_address

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.harness import Round
+from bench.stats import Round
 
 STOP = b"stop"
 

@@ -1,5 +1,6 @@
 """Shared by the fleet benchmarks and tests/chaos: a real redis-server, the control plane and real worker
-processes on loopback, activation through the control plane's HTTP API, and percentiles.
+processes on loopback, and activation through the control plane's HTTP API (percentiles are in
+`bench.stats`, the scripts' options and results in `bench.script`).
 
     async with Fleet(replicas=3) as fleet:
         a = await fleet.publish(qa_doc("a"))
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -59,31 +59,6 @@ def qa_doc(tag: str, flow: str = FLOW) -> dict[str, Any]:
         ],
         "edges": [{"source": "prompt", "target": "llm"}, {"source": "llm", "target": "out"}],
     }
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def dist(samples: list[float]) -> dict[str, float]:
-    """p50/p99/min/max/mean of samples (same unit in, same unit out), rounded to 3 decimals."""
-    if not samples:
-        return {"n": 0}
-    return {
-        "n": len(samples),
-        "p50": round(percentile(samples, 50), 3),
-        "p99": round(percentile(samples, 99), 3),
-        "min": round(min(samples), 3),
-        "max": round(max(samples), 3),
-        "mean": round(sum(samples) / len(samples), 3),
-    }
-
-
-def fmt(d: dict[str, float], key: str = "p50") -> str:
-    return "–" if not d.get("n") else f"{d[key]:.2f}"
 
 
 class ModeUnavailable(Exception):
@@ -257,84 +232,3 @@ class Fleet:
                 behind = [i for i, f in flows.items() if (f.get("generation") or 0) < generation]
                 raise TimeoutError(f"replicas {behind} not on generation {generation} after {timeout}s")
             await asyncio.sleep(poll_s)
-
-
-@dataclass(frozen=True)
-class Round:
-    """One announcement: when the call started and returned, and when each receiver acted on it."""
-
-    started: float
-    returned: float
-    seen: list[float]  # unix seconds, one per receiver
-
-
-def rounds_summary(rounds: list[Round]) -> dict[str, Any]:
-    """Milliseconds: each receiver after the call returned / started, the last one, and the skew."""
-    ms = 1000.0
-    return {
-        "rounds": len(rounds),
-        "call_ms": dist([(r.returned - r.started) * ms for r in rounds]),
-        "each_after_return_ms": dist([(t - r.returned) * ms for r in rounds for t in r.seen]),
-        "each_after_start_ms": dist([(t - r.started) * ms for r in rounds for t in r.seen]),
-        "last_after_return_ms": dist([(max(r.seen) - r.returned) * ms for r in rounds]),
-        "last_after_start_ms": dist([(max(r.seen) - r.started) * ms for r in rounds]),
-        "skew_ms": dist([(max(r.seen) - min(r.seen)) * ms for r in rounds]),
-    }
-
-
-def bench_args(argv: list[str] | None, doc: str, **extra: Any) -> Any:
-    """Common options: `--quick` (tiny sizes, results in a temporary directory, docs untouched) and
-    `--out DIR` (where the JSON goes; default bench/results)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=doc.strip().split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves the script works")
-    parser.add_argument("--out", type=Path, default=None, help="results directory (default bench/results)")
-    for flag, options in extra.items():
-        parser.add_argument(f"--{flag.replace('_', '-')}", **options)
-    args = parser.parse_args(argv or [])
-    if args.out is None:
-        args.out = Path(tempfile.mkdtemp(prefix="flowfleet-bench-quick-")) if args.quick else RESULTS
-    return args
-
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def save(name: str, results: dict[str, Any], markdown: str, args: Any) -> Path:
-    """bench results JSON into `args.out`; the docs section only for a full run."""
-    import orjson
-
-    from bench.report import write_section
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{name}.json"
-    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
-    if not args.quick:
-        write_section(name, markdown)
-    print(f"wrote {path}" + ("" if args.quick else f" and the {name} section of docs/benchmarks.md"))
-    return path
-
-
-def header(results: dict[str, Any]) -> str:
-    """The machine / date / command line that heads every section."""
-    m = results["machine"]
-    return (
-        f"Machine: {m['cpu']}, {m['cores']} cores (shared, loaded), {m.get('ram_gb', '?')} GB RAM, "
-        f"{m['system']}, Python {m['python']}, redis-server {m.get('redis_server', '?')}. "
-        f"Date: {results['date']}. "
-        f"Command: `{results['command']}` (or `make bench`). Load average (1/5/15 min) "
-        f"{results['load_before']} before, {results['load_after']} after."
-    )
-
-
-def start_results(command: str, args: Any) -> dict[str, Any]:
-    from bench.report import load, machine, now
-
-    return {
-        "machine": machine(),
-        "date": now(),
-        "command": command + (" --quick" if args.quick else ""),
-        "quick": args.quick,
-        "load_before": load(),
-    }

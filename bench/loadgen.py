@@ -124,7 +124,7 @@ def is_error(record: Record) -> bool:
 
 
 def summarise(records: list[Record], duration: float) -> dict[str, Any]:
-    from bench.harness import dist
+    from bench.stats import dist
 
     ok = [r for r in records if not is_error(r)]
     errors: dict[str, int] = {}

@@ -12,9 +12,9 @@ import pytest
 
 from bench import bench_cutover, bench_hotreload, bench_memory, bench_overhead, bench_reload, bench_scale
 from bench.bench_hotreload import check_versions
-from bench.harness import Round, dist, percentile, rounds_summary
 from bench.loadgen import summarise
 from bench.report import DOC
+from bench.stats import Round, dist, percentile, rounds_summary
 
 
 def run_quick(module: Any, name: str, tmp_path: Path) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.components.base import BuildContext, Component, RunContext
 from cluster.egress.policy import OutboundPolicy, secret_names
-from cluster.engine.scheduler import Execution, Step, sequential_order
+from cluster.engine.scheduler import Execution
+from cluster.engine.steps import Step, sequential_order
 from cluster.errors import FlowValidationError, MissingSecret, Problem, RunInputError
 from cluster.flow.analysis import Analysis, ComponentRegistry, params_checker
 from cluster.flow.hashing import content_address
@@ -57,7 +58,7 @@ class CompiledFlow:
     required_inputs: frozenset[str]
     input_names: frozenset[str]
     tests: tuple[FlowTest, ...]
-    # The steps' run order when no two can run at once (scheduler.sequential_order), else None.
+    # The steps' run order when no two can run at once (steps.sequential_order), else None.
     order: tuple[int, ...] | None = None
 
     @property

@@ -1,7 +1,7 @@
 """One run of a compiled flow: start every node whose inputs are settled, concurrently, until done.
 
-A flow in which no two nodes can ever be ready at once (a chain; see `sequential_order`) runs its nodes
-one after another in the order computed at compile time, without tasks or ready-queue bookkeeping;
+A flow in which no two nodes can ever be ready at once (a chain; see `steps.sequential_order`) runs its
+nodes one after another in the order computed at compile time, without tasks or ready-queue bookkeeping;
 anything with fan-out goes through the concurrent scheduler. Both skip, fail and time out alike.
 
 A node is skipped, not run, when it has incoming edges and none of them carried a value, or when a
@@ -16,74 +16,17 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from cluster.components.base import Component, RunContext
+from cluster.components.base import RunContext
+from cluster.engine.budget import within
+from cluster.engine.steps import Step
+from cluster.engine.trace import summarize
 from cluster.errors import ComponentError, FlowfleetError, NodeFailed, RunTimeout
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_CHARS = 200
 CANCEL_GRACE_S = 2.0
-
-
-@dataclass(frozen=True, eq=False)
-class Step:
-    """A node as the scheduler sees it: its component, where each input comes from, and what follows."""
-
-    index: int
-    node_id: str
-    type_name: str
-    component: Component
-    # input port -> (source step index, source port) for every edge into it
-    feeds: Mapping[str, tuple[tuple[int, str], ...]]
-    # input port -> run input name, for the ports no edge feeds
-    run_inputs: Mapping[str, str]
-    required: frozenset[str]
-    outputs: frozenset[str]
-    default_output: str
-    successors: tuple[int, ...]
-    predecessor_count: int
-    timeout_s: float | None = None
-
-
-def summarize(value: Any) -> Any:
-    """A small stand-in for a value in a trace: short values as they are, long ones cut with a note."""
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        text = value
-    else:
-        try:
-            text = orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
-        except TypeError:
-            text = repr(value)
-        if len(text) <= SUMMARY_CHARS:
-            return value if isinstance(value, dict | list) else text
-    if len(text) <= SUMMARY_CHARS:
-        return text
-    return f"{text[:SUMMARY_CHARS]}... ({len(text)} chars)"
-
-
-def sequential_order(steps: tuple[Step, ...]) -> tuple[int, ...] | None:
-    """The order the scheduler runs `steps` in when it never has two of them ready at once (a chain,
-    whatever is skipped: skipping settles a node like running it), or None when the graph fans out."""
-    waiting = [step.predecessor_count for step in steps]
-    ready = [step.index for step in steps if step.predecessor_count == 0]
-    order: list[int] = []
-    while ready:
-        if len(ready) > 1:
-            return None
-        index = ready.pop()
-        order.append(index)
-        for successor in steps[index].successors:
-            waiting[successor] -= 1
-            if waiting[successor] == 0:
-                ready.append(successor)
-    return tuple(order) if len(order) == len(steps) else None
 
 
 class Execution:
@@ -118,44 +61,11 @@ class Execution:
             if timeout is None:
                 await self._schedule()
             else:
-                await self._within(timeout)
+                await within(self._schedule, timeout)
         except FlowfleetError as e:
             if self.trace is not None:
                 e.details["trace"] = self.trace
             raise
-
-    async def _within(self, timeout: float) -> None:
-        """`_schedule` under the run's time budget: what `asyncio.timeout` does (one timer that cancels
-        this task, told apart from any other cancellation by `Task.uncancel`), without its per-use
-        objects and checks, as every run of a worker has a budget. Raises RunTimeout when it expires."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a run with a timeout must run inside a task")
-        cancelling = task.cancelling()
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = loop.call_at(loop.time() + timeout, expire)
-        try:
-            await self._schedule()
-        except asyncio.CancelledError as e:
-            timer.cancel()
-            if expired and task.uncancel() <= cancelling:
-                raise RunTimeout(f"run exceeded its timeout of {timeout:g}s", timeout_s=timeout) from e
-            raise
-        except BaseException:
-            timer.cancel()
-            if expired:
-                task.uncancel()
-            raise
-        timer.cancel()
-        if expired:  # the budget ran out, but the cancellation was swallowed and the run finished
-            task.uncancel()
 
     def _schedule(self) -> Awaitable[None]:
         return self._concurrent() if self._order is None else self._sequential(self._order)

@@ -3,12 +3,11 @@
 Rules: unique node ids, known component types (with the closest known name suggested), params that fit
 each component's schema and its own checks, secrets and URLs that the operator's outbound policy allows,
 edges between existing nodes and ports, no cycles, at least one output, every node contributing to an
-output, and examples (`tests`) that name real outputs.
+output, and examples (`tests`) that name real outputs. The edge rules are in `cluster.flow.wiring`.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,10 +17,10 @@ from typing import Any, Protocol
 from cluster.components.base import Component, Ports
 from cluster.egress.policy import OutboundPolicy
 from cluster.errors import Problem
-from cluster.flow import graph
 from cluster.flow.examples import check_examples
-from cluster.flow.model import BoundEdge, Flow, UnboundPort, bind_ports, parse_flow
+from cluster.flow.model import BoundEdge, Flow, parse_flow
 from cluster.flow.schemacheck import SchemaChecker, pointer, shorten
+from cluster.flow.wiring import Graph, bind_edges, dead_nodes, order_or_cycles, unfed_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +59,6 @@ def params_checker(cls: type[Component]) -> SchemaChecker:
     """The (cached) checker of a component's params schema. Raises jsonschema's SchemaError, or
     whatever a broken plugin schema raises, when the schema is unusable."""
     return SchemaChecker(cls.params_schema, "invalid_params")
-
-
-def _suggestion(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _listing(names: Sequence[str]) -> str:
-    return ", ".join(names) if names else "none"
 
 
 def _check_ports(ports: Ports) -> str | None:
@@ -114,19 +104,6 @@ def _node_problems(
     return [], ports
 
 
-@dataclass
-class _Graph:
-    """Edges between existing nodes, as adjacency lists, plus the edges whose ports bound."""
-
-    successors: list[list[int]]
-    predecessors: list[list[int]]
-    bound: list[BoundEdge]
-    first_edge: dict[tuple[int, int], int]
-    # Nodes on a cycle or named by an edge that points nowhere: they may look dead only because of
-    # a problem already reported.
-    half_connected: set[int]
-
-
 def _ids(flow: Flow, problems: list[Problem]) -> dict[str, int]:
     index_of: dict[str, int] = {}
     for node in flow.nodes:
@@ -158,104 +135,6 @@ def _components(
     return classes, ports
 
 
-_PortSets = tuple[frozenset[str], frozenset[str]]  # (inputs, outputs): a join may have 1,000 inputs
-
-
-class _PortLookup:
-    """Port sets of each node, built the first time an edge names one of its ports."""
-
-    def __init__(self, ports: Sequence[Ports | None]) -> None:
-        self.ports = ports
-        self._sets: dict[int, _PortSets] = {}
-
-    def sets(self, node: int) -> _PortSets:
-        found = self._sets.get(node)
-        if found is None:
-            ports = self.ports[node]
-            assert ports is not None
-            found = self._sets[node] = (frozenset(ports.inputs), frozenset(ports.outputs))
-        return found
-
-
-def _edge_ports(
-    flow: Flow, edge_index: int, source: int, target: int, lookup: _PortLookup
-) -> tuple[list[Problem], tuple[str, str] | None]:
-    edge = flow.edges[edge_index]
-    source_ports, target_ports = lookup.ports[source], lookup.ports[target]
-    if source_ports is None or target_ports is None:
-        return [], None  # the node's own problem is already reported
-    problems = []
-    if edge.source_output is not None and edge.source_output not in lookup.sets(source)[1]:
-        message = (
-            f"node {edge.source!r} has no output {edge.source_output!r} "
-            f"(outputs are: {_listing(source_ports.outputs)})"
-        )
-        problems.append(Problem(pointer("edges", edge_index, "source_output"), "unknown_port", message))
-    if edge.target_input is not None and edge.target_input not in lookup.sets(target)[0]:
-        message = (
-            f"node {edge.target!r} has no input {edge.target_input!r} "
-            f"(inputs are: {_listing(target_ports.inputs)})"
-        )
-        problems.append(Problem(pointer("edges", edge_index, "target_input"), "unknown_port", message))
-    try:
-        bound = bind_ports(edge, source_ports, target_ports)
-    except UnboundPort as e:
-        message = f"{e} (inputs are: {_listing(target_ports.inputs)})"
-        problems.append(Problem(pointer("edges", edge_index), "no_default_input", message))
-        return problems, None
-    return problems, None if problems else bound
-
-
-def _edges(
-    flow: Flow, index_of: Mapping[str, int], ports: Sequence[Ports | None], problems: list[Problem]
-) -> _Graph:
-    count = len(flow.nodes)
-    g = _Graph([[] for _ in range(count)], [[] for _ in range(count)], [], {}, set())
-    seen: set[tuple[int, str, int, str]] = set()
-    lookup = _PortLookup(ports)
-    for edge in flow.edges:
-        source, target = index_of.get(edge.source), index_of.get(edge.target)
-        if source is None or target is None:
-            for side, node_id, found in (("source", edge.source, source), ("target", edge.target, target)):
-                if found is None:
-                    message = f"no node has id {node_id!r}{_suggestion(node_id, list(index_of))}"
-                    problems.append(Problem(pointer("edges", edge.index, side), "unknown_node", message))
-                else:
-                    g.half_connected.add(found)
-            continue
-        g.successors[source].append(target)
-        g.predecessors[target].append(source)
-        g.first_edge.setdefault((source, target), edge.index)
-        edge_problems, bound = _edge_ports(flow, edge.index, source, target, lookup)
-        if edge_problems:
-            problems.extend(edge_problems)
-        if bound is None:
-            continue
-        key = (source, bound[0], target, bound[1])
-        if key in seen:
-            message = f"edge {edge.source}.{bound[0]} -> {edge.target}.{bound[1]} appears twice"
-            problems.append(Problem(pointer("edges", edge.index), "duplicate_edge", message))
-            continue
-        seen.add(key)
-        g.bound.append(BoundEdge(edge.index, source, target, bound[0], bound[1]))
-    return g
-
-
-def _cycles(flow: Flow, g: _Graph, problems: list[Problem]) -> tuple[int, ...] | None:
-    """The topological order, or None after reporting every cycle."""
-    order = graph.topological_order(len(flow.nodes), g.successors)
-    if order is not None:
-        return tuple(order)
-    cycles = graph.find_cycles(len(flow.nodes), g.successors)
-    for cycle in cycles:
-        g.half_connected.update(cycle)  # a node on a cycle is reported once, as part of it
-        names = [flow.nodes[i].id for i in cycle]
-        edge_index = g.first_edge[(cycle[0], cycle[1 % len(cycle)])]
-        message = "cycle: " + " -> ".join([*names, names[0]])
-        problems.append(Problem(pointer("edges", edge_index), "cycle", message))
-    return None
-
-
 def output_key(node_id: str, params: Mapping[str, Any]) -> str:
     """The run-output key of an explicit output node: `params.name`, else the node id (as in
     `Component.output_name`)."""
@@ -267,7 +146,7 @@ def _outputs(
     flow: Flow,
     index_of: Mapping[str, int],
     classes: Sequence[type[Component] | None],
-    g: _Graph,
+    g: Graph,
     problems: list[Problem],
 ) -> tuple[list[int], dict[str, int]]:
     if not flow.nodes:
@@ -293,36 +172,6 @@ def _outputs(
     return outputs, keys
 
 
-def _dead_nodes(flow: Flow, outputs: Sequence[int], g: _Graph, problems: list[Problem]) -> None:
-    if not outputs:
-        return
-    live = graph.reaching(outputs, g.predecessors)
-    for node in flow.nodes:
-        if node.index not in live and node.index not in g.half_connected:
-            message = f"node {node.id!r} does not lead to any output, so it would never matter"
-            problems.append(Problem(pointer("nodes", node.index), "dead_node", message))
-
-
-def _run_inputs(
-    ports: Sequence[Ports | None], bound: Sequence[BoundEdge]
-) -> tuple[list[dict[str, str]], frozenset[str], frozenset[str]]:
-    fed: list[set[str]] = [set() for _ in ports]
-    for edge in bound:
-        fed[edge.target].add(edge.target_input)
-    run_inputs: list[dict[str, str]] = []
-    required: set[str] = set()
-    optional: set[str] = set()
-    for i, node_ports in enumerate(ports):
-        if node_ports is None:
-            run_inputs.append({})
-            continue
-        unfed = [p for p in node_ports.inputs if p not in fed[i]]
-        run_inputs.append({p: p for p in unfed})
-        required.update(p for p in unfed if p in node_ports.required)
-        optional.update(p for p in unfed if p not in node_ports.required)
-    return run_inputs, frozenset(required), frozenset(optional - required)
-
-
 _DEFAULT_POLICY: OutboundPolicy | None = None
 
 
@@ -343,11 +192,11 @@ def analyse(
     problems: list[Problem] = []
     index_of = _ids(flow, problems)
     classes, ports = _components(flow, registry, policy or _default_policy(), problems)
-    g = _edges(flow, index_of, ports, problems)
-    order = _cycles(flow, g, problems)
+    g = bind_edges(flow, index_of, ports, problems)
+    order = order_or_cycles(flow, g, problems)
     outputs, keys = _outputs(flow, index_of, classes, g, problems)
-    _dead_nodes(flow, outputs, g, problems)
-    run_inputs, required, optional = _run_inputs(ports, g.bound)
+    dead_nodes(flow, outputs, g, problems)
+    run_inputs, required, optional = unfed_inputs(ports, g.bound)
     problems.extend(check_examples(flow, keys, required))
     if problems or order is None:
         return problems, None
