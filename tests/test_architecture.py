@@ -152,4 +152,4 @@ def test_the_circle_finder_finds_circles() -> None:
 
 def test_modules_stay_small() -> None:
     sizes = {name: len(path.read_text().splitlines()) for name, path in project_modules().items()}
-    assert {name: n for name, n in sizes.items() if n > 330} == {}
+    assert {name: n for name, n in sizes.items() if n > 300} == {}
