@@ -48,10 +48,10 @@ class Runtime:
     backend: httpcore.AsyncNetworkBackend | None = None
 
     @classmethod
-    def from_environ(cls, policy: OutboundPolicy, environ: Mapping[str, str], **seams: object) -> Runtime:
+    def from_environ(cls, policy: OutboundPolicy, environ: Mapping[str, str]) -> Runtime:
         """Copy the listed secrets out of `environ`; nothing else of it is kept."""
         found = {name: environ[name] for name in sorted(policy.secrets) if environ.get(name)}
-        return cls(policy, MappingProxyType(found), **seams)  # type: ignore[arg-type]
+        return cls(policy, MappingProxyType(found))
 
     def missing(self, names: Iterable[str]) -> list[str]:
         return sorted({name for name in names if name not in self.secrets})

@@ -172,14 +172,7 @@ def _outputs(
     return outputs, keys
 
 
-_DEFAULT_POLICY: OutboundPolicy | None = None
-
-
-def _default_policy() -> OutboundPolicy:
-    global _DEFAULT_POLICY
-    if _DEFAULT_POLICY is None:
-        _DEFAULT_POLICY = OutboundPolicy()
-    return _DEFAULT_POLICY
+DEFAULT_POLICY = OutboundPolicy()
 
 
 def analyse(
@@ -191,7 +184,7 @@ def analyse(
     flow = parse_flow(document, copy=False)
     problems: list[Problem] = []
     index_of = _ids(flow, problems)
-    classes, ports = _components(flow, registry, policy or _default_policy(), problems)
+    classes, ports = _components(flow, registry, policy or DEFAULT_POLICY, problems)
     g = bind_edges(flow, index_of, ports, problems)
     order = order_or_cycles(flow, g, problems)
     outputs, keys = _outputs(flow, index_of, classes, g, problems)
