@@ -6,9 +6,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import pytest
 
-from cluster.components.providers.openai import OpenAIConfig, OpenAIProvider, reply_text, retry_after_seconds
+from cluster.components.providers.chat import ToolCall, parse_reply
+from cluster.components.providers.openai import OpenAIConfig, OpenAIProvider, retry_after_seconds
 from cluster.engine import compile_flow
 from cluster.errors import ComponentError, MissingSecret, NodeFailed
 from tests.egress_support import loopback_runtime
@@ -119,9 +121,11 @@ async def test_timeout(fake: FakeOpenAI, make_provider: MakeProvider) -> None:
     ("body", "why"),
     [
         ("<html>oops</html>", "body is not JSON"),
-        ({"choices": []}, r"no choices\[0\].message.content"),
-        ({"unexpected": True}, r"no choices\[0\].message.content"),
-        ({"choices": [{"message": {"content": None}}]}, "message content is NoneType, not text"),
+        ({"choices": []}, r"no choices\[0\].message"),
+        ({"unexpected": True}, r"no choices\[0\].message"),
+        ({"choices": [{"message": {"content": None}}]}, "message content is null, not text"),
+        ({"choices": [{"message": {"content": 3}}]}, "message content is not text"),
+        ({"choices": [{"message": {"content": None, "tool_calls": "x"}}]}, "tool_calls is not a list"),
     ],
 )
 async def test_malformed_body(fake: FakeOpenAI, make_provider: MakeProvider, body: Any, why: str) -> None:
@@ -226,10 +230,32 @@ def test_retry_after_parsing() -> None:
     assert retry_after_seconds("garbage") is None
 
 
-def test_reply_text() -> None:
-    assert reply_text(b'{"choices": [{"message": {"content": "x"}}]}') == "x"
+def test_parse_reply_reads_text_tool_calls_and_usage() -> None:
+    assert parse_reply(b'{"choices": [{"message": {"content": "x"}}]}').content == "x"
+    body = {
+        "choices": [
+            {
+                "message": {
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "calc", "arguments": '{"a": 1}'},
+                        },
+                        {"function": {"name": "now", "arguments": {"tz": "UTC"}}},
+                    ],
+                }
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13},
+    }
+    reply = parse_reply(orjson.dumps(body))
+    assert reply.tool_calls == (ToolCall("c1", "calc", '{"a": 1}'), ToolCall("call_1", "now", '{"tz":"UTC"}'))
+    assert reply.usage == {"prompt_tokens": 9, "completion_tokens": 4}
+    assert reply.as_message()["tool_calls"][0]["function"]["name"] == "calc"
     with pytest.raises(ComponentError):
-        reply_text(b'{"choices": "nope"}')
+        parse_reply(b'{"choices": "nope"}')
 
 
 async def test_upstream_body_and_key_never_reach_the_caller(

@@ -47,6 +47,33 @@ class Ports:
     default_input: str | None = None
     outputs: tuple[str, ...] = ("output",)
     default_output: str = "output"
+    # The input whose edges attach tools (tool mode) instead of feeding a value: an edge from node T
+    # into this port makes T one of this node's tools; T then runs only when this node calls it.
+    tools: str | None = None
+
+
+# A tool's name as chat-completions APIs accept it.
+TOOL_NAME_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+# The params every tool-mode component takes: how the model sees it.
+TOOL_PARAMS: dict[str, Any] = {
+    "tool_name": {"type": "string", "pattern": TOOL_NAME_PATTERN},
+    "tool_description": {"type": "string", "minLength": 1, "maxLength": 2000},
+}
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """How a model sees a tool: its name, what it does and a JSON schema (an object) of its arguments."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+    def as_openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
 
 @dataclass(frozen=True)
@@ -71,6 +98,9 @@ class RunContext:
     run_id: str = ""
     # Offline runs of an example: node id -> the reply its `replies` records for that node.
     replies: Mapping[str, str] | None = None
+    # The run's trace when one is kept: components with inner steps (an agent's model rounds and tool
+    # calls) append their own entries, each naming its node.
+    trace: list[dict[str, Any]] | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the run's deadline, or None when the run has no deadline."""
@@ -90,6 +120,9 @@ class Component(ABC):
     is_output: ClassVar[bool] = False
     # Input nodes read a value from the run's inputs.
     is_input: ClassVar[bool] = False
+    # Tool mode: the node can be wired to an agent's `tools` input; `tool_parameters` then says what
+    # the model passes, and a call runs the node with those arguments as its inputs.
+    tool_mode: ClassVar[bool] = False
 
     def __init__(self, node_id: str, params: Mapping[str, Any], build: BuildContext) -> None:
         self.node_id = node_id
@@ -110,6 +143,25 @@ class Component(ABC):
         """What these (valid) params make the node use outside the flow: secrets by name, URLs. Checked
         against the operator's policy at validation; a replica refuses a version whose secrets it lacks."""
         return ()
+
+    @classmethod
+    def tool_parameters(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """For tool-mode components: the JSON schema (an object) of the arguments a model passes; each
+        property is one of the node's inputs."""
+        raise NotImplementedError(f"{cls.type_name} has no tool mode")
+
+    def tool_spec(self) -> ToolSpec:
+        """How a model sees this node as a tool: `tool_name` / `tool_description` params, else the node
+        id and the component's description."""
+        return ToolSpec(
+            name=self.params.get("tool_name") or self.node_id,
+            description=self.params.get("tool_description") or self.description,
+            parameters=type(self).tool_parameters(self.params),
+        )
+
+    def bind_tools(self, tools: list[Component]) -> None:
+        """Give a component that declares a `tools` port the nodes wired to it (once, at compile)."""
+        raise TypeError(f"{self.type_name} takes no tools")
 
     def output_name(self) -> str:
         """For output nodes: the key of the run's outputs this node writes (defaults to the node id)."""

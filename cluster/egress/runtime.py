@@ -4,7 +4,8 @@ Only entry points that run flows for real (a replica, `flowfleet run`) build a R
 environment and the operator's policy. Everything else — publish on the control plane, `sync`,
 `validate`, examples — compiles flows without one, and components then stay offline.
 
->>> from cluster.egress.policy import OutboundPolicy
+>>> from cluster.components.meter import NO_METER, Meter
+from cluster.egress.policy import OutboundPolicy
 >>> runtime = Runtime.from_environ(OutboundPolicy(), {"OPENAI_API_KEY": "sk-1", "FLOWFLEET_ADMIN_TOKEN": "t"})
 >>> sorted(runtime.secrets)
 ['OPENAI_API_KEY']
@@ -22,6 +23,7 @@ from types import MappingProxyType
 import httpcore
 import httpx
 
+from cluster.components.meter import NO_METER, Meter
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.transport import Resolver, egress_client
 from cluster.errors import MissingSecret
@@ -46,6 +48,8 @@ class Runtime:
     # Test seams: how names resolve and how sockets open (see cluster.egress.transport).
     resolver: Resolver | None = None
     backend: httpcore.AsyncNetworkBackend | None = None
+    # Where components report tool calls, model rounds and tokens (the replica's metrics).
+    meter: Meter = NO_METER
 
     @classmethod
     def from_environ(cls, policy: OutboundPolicy, environ: Mapping[str, str]) -> Runtime:

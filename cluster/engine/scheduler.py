@@ -51,6 +51,8 @@ class Execution:
         self.ctx = ctx
         self.results: list[Mapping[str, Any] | None] = [None] * len(steps)
         self.trace: list[dict[str, Any]] | None = [] if trace else None
+        if trace:
+            ctx.trace = self.trace
         self._order = order
         self._started = time.perf_counter()
 

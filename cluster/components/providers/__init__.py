@@ -5,8 +5,11 @@ A provider is built once per compiled flow (it may hold an HTTP client) and shar
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from cluster.components.providers.chat import ChatReply, Message
 
 # Seconds left before the run's deadline, or None when the run has none.
 Remaining = Callable[[], float | None]
@@ -15,6 +18,12 @@ Remaining = Callable[[], float | None]
 class Provider(Protocol):
     async def complete(self, prompt: str, system: str | None, remaining: Remaining) -> str:
         """The model's reply; raises ComponentError for an expected failure."""
+        ...
+
+    async def chat(
+        self, messages: list[Message], remaining: Remaining, extra: Mapping[str, Any] | None = None
+    ) -> ChatReply:
+        """One chat-completions round: `extra` adds request fields (tools, tool_choice, response_format)."""
         ...
 
     async def aclose(self) -> None:

@@ -17,14 +17,15 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 import orjson
 
 from cluster.components.providers import Remaining
+from cluster.components.providers.chat import ChatReply, Message, parse_reply
 from cluster.errors import ComponentError
 
 logger = logging.getLogger(__name__)
@@ -81,21 +82,6 @@ def _detail(response: httpx.Response) -> str:
     return text[:DETAIL_CHARS] if text else "(empty body)"
 
 
-def reply_text(body: bytes) -> str:
-    """The assistant's text from a chat-completions body; raises ComponentError if it has none."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise ComponentError("malformed response: body is not JSON") from e
-    try:
-        content = data["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError) as e:
-        raise ComponentError("malformed response: no choices[0].message.content") from e
-    if not isinstance(content, str):
-        raise ComponentError(f"malformed response: message content is {type(content).__name__}, not text")
-    return content
-
-
 class OpenAIProvider:
     """One pooled, egress-checked HTTP client per LLM node, created when the flow is compiled and reused
     by every run."""
@@ -114,14 +100,13 @@ class OpenAIProvider:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
 
-    def _body(self, prompt: str, system: str | None) -> bytes:
-        messages = [{"role": "system", "content": system}] if system else []
-        messages.append({"role": "user", "content": prompt})
+    def _body(self, messages: list[Message], extra: Mapping[str, Any]) -> bytes:
         body: dict[str, Any] = {"model": self.config.model, "messages": messages}
         if self.config.temperature is not None:
             body["temperature"] = self.config.temperature
         if self.config.max_tokens is not None:
             body["max_tokens"] = self.config.max_tokens
+        body.update(extra)
         return orjson.dumps(body)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -140,7 +125,7 @@ class OpenAIProvider:
             self._redact(_detail(response)),
         )
 
-    async def _attempt(self, body: bytes, timeout: float) -> tuple[str | None, str, float | None]:
+    async def _attempt(self, body: bytes, timeout: float) -> tuple[ChatReply | None, str, float | None]:
         """One request: (reply, "", None), or (None, why, Retry-After) for a failure worth retrying."""
         try:
             response = await self._client.post(
@@ -153,7 +138,10 @@ class OpenAIProvider:
             return None, f"upstream connection failed ({type(e).__name__})", None
         status = response.status_code
         if 200 <= status < 300:
-            return self._redact(reply_text(response.content)), "", None
+            reply = parse_reply(response.content)
+            if reply.content is not None:
+                reply = replace(reply, content=self._redact(reply.content))
+            return reply, "", None
         self._log_failure(status, response)
         why = f"upstream returned {status}"
         if status not in RETRYABLE_STATUS:
@@ -161,7 +149,19 @@ class OpenAIProvider:
         return None, why, retry_after_seconds(response.headers.get("retry-after"))
 
     async def complete(self, prompt: str, system: str | None, remaining: Remaining) -> str:
-        body = self._body(prompt, system)
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": prompt})
+        reply = await self.chat(messages, remaining)
+        if reply.content is None:
+            raise ComponentError("malformed response: the model answered with tool calls, not text")
+        return reply.content
+
+    async def chat(
+        self, messages: list[Message], remaining: Remaining, extra: Mapping[str, Any] | None = None
+    ) -> ChatReply:
+        """One chat-completions round (`extra`: tools, tool_choice, response_format ...), retried as the
+        module says; the reply's text has secret values redacted."""
+        body = self._body(messages, extra or {})
         attempts = self.config.retries + 1
         why = ""
         for attempt in range(attempts):
