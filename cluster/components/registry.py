@@ -79,6 +79,7 @@ class Registry:
 def builtin_components() -> list[type[Component]]:
     """The components that ship with flowfleet."""
     # Imported here so that importing the registry module stays cheap and free of cycles.
+    from cluster.components.agent import Agent
     from cluster.components.io import ChatInput, ChatOutput, TextInput, TextOutput
     from cluster.components.llm import LLM
     from cluster.components.parser import OutputParser
@@ -96,6 +97,7 @@ def builtin_components() -> list[type[Component]]:
         Retriever,
         Router,
         OutputParser,
+        Agent,
     ]
 
 

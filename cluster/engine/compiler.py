@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from cluster.components.base import BuildContext, Component, RunContext
 from cluster.egress.policy import OutboundPolicy, secret_names
 from cluster.engine.scheduler import Execution
-from cluster.engine.steps import Step, sequential_order
+from cluster.engine.steps import Step, bind_tools, build_steps, sequential_order
 from cluster.errors import FlowValidationError, MissingSecret, Problem, RunInputError
 from cluster.flow.analysis import Analysis, ComponentRegistry, params_checker
 from cluster.flow.hashing import content_address
@@ -60,10 +60,12 @@ class CompiledFlow:
     tests: tuple[FlowTest, ...]
     # The steps' run order when no two can run at once (steps.sequential_order), else None.
     order: tuple[int, ...] | None = None
+    # Tool nodes: built and bound to the nodes they serve, but not steps of their own.
+    tool_components: tuple[Component, ...] = ()
 
     @property
     def node_count(self) -> int:
-        return len(self.steps)
+        return len(self.steps) + len(self.tool_components)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -90,17 +92,22 @@ class CompiledFlow:
     @property
     def holds_resources(self) -> bool:
         """Whether `aclose` has anything to release (an OpenAI model's HTTP client, a plugin's)."""
-        return any(step.component.holds_resources for step in self.steps)
+        return any(component.holds_resources for component in self._components())
+
+    def _components(self) -> Iterator[Component]:
+        yield from (step.component for step in self.steps)
+        yield from self.tool_components
 
     async def aclose(self) -> None:
         """Release what the components acquired at build time (HTTP clients). Call once, after the last
         run of this flow finished; a component failing to close is logged, never raised, so retiring a
         flow always completes."""
-        for step in self.steps:
+        for component in self._components():
             try:
-                await step.component.aclose()
+                await component.aclose()
             except Exception:
-                logger.warning("closing node %s of flow %s failed", step.node_id, self.name, exc_info=True)
+                node = component.node_id
+                logger.warning("closing node %s of flow %s failed", node, self.name, exc_info=True)
 
     async def run(
         self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False
@@ -162,45 +169,6 @@ def _build(analysis: Analysis, runtime: Runtime | None) -> list[Component]:
     return components
 
 
-_NO_FEEDS: Mapping[str, tuple[tuple[int, str], ...]] = MappingProxyType({})
-
-
-def _steps(analysis: Analysis, components: list[Component]) -> tuple[Step, ...]:
-    count = len(components)
-    feeds: list[dict[str, list[tuple[int, str]]] | None] = [None] * count
-    # Dicts as ordered sets: several edges between two nodes still make one dependency.
-    successors: list[dict[int, None]] = [{} for _ in range(count)]
-    predecessor_count = [0] * count
-    for edge in analysis.edges:
-        after = successors[edge.source]
-        if edge.target not in after:
-            after[edge.target] = None
-            predecessor_count[edge.target] += 1
-        into = feeds[edge.target]
-        if into is None:
-            into = feeds[edge.target] = {}
-        into.setdefault(edge.target_input, []).append((edge.source, edge.source_output))
-    return tuple(
-        Step(
-            index=i,
-            node_id=node.id,
-            type_name=node.type,
-            component=components[i],
-            feeds=_NO_FEEDS if fed is None else MappingProxyType({port: tuple(s) for port, s in fed.items()}),
-            run_inputs=run_inputs,
-            required=ports.required,
-            outputs=frozenset(ports.outputs),
-            default_output=ports.default_output,
-            successors=tuple(successors[i]),
-            predecessor_count=predecessor_count[i],
-            timeout_s=node.timeout_s,
-        )
-        for i, (node, ports, run_inputs, fed) in enumerate(
-            zip(analysis.flow.nodes, analysis.ports, analysis.run_inputs, feeds, strict=True)
-        )
-    )
-
-
 def compile_flow(
     document: Any,
     *,
@@ -241,6 +209,11 @@ def compile_analysis(analysis: Analysis, *, digest: str, runtime: Runtime | None
         if missing:
             raise MissingSecret(missing)
     components = _build(analysis, runtime)
+    bind_tools(analysis, components)
+    # Tool nodes run only when the node they serve calls them: they get no step of their own.
+    tools = analysis.tool_nodes
+    kept = [i for i in range(len(components)) if i not in tools] if tools else list(range(len(components)))
+    position = {node: i for i, node in enumerate(kept)}
     explicit = any(cls.is_output for cls in analysis.classes)
     outputs: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
@@ -250,8 +223,8 @@ def compile_analysis(analysis: Analysis, *, digest: str, runtime: Runtime | None
             message = f"output {key!r} is written by more than one node"
             raise FlowValidationError([Problem(pointer("nodes", i), "duplicate_output", message)])
         seen[key] = i
-        outputs.append((i, key))
-    steps = _steps(analysis, components)
+        outputs.append((position[i], key))
+    steps = build_steps(analysis, components, kept)
     return CompiledFlow(
         name=analysis.flow.name,
         digest=digest,
@@ -261,6 +234,7 @@ def compile_analysis(analysis: Analysis, *, digest: str, runtime: Runtime | None
         input_names=analysis.required_inputs | analysis.optional_inputs,
         tests=analysis.flow.tests,
         order=sequential_order(steps),
+        tool_components=tuple(components[i] for i in sorted(tools)),
     )
 
 

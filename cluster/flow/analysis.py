@@ -20,6 +20,7 @@ from cluster.errors import Problem
 from cluster.flow.examples import check_examples
 from cluster.flow.model import BoundEdge, Flow, parse_flow
 from cluster.flow.schemacheck import SchemaChecker, pointer, shorten
+from cluster.flow.tools import tool_wiring
 from cluster.flow.wiring import Graph, bind_edges, dead_nodes, order_or_cycles, unfed_inputs
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ class Analysis:
     run_inputs: tuple[Mapping[str, str], ...]
     required_inputs: frozenset[str]
     optional_inputs: frozenset[str]
+    # Tool nodes (cluster/flow/tools.py) and the edges that attach them; `edges` holds the others.
+    tool_nodes: frozenset[int] = frozenset()
+    tool_edges: tuple[BoundEdge, ...] = ()
 
 
 @lru_cache(maxsize=256)
@@ -189,7 +193,8 @@ def analyse(
     order = order_or_cycles(flow, g, problems)
     outputs, keys = _outputs(flow, index_of, classes, g, problems)
     dead_nodes(flow, outputs, g, problems)
-    run_inputs, required, optional = unfed_inputs(ports, g.bound)
+    tools = tool_wiring(flow, classes, ports, g.bound, problems)
+    run_inputs, required, optional = unfed_inputs(ports, tools.data_edges, tools.nodes)
     problems.extend(check_examples(flow, keys, required))
     if problems or order is None:
         return problems, None
@@ -197,11 +202,13 @@ def analyse(
         flow=flow,
         classes=tuple(c for c in classes if c is not None),
         ports=tuple(p for p in ports if p is not None),
-        edges=tuple(g.bound),
+        edges=tools.data_edges,
         order=order,
         output_nodes=tuple(outputs),
         run_inputs=tuple(run_inputs),
         required_inputs=required,
         optional_inputs=optional,
+        tool_nodes=tools.nodes,
+        tool_edges=tools.edges,
     )
     return [], analysis

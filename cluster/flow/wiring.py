@@ -146,10 +146,11 @@ def dead_nodes(flow: Flow, outputs: Sequence[int], g: Graph, problems: list[Prob
 
 
 def unfed_inputs(
-    ports: Sequence[Ports | None], bound: Sequence[BoundEdge]
+    ports: Sequence[Ports | None], bound: Sequence[BoundEdge], tool_nodes: frozenset[int] = frozenset()
 ) -> tuple[list[dict[str, str]], frozenset[str], frozenset[str]]:
     """Each node's input ports that no bound edge feeds (read from the run inputs of the same name),
-    and which of those run inputs are required and which optional."""
+    and which of those run inputs are required and which optional. Tool nodes read no run input (their
+    inputs are each call's arguments), nor does a `tools` port."""
     fed: list[set[str]] = [set() for _ in ports]
     for edge in bound:
         fed[edge.target].add(edge.target_input)
@@ -157,10 +158,10 @@ def unfed_inputs(
     required: set[str] = set()
     optional: set[str] = set()
     for i, node_ports in enumerate(ports):
-        if node_ports is None:
+        if node_ports is None or i in tool_nodes:
             run_inputs.append({})
             continue
-        unfed = [p for p in node_ports.inputs if p not in fed[i]]
+        unfed = [p for p in node_ports.inputs if p not in fed[i] and p != node_ports.tools]
         run_inputs.append({p: p for p in unfed})
         required.update(p for p in unfed if p in node_ports.required)
         optional.update(p for p in unfed if p not in node_ports.required)
