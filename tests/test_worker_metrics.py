@@ -51,3 +51,32 @@ def test_a_version_swapped_out_leaves_the_cache_but_keeps_its_values() -> None:
     assert sample(m.registry, "flowfleet_flow_runs_total", flow="qa", version="old", outcome="ok") == 1
     m.count_run("qa", "old", "ok", 0.01)  # an in-flight run of the old version still counts
     assert sample(m.registry, "flowfleet_flow_runs_total", flow="qa", version="old", outcome="ok") == 2
+
+
+def test_agent_metrics_count_tool_calls_rounds_and_tokens() -> None:
+    metrics = WorkerMetrics()
+    meter = metrics.agents
+    meter.tool_call("support", "calculator", "ok")
+    meter.tool_call("support", "calculator", "timeout")
+    meter.model_rounds("support", 3)
+    meter.tokens("support", "gpt-4o-mini", "prompt", 120)
+    meter.tokens("support", "gpt-4o-mini", "prompt", 30)
+    value = metrics.registry.get_sample_value
+    assert (
+        value("flowfleet_agent_tool_calls_total", {"flow": "support", "tool": "calculator", "outcome": "ok"})
+        == 1
+    )
+    assert value("flowfleet_agent_model_rounds_sum", {"flow": "support"}) == 3
+    assert (
+        value("flowfleet_llm_tokens_total", {"flow": "support", "model": "gpt-4o-mini", "kind": "prompt"})
+        == 150
+    )
+    assert b"flowfleet_agent_tool_calls_total" in metrics.render()
+
+
+def test_a_replica_hands_its_meter_to_the_components() -> None:
+    from cluster.settings import Settings
+    from worker.replica import Replica
+
+    replica = Replica(Settings(redis_url="redis://127.0.0.1:1/0", replica_id="m1"))
+    assert replica.runtime.meter is replica.metrics.agents

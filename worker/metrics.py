@@ -12,6 +12,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from worker.agent_metrics import AgentMetrics
+
 RELOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RUN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # How many (flow, version, outcome) label children of the run metrics are kept at hand (oldest dropped).
@@ -73,6 +75,8 @@ class WorkerMetrics:
             registry=r,
         )
         self.since_last_event.set_function(self._seconds_since_last_event)
+        # Tool calls, model rounds and tokens: what components report through the runtime's meter.
+        self.agents = AgentMetrics(r)
         # (flow, version, outcome) -> (runs_total child, run_duration child): `labels()` validates and
         # joins its arguments on every call, too much for once per run.
         self._run_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}

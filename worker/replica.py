@@ -7,6 +7,7 @@ finish (bounded by `shutdown_grace_s`), then the subscriber unsubscribes and Red
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -125,7 +126,10 @@ class Replica:
     ) -> None:
         s = self.settings = settings
         # The only part of the environment flows reach: the secrets the operator lists, nothing else.
-        self.runtime = runtime or Runtime.from_environ(OutboundPolicy.from_settings(s), environ or {})
+        self.metrics = WorkerMetrics()
+        runtime = runtime or Runtime.from_environ(OutboundPolicy.from_settings(s), environ or {})
+        # Components report tool calls, model rounds and tokens into this replica's metrics.
+        self.runtime = dataclasses.replace(runtime, meter=self.metrics.agents)
         if not REPLICA_ID.match(s.replica_id):
             raise InvalidName(
                 f"invalid replica id {s.replica_id!r}: use letters, digits, '_', '.', ':' or '-'",
@@ -133,7 +137,6 @@ class Replica:
             )
         self.keys = Keys(s.namespace)
         self.state = WorkerState(s.replica_id)
-        self.metrics = WorkerMetrics()
         self.gate = RunGate(max(1, s.max_concurrent_runs))
         self.run_stats = RunStats()
         self.started_at = time.time()
