@@ -30,7 +30,8 @@ from cluster.http import (
     read_json_object,
 )
 from cluster.settings import Settings
-from worker.ports import Compiler
+from worker.disconnect import unless_disconnected
+from worker.ports import Compiler, Runnable, RunOutcome
 from worker.replica import Replica, StoreFactory
 from worker.routing import route, run_keys
 
@@ -40,6 +41,14 @@ RETRY_AFTER_S = "1"
 def _replica(request: Request) -> Replica:
     replica: Replica = request.app.state.replica
     return replica
+
+
+def _unless_disconnected(
+    compiled: Runnable, run: Awaitable[RunOutcome], receive: Receive
+) -> Awaitable[RunOutcome]:
+    """A run that may wait on the network ends when its client goes away; others just run (no watcher
+    task on the fast path)."""
+    return unless_disconnected(run, receive) if getattr(compiled, "calls_out", False) else run
 
 
 async def run_flow(request: Request) -> Response:
@@ -79,7 +88,8 @@ async def run_flow(request: Request) -> Response:
     try:
         if keys.session_id is not None:
             served = await replica.sessions.serve(loaded, keys.session_id, keys.key)
-        result = await served.compiled.run(inputs, timeout=replica.settings.run_timeout_s, trace=trace)
+        run = served.compiled.run(inputs, timeout=replica.settings.run_timeout_s, trace=trace)
+        result = await _unless_disconnected(served.compiled, run, request.receive)
         outcome = "ok"
     except FlowfleetError as e:
         outcome, failure = e.code, e

@@ -62,6 +62,9 @@ class CompiledFlow:
     order: tuple[int, ...] | None = None
     # Tool nodes: built and bound to the nodes they serve, but not steps of their own.
     tool_components: tuple[Component, ...] = ()
+    # Whether a run may wait on the network (a component holds a connection pool): the replica then
+    # cancels the run when its client goes away.
+    calls_out: bool = False
 
     @property
     def node_count(self) -> int:
@@ -235,6 +238,7 @@ def compile_analysis(analysis: Analysis, *, digest: str, runtime: Runtime | None
         tests=analysis.flow.tests,
         order=sequential_order(steps),
         tool_components=tuple(components[i] for i in sorted(tools)),
+        calls_out=any(component.holds_resources for component in components),
     )
 
 
