@@ -30,6 +30,19 @@ def completion(text: str) -> dict[str, Any]:
     }
 
 
+def tool_call_completion(
+    name: str, arguments: str | dict[str, Any], call_id: str = "call_1"
+) -> dict[str, Any]:
+    """A completion whose message calls one tool: `arguments` as JSON text, or an object (some servers)."""
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+    }
+
+
 @dataclass
 class Reply:
     status: int = 200
@@ -74,6 +87,8 @@ async def run_fake_openai() -> AsyncIterator[FakeOpenAI]:
     app = Starlette(routes=[Route("/v1/chat/completions", fake.completions, methods=["POST"])])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: without it a reply written in two parts waits for a delayed ACK.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
