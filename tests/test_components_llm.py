@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cluster.components.base import BuildContext
 from cluster.components.llm import LLM
 from cluster.components.providers.echo import EchoProvider
 from cluster.components.providers.openai import OpenAIProvider
@@ -125,3 +126,21 @@ def test_literal_private_base_urls_are_refused_by_the_default_policy(url: str) -
 
 def test_api_key_env_may_be_null_for_keyless_endpoints() -> None:
     assert problems_of(LLM, {"provider": "openai", "model": "m", "api_key_env": None}) == []
+
+
+async def test_a_node_reports_the_tokens_its_provider_used() -> None:
+    from dataclasses import replace
+
+    from tests.agent_support import RecordingMeter
+    from tests.openai_server import Reply, completion, run_fake_openai
+
+    meter = RecordingMeter()
+    async with run_fake_openai() as fake:
+        body = {**completion("hi"), "usage": {"prompt_tokens": 7, "completion_tokens": 2}}
+        fake.script = [Reply(body=body)]
+        runtime = replace(loopback_runtime({"OPENAI_API_KEY": "k"}), meter=meter)
+        params = {"provider": "openai", "model": "m", "base_url": fake.url}
+        component = LLM("node", params, BuildContext(flow_name="f", runtime=runtime))
+        assert await run(component, {"prompt": "p"}) == {"text": "hi"}
+        await component.aclose()
+    assert meter.token_counts == [("f", "m", "prompt", 7), ("f", "m", "completion", 2)]

@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from cluster.components.base import BuildContext, Component, Ports, RunContext
+from cluster.components.meter import NO_METER
 from cluster.components.providers import Provider
 from cluster.components.providers.echo import EchoProvider
 from cluster.components.providers.openai import OpenAIConfig, OpenAIProvider
 from cluster.egress.policy import OPENAI_DEFAULT_BASE_URL, Outbound
-from cluster.errors import Problem
+from cluster.errors import ComponentError, Problem
 from cluster.flow.templates import to_text
 
 
@@ -82,6 +83,8 @@ class LLM(Component):
     def __init__(self, node_id: str, params: Mapping[str, Any], build: BuildContext) -> None:
         super().__init__(node_id, params, build)
         self.provider = build_provider(params, build)
+        self.flow, self.model = build.flow_name, params.get("model", "echo-1")
+        self.meter = build.runtime.meter if build.runtime is not None else NO_METER
 
     @classmethod
     def ports(cls, params: Mapping[str, Any]) -> Ports:
@@ -118,8 +121,16 @@ class LLM(Component):
             return {"text": ctx.replies[self.node_id]}
         system = inputs.get("system")
         system_text = to_text(system) if system is not None else self.params.get("system")
-        reply = await self.provider.complete(to_text(inputs["prompt"]), system_text, ctx.remaining)
-        return {"text": reply}
+        messages = [{"role": "system", "content": system_text}] if system_text else []
+        messages.append({"role": "user", "content": to_text(inputs["prompt"])})
+        reply = await self.provider.chat(messages, ctx.remaining)
+        for kind in ("prompt", "completion"):
+            count = reply.usage.get(f"{kind}_tokens")
+            if count:
+                self.meter.tokens(self.flow, self.model, kind, count)
+        if reply.content is None:
+            raise ComponentError("malformed response: the model answered with tool calls, not text")
+        return {"text": reply.content}
 
     @property
     def holds_resources(self) -> bool:
