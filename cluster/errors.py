@@ -110,6 +110,14 @@ class MissingSecret(FlowfleetError):
         super().__init__(f"secret{plural} {listed} not set on {where}", secrets=list(self.names))
 
 
+class MissingSearchProvider(FlowfleetError):
+    """A version uses web search and this process has no search provider configured (like a missing
+    secret, the replica's configuration is at fault, not the version)."""
+
+    code = "missing_search_provider"
+    http_status = 422
+
+
 class FlowNotFound(FlowfleetError):
     """No flow of that name is known."""
 

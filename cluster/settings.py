@@ -66,10 +66,17 @@ class Settings:
     # Outbound policy (cluster.egress.policy), the same on the control plane, the CLI and the replicas:
     # the secret names flows may use, the addresses they may reach, an explicit proxy, and the
     # operator's OpenAI-compatible endpoint (used when a node sets no base_url; allowed automatically).
-    flow_secrets: str = "OPENAI_API_KEY"
+    flow_secrets: str = "OPENAI_API_KEY,HF_TOKEN"
     egress_allow: str = "public"
     egress_proxy: str | None = None
     openai_base_url: str | None = None
+    # The operator's Hugging Face endpoint for HuggingFaceLLM nodes without base_url (the Inference
+    # Providers router, or a self-hosted TGI / vLLM); allowed automatically.
+    hf_base_url: str | None = None
+    # The operator's web search provider for WebSearch nodes (`searxng` or `tavily`) and its endpoint
+    # (required for searxng; tavily's default is cluster.egress.search.TAVILY_URL); allowed automatically.
+    search_provider: str | None = None
+    search_url: str | None = None
 
     # env var name -> field name
     ENV: Mapping[str, str] = field(
@@ -104,6 +111,9 @@ class Settings:
             "FLOWFLEET_EGRESS_ALLOW": "egress_allow",
             "FLOWFLEET_EGRESS_PROXY": "egress_proxy",
             "OPENAI_BASE_URL": "openai_base_url",
+            "HF_BASE_URL": "hf_base_url",
+            "FLOWFLEET_SEARCH_PROVIDER": "search_provider",
+            "FLOWFLEET_SEARCH_URL": "search_url",
         },
         repr=False,
         compare=False,

@@ -103,7 +103,7 @@ def test_secrets_outside_the_operator_list_are_refused() -> None:
     params = {"provider": "openai", "model": "m", "api_key_env": "FLOWFLEET_ADMIN_TOKEN"}
     problems = problems_of(LLM, params, OutboundPolicy())
     assert [(p.path, p.code) for p in problems] == [("/nodes/0/params/api_key_env", "secret_not_allowed")]
-    assert "FLOWFLEET_FLOW_SECRETS lists: OPENAI_API_KEY" in problems[0].message
+    assert "FLOWFLEET_FLOW_SECRETS lists: HF_TOKEN, OPENAI_API_KEY" in problems[0].message
     assert problems_of(LLM, {**params, "api_key_env": "OPENAI_API_KEY"}, OutboundPolicy()) == []
     # An echo node names no secret, whatever its params say.
     assert problems_of(LLM, {"provider": "echo"}, OutboundPolicy()) == []

@@ -51,7 +51,7 @@ def test_secret_names_and_settings() -> None:
     with pytest.raises(SettingsError, match="not an environment variable name"):
         parse_secret_names("OPENAI-KEY")
     policy = OutboundPolicy.from_settings(Settings.from_env({}))
-    assert policy.secrets == {"OPENAI_API_KEY"} and policy.egress.public
+    assert policy.secrets == {"OPENAI_API_KEY", "HF_TOKEN"} and policy.egress.public
     with pytest.raises(SettingsError, match="FLOWFLEET_EGRESS_ALLOW"):
         OutboundPolicy.build(egress_allow="10.0.0.0/33")
     assert not OutboundPolicy.build(egress_allow="none").egress.public
@@ -69,7 +69,8 @@ def test_operator_base_url_is_allowed_without_opening_private_addresses() -> Non
 def test_validation_names_the_secret_at_its_pointer_and_lists_what_is_allowed() -> None:
     problems = validate(openai_flow("AWS_SECRET_ACCESS_KEY"))
     assert [(p.path, p.code) for p in problems] == [("/nodes/1/params/api_key_env", "secret_not_allowed")]
-    assert "AWS_SECRET_ACCESS_KEY" in problems[0].message and "lists: OPENAI_API_KEY" in problems[0].message
+    assert "AWS_SECRET_ACCESS_KEY" in problems[0].message
+    assert "lists: HF_TOKEN, OPENAI_API_KEY" in problems[0].message
     allowed = OutboundPolicy.build(flow_secrets="AWS_SECRET_ACCESS_KEY")
     assert validate(openai_flow("AWS_SECRET_ACCESS_KEY"), policy=allowed) == []
     assert validate(openai_flow(None)) == []  # a keyless endpoint names no secret

@@ -28,6 +28,16 @@ async def test_flow_is_valid_and_its_examples_pass(name: str) -> None:
     assert await run_examples(compiled) == []
 
 
+async def test_design_note_flow_is_valid_and_runs_offline() -> None:
+    """The design note's own flow, exactly as written there: no name, no examples, a HuggingFaceLLM."""
+    document = load("design_note.json")
+    assert validate(document) == []  # HF_TOKEN is one of the default flow secrets
+    compiled = compile_flow(document)
+    assert compiled.required_inputs == {"input"}
+    result = await compiled.run({"input": "季度报告"})
+    assert result.outputs == {"llm_1": "[qwen] 请总结以下内容季度报告"}
+
+
 def test_both_support_versions_are_one_flow() -> None:
     v1, v2 = compile_flow(load("support_qa.json")), compile_flow(load("support_qa_v2.json"))
     assert v1.name == v2.name == "support_qa"

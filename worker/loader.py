@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from cluster.errors import FlowValidationError, MissingSecret
+from cluster.errors import FlowValidationError, MissingSearchProvider, MissingSecret
 from cluster.flow.hashing import sha256_hex
 from worker.metrics import WorkerMetrics
 from worker.ports import Compiler, ReleaseReader, Runnable, Target
@@ -190,6 +190,8 @@ class Loader:
                 compiled = self.compiler(data)
         except MissingSecret as e:  # this replica's configuration, not the version, is at fault
             raise LoadFailure("missing_secret", str(e)) from e
+        except MissingSearchProvider as e:  # the same: a WebSearch node and no provider configured here
+            raise LoadFailure("missing_search_provider", str(e)) from e
         except FlowValidationError as e:
             raise LoadFailure("invalid_document", f"invalid document: {e}") from e
         except Exception as e:  # a component's build may raise anything; it must not kill the loader

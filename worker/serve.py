@@ -72,7 +72,7 @@ def serve(host: str, port: int, log_level: str = "INFO", *, reuse_port: bool = F
     settings = Settings.from_env(os.environ)
     app = create_app(settings, environ=dict(os.environ))
     # No log line of this process carries a secret value, whoever logs it.
-    install_redaction(app.state.replica.runtime.secrets.values())
+    install_redaction(app.state.replica.runtime.sensitive_values)
     config = uvicorn_config(app, host, port, grace_s=settings.shutdown_grace_s)
     replica = app.state.replica
 

@@ -80,12 +80,18 @@ def builtin_components() -> list[type[Component]]:
     """The components that ship with flowfleet."""
     # Imported here so that importing the registry module stays cheap and free of cycles.
     from cluster.components.agent import Agent
+    from cluster.components.huggingface import HuggingFaceLLM
     from cluster.components.io import ChatInput, ChatOutput, TextInput, TextOutput
     from cluster.components.llm import LLM
     from cluster.components.parser import OutputParser
     from cluster.components.prompt import PromptTemplate
     from cluster.components.retriever import Retriever
     from cluster.components.router import Router
+    from cluster.components.structured import StructuredOutput
+    from cluster.components.tools.calculator import Calculator
+    from cluster.components.tools.current_date import CurrentDate
+    from cluster.components.tools.url_fetch import URLFetch
+    from cluster.components.tools.web_search import WebSearch
 
     return [
         ChatInput,
@@ -94,10 +100,16 @@ def builtin_components() -> list[type[Component]]:
         TextOutput,
         PromptTemplate,
         LLM,
+        HuggingFaceLLM,
+        StructuredOutput,
         Retriever,
         Router,
         OutputParser,
         Agent,
+        Calculator,
+        CurrentDate,
+        URLFetch,
+        WebSearch,
     ]
 
 

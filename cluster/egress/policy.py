@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cluster.egress.rules import EgressConfigError, EgressRules
+from cluster.egress.search import search_endpoint
 from cluster.errors import Problem
 from cluster.settings import Settings, SettingsError
 
-DEFAULT_FLOW_SECRETS = "OPENAI_API_KEY"
+DEFAULT_FLOW_SECRETS = "OPENAI_API_KEY,HF_TOKEN"
 DEFAULT_EGRESS = "public"
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Hugging Face's OpenAI-compatible Inference Providers router: HF_BASE_URL's default.
+HF_DEFAULT_BASE_URL = "https://router.huggingface.co/v1"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # flowfleet's own credentials and settings, and the variables Redis clients read a password from.
@@ -59,11 +62,16 @@ def parse_secret_names(text: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class OutboundPolicy:
-    secrets: frozenset[str] = frozenset({DEFAULT_FLOW_SECRETS})
+    secrets: frozenset[str] = field(default_factory=lambda: parse_secret_names(DEFAULT_FLOW_SECRETS))
     egress: EgressRules = field(default_factory=lambda: EgressRules.parse(DEFAULT_EGRESS))
     proxy: str | None = None
     # The operator's OpenAI-compatible endpoint (OPENAI_BASE_URL), used by nodes that set no base_url.
     openai_base_url: str | None = None
+    # The operator's web search provider and endpoint (cluster.egress.search), for WebSearch nodes.
+    search_provider: str | None = None
+    search_url: str | None = None
+    # The operator's Hugging Face endpoint (HF_BASE_URL), for HuggingFaceLLM nodes without base_url.
+    hf_base_url: str = HF_DEFAULT_BASE_URL
 
     @classmethod
     def build(
@@ -73,9 +81,15 @@ class OutboundPolicy:
         egress_allow: str = DEFAULT_EGRESS,
         proxy: str | None = None,
         openai_base_url: str | None = None,
+        search_provider: str | None = None,
+        search_url: str | None = None,
+        hf_base_url: str | None = None,
     ) -> OutboundPolicy:
-        """Parse the operator's settings; raises SettingsError naming the bad one."""
-        endpoints = [openai_base_url] if openai_base_url else []
+        """Parse the operator's settings; raises SettingsError naming the bad one. Endpoints the operator
+        sets (OPENAI_BASE_URL, HF_BASE_URL, the search URL) are allowed automatically; Hugging Face's
+        default router is not: it is a public address, reachable only as far as the rules allow."""
+        search_url = search_endpoint(search_provider, search_url)
+        endpoints = [url for url in (openai_base_url, search_url, hf_base_url) if url]
         text = "" if egress_allow.strip().lower() == "none" else egress_allow
         try:
             rules = EgressRules.parse(text, endpoints)
@@ -85,7 +99,23 @@ class OutboundPolicy:
             reason = rules.check_url(openai_base_url)
             if reason is not None:
                 raise SettingsError(f"OPENAI_BASE_URL={openai_base_url!r}: {reason}")
-        return cls(parse_secret_names(flow_secrets), rules, proxy or None, openai_base_url or None)
+        if hf_base_url:
+            reason = rules.check_url(hf_base_url)
+            if reason is not None:
+                raise SettingsError(f"HF_BASE_URL={hf_base_url!r}: {reason}")
+        if search_url:
+            reason = rules.check_url(search_url)
+            if reason is not None:
+                raise SettingsError(f"FLOWFLEET_SEARCH_URL={search_url!r}: {reason}")
+        return cls(
+            parse_secret_names(flow_secrets),
+            rules,
+            proxy or None,
+            openai_base_url or None,
+            search_provider or None,
+            search_url,
+            hf_base_url=hf_base_url or HF_DEFAULT_BASE_URL,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OutboundPolicy:
@@ -94,6 +124,9 @@ class OutboundPolicy:
             egress_allow=settings.egress_allow,
             proxy=settings.egress_proxy,
             openai_base_url=settings.openai_base_url,
+            search_provider=settings.search_provider,
+            search_url=settings.search_url,
+            hf_base_url=settings.hf_base_url,
         )
 
     def problems(self, uses: Iterable[Outbound], params_path: str) -> list[Problem]:

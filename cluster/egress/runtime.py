@@ -25,6 +25,7 @@ import httpx
 
 from cluster.components.meter import NO_METER, Meter
 from cluster.egress.policy import OutboundPolicy
+from cluster.egress.search import SearchConfig
 from cluster.egress.transport import Resolver, egress_client
 from cluster.errors import MissingSecret
 
@@ -50,12 +51,22 @@ class Runtime:
     backend: httpcore.AsyncNetworkBackend | None = None
     # Where components report tool calls, model rounds and tokens (the replica's metrics).
     meter: Meter = NO_METER
+    # The operator's web search provider (WebSearch nodes), None when none is configured.
+    search: SearchConfig | None = None
 
     @classmethod
     def from_environ(cls, policy: OutboundPolicy, environ: Mapping[str, str]) -> Runtime:
-        """Copy the listed secrets out of `environ`; nothing else of it is kept."""
+        """Copy the listed secrets (and the search provider's key) out of `environ`; nothing else of it
+        is kept."""
         found = {name: environ[name] for name in sorted(policy.secrets) if environ.get(name)}
-        return cls(policy, MappingProxyType(found))
+        search = SearchConfig.from_environ(policy.search_provider, policy.search_url, environ)
+        return cls(policy, MappingProxyType(found), search=search)
+
+    @property
+    def sensitive_values(self) -> tuple[str, ...]:
+        """Every credential value this runtime holds: what logs and callers must never see."""
+        key = self.search.api_key if self.search is not None else None
+        return (*self.secrets.values(), *([key] if key else []))
 
     def missing(self, names: Iterable[str]) -> list[str]:
         return sorted({name for name in names if name not in self.secrets})
@@ -80,7 +91,7 @@ class Runtime:
 
     def redact(self, text: str) -> str:
         """`text` with every secret value replaced, for logs and anything a caller may see."""
-        return redact_values(text, self.secrets.values())
+        return redact_values(text, self.sensitive_values)
 
 
 class RedactingFilter(logging.Filter):

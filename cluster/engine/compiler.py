@@ -24,7 +24,7 @@ from cluster.components.base import BuildContext, Component, RunContext
 from cluster.egress.policy import OutboundPolicy, secret_names
 from cluster.engine.scheduler import Execution
 from cluster.engine.steps import Step, bind_tools, build_steps, sequential_order
-from cluster.errors import FlowValidationError, MissingSecret, Problem, RunInputError
+from cluster.errors import FlowValidationError, MissingSearchProvider, MissingSecret, Problem, RunInputError
 from cluster.flow.analysis import Analysis, ComponentRegistry, params_checker
 from cluster.flow.hashing import content_address
 from cluster.flow.model import FlowTest
@@ -162,7 +162,7 @@ def _build(analysis: Analysis, runtime: Runtime | None) -> list[Component]:
     for node, cls in zip(flow.nodes, analysis.classes, strict=True):
         try:
             components.append(cls(node.id, node.params, build))
-        except MissingSecret:
+        except (MissingSecret, MissingSearchProvider):  # this replica's configuration, not the version
             raise
         except Exception as e:  # a component that cannot start (bad index, a plugin's bug) is a NACK
             message = f"{cls.type_name} could not be built: {e}"

@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # An entry point: the secrets the policy lists are all a flow gets of this shell's environment.
     runtime = None if args.offline else Runtime.from_environ(policy, os.environ)
     if runtime is not None:
-        install_redaction(runtime.secrets.values())
+        install_redaction(runtime.sensitive_values)
     try:
         compiled = compile_flow(document, policy=policy, runtime=runtime)
     except MissingSecret as e:

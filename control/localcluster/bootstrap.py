@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import orjson
 
-from cluster.errors import FlowfleetError
+from cluster.engine import needed_secrets
+from cluster.errors import FlowfleetError, FlowValidationError
+from cluster.flow.validation import check_and_analyse
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +34,15 @@ class StartupFailed(FlowfleetError):
 
 @dataclass(frozen=True)
 class ExampleFlow:
-    """One flow file: `active` files are activated at first start, the others are left to try by hand."""
+    """One flow file: `active` files are activated at first start, the others are left to try by hand.
+    `secrets` names what its nodes need from the replicas' environment (HF_TOKEN ...)."""
 
     name: str
     path: Path
     data: bytes
     active: bool
     sample_inputs: dict[str, Any]
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,9 @@ class Released:
 
 def read_examples(flows_dir: Path) -> list[ExampleFlow]:
     """Every `*.json` in `flows_dir`. Per flow name, the file named after the flow is the one activated
-    (`support_qa.json`); other files of the same flow (`support_qa_v2.json`) are left for the user."""
+    (`support_qa.json`); other files of the same flow (`support_qa_v2.json`) are left for the user, and
+    so are flows that need a secret (`design_note.json`: HF_TOKEN): a replica without it would refuse
+    the version and abort the start, and the local cluster must come up offline."""
     docs: list[tuple[Path, bytes, dict[str, Any]]] = []
     for path in sorted(flows_dir.glob("*.json")):
         data = path.read_bytes()
@@ -67,21 +73,25 @@ def read_examples(flows_dir: Path) -> list[ExampleFlow]:
     for name in sorted(names):
         paths = [path for path, _, doc in docs if _flow_name(path, doc) == name]
         chosen[name] = next((p for p in paths if p.stem == name), paths[0])
-    return [
-        ExampleFlow(
-            name=_flow_name(path, doc),
-            path=path,
-            data=data,
-            active=chosen[_flow_name(path, doc)] == path,
-            sample_inputs=_sample_inputs(doc),
-        )
-        for path, data, doc in docs
-    ]
+    examples = []
+    for path, data, doc in docs:
+        secrets = _secrets(doc)
+        active = chosen[_flow_name(path, doc)] == path and not secrets
+        examples.append(ExampleFlow(_flow_name(path, doc), path, data, active, _sample_inputs(doc), secrets))
+    return examples
 
 
 def _flow_name(path: Path, doc: dict[str, Any]) -> str:
     name = doc.get("name")
     return name if isinstance(name, str) and name else path.stem
+
+
+def _secrets(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The secrets a valid flow's nodes need; none for an invalid one (publishing it reports why)."""
+    try:
+        return tuple(needed_secrets(check_and_analyse(doc)))
+    except FlowValidationError:
+        return ()
 
 
 def _sample_inputs(doc: dict[str, Any]) -> dict[str, Any]:

@@ -223,7 +223,7 @@ async def test_check_lists_released_versions_the_policy_would_refuse(
     )
     assert activated.status_code == 200, activated.text
     cli = Cli(control.url)
-    # This shell's policy lists only OPENAI_API_KEY (the default) and allows 127.0.0.1.
+    # This shell's policy lists only the default secrets (OPENAI_API_KEY, HF_TOKEN) and allows 127.0.0.1.
     env = {"FLOWFLEET_EGRESS_ALLOW": "127.0.0.1"}
     refused = await asyncio.to_thread(cli, "check", env=env)
     assert refused.code == 1, refused
