@@ -141,6 +141,11 @@ def test_examples_activate_the_file_named_after_each_flow() -> None:
     v2 = examples["support_qa_v2.json"]
     assert v2.name == "support_qa" and not v2.active
     assert examples["support_qa.json"].sample_inputs == {"question": "How do I reset my password?"}
+    # The local fleet comes up offline: flows that need a secret or an operator service wait for the user.
+    assert examples["calculator_agent.json"].active and examples["extract_contact.json"].active
+    research = examples["research_agent.json"]
+    assert not research.active and research.secrets == ("OPENAI_API_KEY", "web_search")
+    assert not examples["design_note.json"].active
 
 
 def test_examples_without_a_file_named_after_the_flow(tmp_path: Path) -> None:

@@ -181,3 +181,19 @@ def test_params_and_tool_mode() -> None:
         assert problems_of(WebSearch, bad), bad
     schema = WebSearch.tool_parameters({})
     assert schema["required"] == ["query"] and schema["additionalProperties"] is False
+
+
+async def test_the_real_compiler_refuses_a_search_flow_on_a_replica_without_a_provider() -> None:
+    from cluster.egress.policy import OutboundPolicy
+    from cluster.egress.runtime import Runtime
+    from cluster.flow.hashing import content_address
+    from worker.replica import engine_compiler
+
+    doc = {"nodes": [{"id": "search", "type": "WebSearch", "params": {}}]}
+    data, digest = content_address(doc)
+    compiler = engine_compiler(Runtime(OutboundPolicy()))
+    loader = Loader(OneBlob(data), WorkerState("r1"), compiler, WorkerMetrics())  # type: ignore[arg-type]
+    with pytest.raises(LoadFailure) as caught:
+        await loader.prepare(VersionRef("qa", digest, 1))
+    assert caught.value.reason == "missing_search_provider"
+    assert "FLOWFLEET_SEARCH_PROVIDER" in caught.value.message

@@ -39,9 +39,10 @@ _RESERVED_NAMES = frozenset({"REDISCLI_AUTH", "REDIS_URL", "REDIS_PASSWORD"})
 
 @dataclass(frozen=True)
 class Outbound:
-    """One thing a node uses outside the flow: a secret (by name) or a URL, found in param `param`."""
+    """One thing a node uses outside the flow: a secret (by name), a URL found in param `param`, or a
+    service the operator configures on the replicas (`web_search`), which a flow cannot name or steer."""
 
-    kind: Literal["secret", "url"]
+    kind: Literal["secret", "url", "service"]
     param: str
     value: str
 
@@ -153,3 +154,7 @@ class OutboundPolicy:
 
 def secret_names(uses: Sequence[Outbound]) -> list[str]:
     return sorted({use.value for use in uses if use.kind == "secret"})
+
+
+def service_names(uses: Sequence[Outbound]) -> list[str]:
+    return sorted({use.value for use in uses if use.kind == "service"})

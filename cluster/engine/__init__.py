@@ -12,6 +12,7 @@ from cluster.engine.compiler import (
     compile_analysis,
     compile_flow,
     needed_secrets,
+    needed_services,
     warm_up,
 )
 from cluster.engine.examples import run_examples
@@ -22,6 +23,7 @@ __all__ = [
     "compile_analysis",
     "compile_flow",
     "needed_secrets",
+    "needed_services",
     "run_examples",
     "warm_up",
 ]

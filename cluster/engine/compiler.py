@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from cluster.components.base import BuildContext, Component, RunContext
-from cluster.egress.policy import OutboundPolicy, secret_names
+from cluster.egress.policy import Outbound, OutboundPolicy, secret_names, service_names
 from cluster.engine.scheduler import Execution
 from cluster.engine.steps import Step, bind_tools, build_steps, sequential_order
 from cluster.errors import FlowValidationError, MissingSearchProvider, MissingSecret, Problem, RunInputError
@@ -191,15 +191,19 @@ def compile_flow(
         return compile_analysis(analysis, digest=content_address(document)[1], runtime=runtime)
 
 
+def _uses(analysis: Analysis) -> list[Outbound]:
+    nodes = zip(analysis.flow.nodes, analysis.classes, strict=True)
+    return [use for node, cls in nodes for use in cls.outbound(node.params)]
+
+
 def needed_secrets(analysis: Analysis) -> list[str]:
     """The names of the secrets a valid flow's nodes use."""
-    return secret_names(
-        [
-            use
-            for node, cls in zip(analysis.flow.nodes, analysis.classes, strict=True)
-            for use in cls.outbound(node.params)
-        ]
-    )
+    return secret_names(_uses(analysis))
+
+
+def needed_services(analysis: Analysis) -> list[str]:
+    """The operator services (`web_search`) a valid flow's nodes use."""
+    return service_names(_uses(analysis))
 
 
 def compile_analysis(analysis: Analysis, *, digest: str, runtime: Runtime | None = None) -> CompiledFlow:

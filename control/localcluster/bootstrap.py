@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
-from cluster.engine import needed_secrets
+from cluster.engine import needed_secrets, needed_services
 from cluster.errors import FlowfleetError, FlowValidationError
 from cluster.flow.validation import check_and_analyse
 
@@ -87,11 +87,13 @@ def _flow_name(path: Path, doc: dict[str, Any]) -> str:
 
 
 def _secrets(doc: dict[str, Any]) -> tuple[str, ...]:
-    """The secrets a valid flow's nodes need; none for an invalid one (publishing it reports why)."""
+    """What a valid flow's nodes need from the replicas' environment: secrets, and operator services
+    such as a web search provider; none for an invalid one (publishing it reports why)."""
     try:
-        return tuple(needed_secrets(check_and_analyse(doc)))
+        analysis = check_and_analyse(doc)
     except FlowValidationError:
         return ()
+    return (*needed_secrets(analysis), *needed_services(analysis))
 
 
 def _sample_inputs(doc: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import orjson
 
 from cluster.components.base import BuildContext, Component, Ports, RunContext
 from cluster.components.tools.common import arguments_schema, text_argument, time_budget, tool_params_schema
+from cluster.egress.policy import Outbound
 from cluster.egress.search import TAVILY_KEY_ENV, SearchConfig
 from cluster.errors import ComponentError, MissingSearchProvider
 
@@ -99,6 +100,10 @@ class WebSearch(Component):
             outputs=("text",),
             default_output="text",
         )
+
+    @classmethod
+    def outbound(cls, params: Mapping[str, Any]) -> tuple[Outbound, ...]:
+        return (Outbound("service", "provider", "web_search"),)
 
     @classmethod
     def tool_parameters(cls, params: Mapping[str, Any]) -> dict[str, Any]:
