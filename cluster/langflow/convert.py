@@ -23,11 +23,16 @@ from cluster.langflow.errors import LangflowImportError, UnsupportedNode
 from cluster.langflow.export import ExportShapeError, LfEdge, LfFlow, is_langflow_export, read_export
 from cluster.langflow.models import MODEL_TYPES, convert_model
 from cluster.langflow.nodes import CONVERTERS, INPUT_TYPES, Converter, Mapped, NodeContext, Provider
+from cluster.langflow.tools import TOOL_CONVERTERS, TOOL_OUTPUT, TOOL_SOURCE
 from cluster.names import check_flow_name
 
 logger = logging.getLogger(__name__)
 
-ALL_CONVERTERS: dict[str, Converter] = {**CONVERTERS, **dict.fromkeys(MODEL_TYPES, convert_model)}
+ALL_CONVERTERS: dict[str, Converter] = {
+    **CONVERTERS,
+    **dict.fromkeys(MODEL_TYPES, convert_model),
+    **TOOL_CONVERTERS,
+}
 PROVIDERS: tuple[Provider, ...] = ("openai", "echo")
 
 _ID_BAD = re.compile(r"[^A-Za-z0-9_.:-]+")
@@ -87,9 +92,12 @@ def _map_nodes(
     flow: LfFlow, ids: Mapping[str, str], provider: Provider
 ) -> tuple[dict[str, Mapped], list[UnsupportedNode]]:
     connected: dict[str, set[str]] = {}
+    tools: set[str] = set()
     for edge in flow.edges:
         if edge.target_field:
             connected.setdefault(edge.target, set()).add(edge.target_field)
+        if edge.source_output == TOOL_OUTPUT:
+            tools.add(edge.source)
     input_names = _input_names(flow, ids)
     mapped: dict[str, Mapped] = {}
     unsupported: list[UnsupportedNode] = []
@@ -110,6 +118,7 @@ def _map_nodes(
             connected=frozenset(connected.get(node.id, ())),
             input_name=input_names.get(node.id, "input"),
             provider=provider,
+            as_tool=node.id in tools,
         )
         result = converter(node, ctx)
         if isinstance(result, Mapped):
@@ -134,11 +143,20 @@ def _map_edge(
     if output is None:
         return f"{where}: output {edge.source_output!r} of {types[edge.source]} has no flowfleet equivalent"
     result: dict[str, Any] = {"source": flow_ids[edge.source], "target": flow_ids[edge.target]}
+    port = target.inputs.get(edge.target_field) if edge.target_field is not None else None
+    if edge.target_field is not None and port is None:
+        return f"{where}: field {edge.target_field!r} of {types[edge.target]} cannot be fed by an edge"
+    if output == TOOL_SOURCE or port == "tools":
+        # A tool edge attaches its source as a tool: no value flows, so it names no output.
+        if output != TOOL_SOURCE or port != "tools":
+            return (
+                f"{where}: only a component's {TOOL_OUTPUT!r} output may feed an Agent's tools, "
+                "and it may feed nothing else"
+            )
+        result["target_input"] = port
+        return result
     result["source_output"] = output
-    if edge.target_field is not None:
-        port = target.inputs.get(edge.target_field)
-        if port is None:
-            return f"{where}: field {edge.target_field!r} of {types[edge.target]} cannot be fed by an edge"
+    if port is not None:
         result["target_input"] = port
     return result
 
@@ -158,7 +176,8 @@ def _map_edges(
             problems.append(result)
             continue
         port = (result["target"], result.get("target_input", ""))
-        if port in fed:
+        # A tools port takes any number of tool edges; every other input takes one edge.
+        if "source_output" in result and port in fed:
             problems.append(
                 f"edge {edge.index}: field {edge.target_field!r} of {edge.target} is already fed by edge "
                 f"{fed[port]}; a flowfleet input takes one edge"

@@ -99,8 +99,17 @@ def _tuning(node: LfNode, params: dict[str, Any], warnings: list[str]) -> None:
         warnings.append(f"node {node.id}: model_kwargs are not supported and were ignored")
 
 
-def convert_model(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
-    model, provider = _model(node)
+def model_params(
+    node: LfNode, ctx: NodeContext, provider: str | None = None
+) -> tuple[dict[str, Any], list[str]] | Unsupported:
+    """The model params shared by LLM and Agent (`provider`, `model`, `api_key_env`, tuning), and the
+    warnings; Unsupported for a provider other than OpenAI (unless converting to echo) or no model.
+
+    `provider` is the LangFlow provider when the caller knows it from another field (e.g. the Agent's
+    older `agent_llm`); the `model` picker's provider wins over it.
+    """
+    model, picked_provider = _model(node)
+    provider = picked_provider or provider
     if provider is None and node.type == "OpenAIModel":
         provider = "OpenAI"
     if ctx.provider != "echo" and provider not in (None, "OpenAI"):
@@ -119,6 +128,14 @@ def convert_model(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
         if key_env is not None:
             params["api_key_env"] = key_env
     _tuning(node, params, warnings)
+    return params, warnings
+
+
+def convert_model(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+    result = model_params(node, ctx)
+    if isinstance(result, Unsupported):
+        return result
+    params, warnings = result
     nodes: list[dict[str, Any]] = []
     edges: list[dict[str, Any]] = []
     system = text_field(node, "system_message")

@@ -25,6 +25,8 @@ class NodeContext:
     connected: frozenset[str]  # LangFlow fields of this node that an edge feeds
     input_name: str  # for input components: the run input they read
     provider: Provider  # "openai" keeps OpenAI models, "echo" turns every model offline
+    # True when an edge from the node's `component_as_tool` output makes it an agent's tool.
+    as_tool: bool = False
 
 
 @dataclass(frozen=True)

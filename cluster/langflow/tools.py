@@ -1,0 +1,271 @@
+"""LangFlow's Agent and its tool-mode components as flowfleet `Agent` and tool nodes.
+
+In LangFlow a component becomes a tool when its `component_as_tool` output (the "Toolset" handle of a
+component in tool mode) is wired into an Agent's `tools` field; the converter turns such edges into
+flowfleet tool edges (`target_input: "tools"`, no `source_output`). A tool's name and description come
+from the component's `tools_metadata` (what the editor's tool-mode table edits), else the node id and
+the component's description.
+
+Mapped tools: `CalculatorComponent` → Calculator, `CurrentDateComponent` → CurrentDate, `URLComponent`
+→ URLFetch (its `urls` give `allowed_domains`), the search components → WebSearch, and an Agent. The
+Agent's `add_current_date_tool` (on by default in LangFlow) adds a CurrentDate tool node.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from cluster.langflow.export import LfNode
+from cluster.langflow.models import model_params
+from cluster.langflow.nodes import Converter, Mapped, NodeContext, Unsupported, fixed_prompt, text_field
+
+# The output LangFlow adds to a component in tool mode; an edge from it into `tools` attaches a tool.
+TOOL_OUTPUT = "component_as_tool"
+# What `Mapped.outputs` maps TOOL_OUTPUT to: not a port, a marker for the edge mapping.
+TOOL_SOURCE = "\x00tool"
+TOOLS_FIELD = "tools"
+
+# LangFlow's Agent adds this tool itself (CurrentDateComponent's toolkit) unless switched off.
+CURRENT_DATE_TOOL_NAME = "get_current_date"
+CURRENT_DATE_DESCRIPTION = "Returns the current date and time in the selected timezone."
+
+MAX_ITERATIONS = 50
+MAX_TOOL_DESCRIPTION = 2000
+MAX_SEARCH_RESULTS = 10
+MAX_FETCH_TIMEOUT_S = 120.0
+MAX_DOMAINS = 100
+_TOOL_NAME_BAD = re.compile(r"[^A-Za-z0-9_-]+")
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+
+
+def tool_name(text: str) -> str:
+    """A flowfleet tool name (`^[A-Za-z0-9_-]{1,64}$`) from a LangFlow one; "" when nothing is left.
+
+    >>> tool_name("Evaluate expression!"), tool_name("get.current:date")
+    ('Evaluate_expression', 'get_current_date')
+    """
+    return _TOOL_NAME_BAD.sub("_", text).strip("_")[:64]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value.strip():
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _tool_metadata(node: LfNode) -> Mapping[str, Any]:
+    """The first enabled entry of `tools_metadata` (LangFlow's tool-mode table), or {}."""
+    entries = node.fields.get("tools_metadata")
+    if not isinstance(entries, list):
+        return {}
+    for entry in entries:
+        if isinstance(entry, Mapping) and entry.get("status") is not False:
+            return entry
+    return {}
+
+
+def tool_params(node: LfNode, ctx: NodeContext) -> dict[str, Any]:
+    """`tool_name` / `tool_description` of a node used as a tool; {} when it is not one."""
+    if not ctx.as_tool:
+        return {}
+    meta = _tool_metadata(node)
+    raw_name = meta.get("name")
+    name = tool_name(raw_name) if isinstance(raw_name, str) else ""
+    params: dict[str, Any] = {"tool_name": name or tool_name(ctx.node_id) or "tool"}
+    raw_description = meta.get("description")
+    description = raw_description if isinstance(raw_description, str) else ""
+    description = description.strip() or node.description.strip()
+    if description:
+        params["tool_description"] = description[:MAX_TOOL_DESCRIPTION]
+    return params
+
+
+def _tool_outputs(ctx: NodeContext, outputs: Mapping[str, str]) -> dict[str, str]:
+    return {**outputs, TOOL_OUTPUT: TOOL_SOURCE} if ctx.as_tool else dict(outputs)
+
+
+def _only_as_tool(node: LfNode) -> Unsupported:
+    return Unsupported(
+        f"{node.type} is supported only in tool mode, wired into an Agent's tools (its {TOOL_OUTPUT} output)"
+    )
+
+
+def convert_calculator(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+    main = {"id": ctx.node_id, "type": "Calculator", "params": tool_params(node, ctx)}
+    return Mapped(
+        nodes=(main,),
+        inputs={"expression": "expression"},
+        outputs=_tool_outputs(ctx, {"result": "result"}),
+        default_output="result",
+    )
+
+
+def convert_current_date(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+    params = tool_params(node, ctx)
+    timezone = text_field(node, "timezone").strip()
+    if timezone:
+        params["timezone"] = timezone
+    main = {"id": ctx.node_id, "type": "CurrentDate", "params": params}
+    return Mapped(
+        nodes=(main,),
+        inputs={"timezone": "timezone"},
+        outputs=_tool_outputs(ctx, {"current_date": "text"}),
+        default_output="text",
+    )
+
+
+def _hosts(urls: list[str]) -> tuple[list[str], list[str]]:
+    """(allowed domains, unreadable URLs) from LangFlow's URL list; a URL without scheme is https."""
+    hosts: list[str] = []
+    bad: list[str] = []
+    for url in urls:
+        text = url.strip()
+        if not text:
+            continue
+        try:
+            host = urlsplit(text if "://" in text else "https://" + text).hostname or ""
+        except ValueError:
+            host = ""
+        host = host.rstrip(".").lower()
+        if _HOST.match(host) and not host.replace(".", "").isdigit():
+            if host not in hosts:
+                hosts.append(host)
+        else:
+            bad.append(text)
+    return hosts, bad
+
+
+def convert_url(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+    """URL (tool mode) → URLFetch; the URLs typed into LangFlow are the hosts it may fetch."""
+    if not ctx.as_tool:
+        return _only_as_tool(node)
+    raw = node.fields.get("urls")
+    urls = [u for u in raw if isinstance(u, str)] if isinstance(raw, list) else []
+    if isinstance(raw, str):
+        urls = [raw]
+    hosts, bad = _hosts(urls)
+    if bad:
+        shown = ", ".join(repr(u[:80]) for u in bad[:3])
+        return Unsupported(f"URL(s) without a valid host name: {shown}")
+    if not hosts:
+        return Unsupported(
+            "no URLs are set: flowfleet's URLFetch needs an allow-list of domains, "
+            "taken from the URLs typed into the component"
+        )
+    if len(hosts) > MAX_DOMAINS:
+        return Unsupported(f"{len(hosts)} hosts; URLFetch allows at most {MAX_DOMAINS} domains")
+    warnings: list[str] = []
+    params: dict[str, Any] = {**tool_params(node, ctx), "allowed_domains": hosts}
+    timeout = _number(node.fields.get("timeout"))
+    if timeout is not None and timeout > 0:
+        params["timeout_s"] = min(timeout, MAX_FETCH_TIMEOUT_S)
+    depth = _number(node.fields.get("max_depth"))
+    if depth is not None and depth > 1:
+        warnings.append(f"node {node.id}: max_depth {depth:g} ignored; URLFetch fetches one page per call")
+    main = {"id": ctx.node_id, "type": "URLFetch", "params": params}
+    return Mapped(
+        nodes=(main,),
+        inputs={},
+        outputs=_tool_outputs(ctx, {}),
+        default_output="text",
+        warnings=tuple(warnings),
+    )
+
+
+def convert_search(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+    """A web search component (tool mode) → WebSearch; the search provider is the replicas' own."""
+    if not ctx.as_tool:
+        return _only_as_tool(node)
+    params = tool_params(node, ctx)
+    count = _number(node.fields.get("max_results"))
+    if count is not None and count >= 1:
+        params["max_results"] = min(int(count), MAX_SEARCH_RESULTS)
+    warnings = [
+        f"node {node.id}: {node.type} searches through the replicas' FLOWFLEET_SEARCH_PROVIDER; "
+        "its provider settings and API key were not copied"
+    ]
+    main = {"id": ctx.node_id, "type": "WebSearch", "params": params}
+    return Mapped(
+        nodes=(main,),
+        inputs={},
+        outputs=_tool_outputs(ctx, {}),
+        default_output="text",
+        warnings=tuple(warnings),
+    )
+
+
+def convert_agent(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+    """Agent → Agent: instructions, max_iterations, the model (as for LLM), the current-date tool."""
+    # Older exports pick the provider in `agent_llm` ("OpenAI", ..., "Custom" for a connected model).
+    agent_llm = text_field(node, "agent_llm").strip() or None
+    if agent_llm == "Custom" or "agent_llm" in ctx.connected:
+        return Unsupported("a connected language model (agent_llm 'Custom') is not supported")
+    result = model_params(node, ctx, provider=agent_llm)
+    if isinstance(result, Unsupported):
+        return result
+    params, warnings = result
+    params.update(tool_params(node, ctx))
+    instructions = text_field(node, "system_prompt")
+    if instructions.strip():
+        params["system_prompt"] = instructions
+    iterations = _number(node.fields.get("max_iterations"))
+    if iterations is not None:
+        clamped = max(1, min(MAX_ITERATIONS, int(iterations)))
+        if clamped != iterations:
+            warnings.append(f"node {node.id}: max_iterations {iterations:g} clamped to {clamped}")
+        params["max_iterations"] = clamped
+    if node.fields.get("output_schema"):
+        warnings.append(f"node {node.id}: output_schema (structured response) is not supported; ignored")
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    prompt = text_field(node, "input_value")
+    if prompt and "input_value" not in ctx.connected:
+        helper, edge = fixed_prompt(ctx.node_id, prompt, "input")
+        nodes.append(helper)
+        edges.append(edge)
+    # LangFlow's default is on: a missing or unset field means the tool is added.
+    if node.fields.get("add_current_date_tool") is not False:
+        date_id = f"{ctx.node_id}.current_date"
+        date_params = {"tool_name": CURRENT_DATE_TOOL_NAME, "tool_description": CURRENT_DATE_DESCRIPTION}
+        nodes.append({"id": date_id, "type": "CurrentDate", "params": date_params})
+        edges.append({"source": date_id, "target": ctx.node_id, "target_input": "tools"})
+    main = {"id": ctx.node_id, "type": "Agent", "params": params}
+    return Mapped(
+        nodes=(main, *nodes),
+        inputs={"input_value": "input", TOOLS_FIELD: "tools"},
+        outputs=_tool_outputs(ctx, {"response": "text"}),
+        default_output="text",
+        edges=tuple(edges),
+        warnings=tuple(warnings),
+    )
+
+
+SEARCH_TYPES = (
+    "UnifiedWebSearch",
+    "WebSearchNoAPI",
+    "WebSearch",
+    "TavilySearchComponent",
+    "SearchAPIComponent",
+    "DuckDuckGoSearchComponent",
+)
+
+TOOL_CONVERTERS: dict[str, Converter] = {
+    "Agent": convert_agent,
+    "CalculatorComponent": convert_calculator,
+    "Calculator": convert_calculator,
+    "CurrentDateComponent": convert_current_date,
+    "CurrentDate": convert_current_date,
+    "URLComponent": convert_url,
+    "URL": convert_url,
+    **dict.fromkeys(SEARCH_TYPES, convert_search),
+}
