@@ -84,13 +84,17 @@ class Agent(Component):
 
     @classmethod
     def ports(cls, params: Mapping[str, Any]) -> Ports:
+        # Instructions fixed in the params cannot be replaced by an edge or, worse, by a run input; else
+        # an optional `system_prompt` input (a prompt template's text, say) overrides the default.
+        system = () if "system_prompt" in params else ("system_prompt",)
         return Ports(
-            inputs=("input", "tools"),
+            inputs=("input", *system, "tools"),
             required=frozenset({"input"}),
             default_input="input",
             outputs=("text",),
             default_output="text",
             tools="tools",
+            edge_only=frozenset({"system_prompt"}),
         )
 
     @classmethod
@@ -121,8 +125,9 @@ class Agent(Component):
     async def run(self, inputs: Mapping[str, Any], ctx: RunContext) -> Mapping[str, Any]:
         if ctx.replies and self.node_id in ctx.replies:  # an example's recorded answer (offline dry run)
             return {"text": ctx.replies[self.node_id]}
+        system = inputs.get("system_prompt")
         messages: list[Message] = [
-            {"role": "system", "content": self.system_prompt},
+            {"role": "system", "content": self.system_prompt if system is None else to_text(system)},
             {"role": "user", "content": to_text(inputs["input"])},
         ]
         for round_number in range(1, self.max_iterations + 1):

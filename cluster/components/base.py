@@ -50,6 +50,9 @@ class Ports:
     # The input whose edges attach tools (tool mode) instead of feeding a value: an edge from node T
     # into this port makes T one of this node's tools; T then runs only when this node calls it.
     tools: str | None = None
+    # Inputs only an edge may feed: left unfed, they are not read from the run's inputs (a caller must
+    # not be able to replace, say, an agent's instructions).
+    edge_only: frozenset[str] = frozenset()
 
 
 # A tool's name as chat-completions APIs accept it.

@@ -150,7 +150,7 @@ def unfed_inputs(
 ) -> tuple[list[dict[str, str]], frozenset[str], frozenset[str]]:
     """Each node's input ports that no bound edge feeds (read from the run inputs of the same name),
     and which of those run inputs are required and which optional. Tool nodes read no run input (their
-    inputs are each call's arguments), nor does a `tools` port."""
+    inputs are each call's arguments), nor does a `tools` port or an edge-only one."""
     fed: list[set[str]] = [set() for _ in ports]
     for edge in bound:
         fed[edge.target].add(edge.target_input)
@@ -161,7 +161,11 @@ def unfed_inputs(
         if node_ports is None or i in tool_nodes:
             run_inputs.append({})
             continue
-        unfed = [p for p in node_ports.inputs if p not in fed[i] and p != node_ports.tools]
+        unfed = [
+            p
+            for p in node_ports.inputs
+            if p not in fed[i] and p != node_ports.tools and p not in node_ports.edge_only
+        ]
         run_inputs.append({p: p for p in unfed})
         required.update(p for p in unfed if p in node_ports.required)
         optional.update(p for p in unfed if p not in node_ports.required)
