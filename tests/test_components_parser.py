@@ -107,6 +107,30 @@ async def test_max_chars_bounds_what_is_examined() -> None:
         await run(component, {"text": "x" * 20 + '{"a": 1}'})
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([{"name": "a", "n": 1}, {"name": "b", "n": [1, 2]}], "a=1|b=[1,2]"),
+        ({"name": "solo", "n": None}, "solo="),
+        ('[{"name": "from json"}]', "from json="),
+        ("just text", "="),
+        ([{"n": 3}, "loose"], "=3|="),
+        ([], ""),
+    ],
+)
+async def test_format_mode_fills_the_template_per_record(value: object, expected: str) -> None:
+    parser = build(OutputParser, {"mode": "format", "template": "{name}={n}", "sep": "|"})
+    assert await run(parser, {"text": value}) == {"parsed": expected, "text": expected}
+
+
+async def test_format_mode_text_records_and_default_separator() -> None:
+    parser = build(OutputParser, {"mode": "format", "template": "- {text} {{kept}}"})
+    out = await run(parser, {"text": ["one", {"text": "two"}]})
+    assert out["text"] == "- one {kept}\n- two {kept}"
+    # Braces inside a value stay literal: nothing is formatted twice.
+    assert (await run(parser, {"text": "x {y}"}))["text"] == "- x {y} {kept}"
+
+
 def test_ports() -> None:
     ports = OutputParser.ports({})
     assert ports.inputs == ("text",) and ports.default_input == "text"
@@ -124,6 +148,11 @@ def test_ports() -> None:
         ({"pattern": "a"}, "/nodes/0/params/pattern", "unused_param"),
         ({"mode": "strip", "group": 1}, "/nodes/0/params/group", "unused_param"),
         ({"mode": "yaml"}, "/nodes/0/params/mode", "invalid_params"),
+        ({"mode": "format"}, "/nodes/0/params/template", "missing_param"),
+        ({"mode": "format", "template": "{a.b}"}, "/nodes/0/params/template", "unsafe_template"),
+        ({"mode": "format", "template": "{a}", "pattern": "x"}, "/nodes/0/params/pattern", "unused_param"),
+        ({"template": "{a}"}, "/nodes/0/params/template", "unused_param"),
+        ({"mode": "strip", "sep": ","}, "/nodes/0/params/sep", "unused_param"),
     ],
 )
 def test_bad_params(params: dict[str, object], path: str, code: str) -> None:

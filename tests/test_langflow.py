@@ -29,7 +29,8 @@ LLM = "LanguageModelComponent-UcEoU"
 
 
 def load(name: str) -> dict[str, Any]:
-    return json.loads((DATA / f"{name}.json").read_text())
+    doc: dict[str, Any] = json.loads((DATA / f"{name}.json").read_text())
+    return doc
 
 
 def lf_node(doc: dict[str, Any], node_id: str) -> dict[str, Any]:
@@ -345,7 +346,7 @@ def test_parse_handle_reads_langflow_strings():
 # -- prompts and parsers ---------------------------------------------------------------------------------
 
 
-def _single_prompt_export(template: str, variables: dict[str, str]) -> dict[str, Any]:
+def _single_prompt_export(template: str, variables: dict[str, Any]) -> dict[str, Any]:
     export = load("basic_prompting")
     node = lf_node(export, "Prompt-Z1IXr")
     node["template"]["template"]["value"] = template
@@ -402,10 +403,34 @@ async def test_parser_stringify_mode_passes_the_text_on():
     assert outputs == {"TextOutput-o6": "[1, 2]"}
 
 
-def test_parser_templates_may_only_use_text():
-    with pytest.raises(LangflowImportError) as caught:
-        convert(_parser_export({"format": "Name: {name}, Text: {text}"}))
-    assert "{name}" in caught.value.details["unsupported"][0]["reason"]
+async def test_parser_templates_with_fields_format_each_record():
+    flow = convert(_parser_export({"format": "Name: {name}, Text: {text}"}), provider="echo")
+    assert node_of(flow, "parser-q0Q9L") == {
+        "id": "parser-q0Q9L",
+        "type": "OutputParser",
+        "params": {"mode": "format", "template": "Name: {name}, Text: {text}"},
+    }
+    assert validate(flow) == []
+    # Run the parser alone: its input straight from the TextInput, its text straight to the output.
+    kept = {"TextInput-t1", "parser-q0Q9L", "TextOutput-o6"}
+    flow["nodes"] = [n for n in flow["nodes"] if n["id"] in kept]
+    flow["edges"] = [e for e in flow["edges"] if e["source"] in kept and e["target"] in kept]
+    flow["edges"].append({"source": "parser-q0Q9L", "source_output": "text", "target": "TextOutput-o6"})
+    assert validate(flow) == []
+    # A JSON table reaching the parser is formatted row by row; a missing field is left empty.
+    outputs = await run(flow, {"input": '[{"name": "a", "text": "x"}, {"name": "b"}]'})
+    assert outputs == {"TextOutput-o6": "Name: a, Text: x\nName: b, Text: "}
+    # A plain message is the record {"text": ...}.
+    assert await run(flow, {"input": "hi"}) == {"TextOutput-o6": "Name: , Text: hi"}
+
+
+def test_parser_separator_is_kept_and_a_template_without_fields_is_refused():
+    export = _parser_export({"format": "{title}"})
+    parser = next(n for n in export["nodes"] if n["id"] == "parser-q0Q9L")
+    parser["node"]["template"]["sep"] = {"name": "sep", "value": "\n---\n"}
+    assert node_of(convert(export), "parser-q0Q9L")["params"]["sep"] == "\n---\n"
+    with pytest.raises(LangflowImportError, match="uses no"):
+        convert(_parser_export({"format": "constant"}))
 
 
 # -- language model fields -------------------------------------------------------------------------------
@@ -611,4 +636,88 @@ def test_ids_that_do_not_fit_flowfleet_are_rewritten_consistently():
     flow = convert(export)
     assert node_of(flow, "_-chat_output_1")["type"] == "ChatOutput"
     assert (LLM, "text", "_-chat_output_1", "message") in ports(flow)
+    assert validate(flow) == []
+
+
+# -- StructuredOutput and a Parser over its table ---------------------------------------------------------
+
+
+def _lf(node_id: str, lf_type: str, **values: Any) -> dict[str, Any]:
+    template = {k: {"name": k, "value": v} for k, v in values.items()}
+    return {"id": node_id, "data": {"type": lf_type, "node": {"template": template}}}
+
+
+def _lf_edge(source: str, output: str, target: str, field: str) -> dict[str, Any]:
+    handles = {"sourceHandle": {"name": output}, "targetHandle": {"fieldName": field}}
+    return {"source": source, "target": target, "data": handles}
+
+
+OUTPUT_SCHEMA = [
+    {"name": "company", "type": "str", "multiple": "False", "description": "Company name"},
+    {"name": "public", "type": "bool", "multiple": False},
+    {"name": "tags", "type": "str", "multiple": "True"},
+    {"name": "revenue", "type": "float"},
+]
+
+
+def _structured_export(**fields: Any) -> dict[str, Any]:
+    values = {"output_schema": OUTPUT_SCHEMA, "schema_name": "Company Profile", **fields}
+    nodes = [
+        _lf("ChatInput-a", "ChatInput"),
+        _lf("StructuredOutput-s", "StructuredOutput", **values),
+        _lf("ParserComponent-p", "ParserComponent", mode="Parser", pattern="{company}: {tags}", sep="\n"),
+        _lf("ChatOutput-o", "ChatOutput"),
+    ]
+    edges = [
+        _lf_edge("ChatInput-a", "message", "StructuredOutput-s", "input_value"),
+        _lf_edge("StructuredOutput-s", "dataframe_output", "ParserComponent-p", "input_data"),
+        _lf_edge("ParserComponent-p", "parsed_text", "ChatOutput-o", "input_value"),
+    ]
+    return {"name": "Structured", "data": {"nodes": nodes, "edges": edges}}
+
+
+async def test_structured_output_table_becomes_a_json_schema_and_runs_offline():
+    model = [{"name": "gpt-4o-mini", "provider": "OpenAI"}]
+    conversion = translate(_structured_export(model=model, system_prompt="Extract it."))
+    params = node_of(conversion.document, "StructuredOutput-s")["params"]
+    assert params["model"] == "gpt-4o-mini" and params["provider"] == "openai"
+    assert params["system"] == "Extract it." and params["schema_name"] == "Company_Profile"
+    assert params["schema"] == {
+        "type": "object",
+        "properties": {
+            "company": {"type": "string", "description": "Company name"},
+            "public": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "revenue": {"type": "number"},
+        },
+        "required": ["company", "public", "tags", "revenue"],
+        "additionalProperties": False,
+    }
+    assert any("list of objects" in w for w in conversion.warnings)
+    assert validate(conversion.document) == []
+    flow = convert(_structured_export(), provider="echo")
+    assert validate(flow) == []
+    # Offline the node answers with the schema's minimal instance, which the parser formats.
+    assert await run(flow, {"input": "ACME sells anvils"}) == {"ChatOutput-o": ": []"}
+
+
+def test_structured_output_without_a_schema_or_with_an_unknown_type_is_refused():
+    with pytest.raises(LangflowImportError, match="output_schema is empty"):
+        convert(_structured_export(output_schema=[]), provider="echo")
+    with pytest.raises(LangflowImportError, match="has type 'date'"):
+        convert(_structured_export(output_schema=[{"name": "d", "type": "date"}]), provider="echo")
+
+
+def test_structured_output_system_prompt_fed_by_an_edge_uses_the_system_port():
+    doc = _structured_export(system_prompt="typed, then replaced")
+    doc["data"]["nodes"].append(_lf("Prompt-x", "Prompt Template", template="Be precise."))
+    doc["data"]["edges"].append(_lf_edge("Prompt-x", "prompt", "StructuredOutput-s", "system_prompt"))
+    flow = convert(doc, provider="echo")
+    assert "system" not in node_of(flow, "StructuredOutput-s")["params"]
+    assert {
+        "source": "Prompt-x",
+        "source_output": "text",
+        "target": "StructuredOutput-s",
+        "target_input": "system",
+    } in flow["edges"]
     assert validate(flow) == []

@@ -223,17 +223,55 @@ async def test_typed_input_and_empty_instructions_keep_flowfleet_defaults():
     assert "evaluate_expression: 5" in text
 
 
+def add_prompt_into_system_prompt(doc: dict[str, Any], prompt_id: str, text: str) -> None:
+    """A Prompt Template whose output feeds the Agent's `system_prompt`, as LangFlow 1.13 writes it."""
+    tmpl = {"_type": "Component", "template": {"name": "template", "value": text, "type": "prompt"}}
+    node = {"template": tmpl, "outputs": [{"name": "prompt", "types": ["Message"]}]}
+    doc["data"]["nodes"].append(
+        {
+            "id": prompt_id,
+            "type": "genericNode",
+            "data": {"id": prompt_id, "type": "Prompt Template", "node": node},
+        }
+    )
+    source = {"dataType": "Prompt Template", "id": prompt_id, "name": "prompt", "output_types": ["Message"]}
+    target = {"fieldName": "system_prompt", "id": AGENT, "inputTypes": ["Message"], "type": "str"}
+    doc["data"]["edges"].append(
+        {"source": prompt_id, "target": AGENT, "data": {"sourceHandle": source, "targetHandle": target}}
+    )
+
+
+async def test_an_edge_into_system_prompt_feeds_the_agents_port_and_drops_the_typed_value():
+    doc = export()
+    add_prompt_into_system_prompt(doc, "Prompt-Sy5tm", "You are a terse tutor of {subject}.")
+    flow = convert(doc, provider="echo")
+    assert "system_prompt" not in node_of(flow, AGENT)["params"]
+    assert {
+        "source": "Prompt-Sy5tm",
+        "source_output": "text",
+        "target": AGENT,
+        "target_input": "system_prompt",
+    } in flow["edges"]
+    assert validate(flow) == []
+    text = str((await run(flow, {"input": "6 * 7", "subject": "maths"}))["ChatOutput-Lp0cZ"])
+    assert "(system: You are a terse tutor of maths.) 6 * 7" in text
+    assert "careful maths tutor" not in text
+
+
 # -- tool components -----------------------------------------------------------------------------------
 
 
-def test_url_component_without_urls_is_refused_with_the_reason():
+async def test_url_component_without_urls_may_fetch_any_host_with_a_warning():
     doc = export()
     add_tool(doc, "URLComponent-Fq1aa", "URLComponent", {"urls": [], "max_depth": 1})
-    with pytest.raises(LangflowImportError) as caught:
-        convert(doc)
-    [entry] = caught.value.details["unsupported"]
-    assert (entry["id"], entry["type"]) == ("URLComponent-Fq1aa", "URLComponent")
-    assert "no URLs are set" in entry["reason"] and "allow-list" in entry["reason"]
+    conversion = translate(doc, provider="echo")
+    flow = conversion.document
+    assert node_of(flow, "URLComponent-Fq1aa")["params"]["allowed_domains"] == ["*"]
+    [warning] = [w for w in conversion.warnings if "URLComponent-Fq1aa" in w]
+    assert "any host the egress policy allows" in warning and "narrow allowed_domains" in warning
+    assert "URLComponent-Fq1aa" in tool_edges(flow)
+    assert validate(flow) == []
+    compile_flow(flow)  # builds without a runtime: dry runs fetch nothing
 
 
 def test_url_component_urls_become_allowed_domains():
@@ -324,7 +362,7 @@ async def test_an_agent_as_a_tool_of_another_agent():
 def test_unknown_tool_components_are_all_listed_as_unsupported():
     doc = export()
     add_tool(doc, "PythonREPLComponent-aa", "PythonREPLComponent", {"global_imports": "os"})
-    add_tool(doc, "URLComponent-Fq1aa", "URLComponent", {"urls": []})
+    add_tool(doc, "URLComponent-Fq1aa", "URLComponent", {"urls": ["https://"]})
     with pytest.raises(LangflowImportError) as caught:
         convert(doc)
     unsupported = {u["id"]: (u["type"], u["reason"]) for u in caught.value.details["unsupported"]}

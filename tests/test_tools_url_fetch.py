@@ -167,7 +167,8 @@ def test_wildcards_match_subdomains_only() -> None:
             "invalid_domain",
         ),
         ({"allowed_domains": ["x.com:8080"]}, "/nodes/0/params/allowed_domains/0", "invalid_domain"),
-        ({"allowed_domains": ["*"]}, "/nodes/0/params/allowed_domains/0", "invalid_domain"),
+        ({"allowed_domains": ["**"]}, "/nodes/0/params/allowed_domains/0", "invalid_domain"),
+        ({"allowed_domains": ["x.com", "*"]}, "/nodes/0/params/allowed_domains/1", "invalid_domain"),
         (
             {"allowed_domains": ["x.com"], "max_bytes": 5_000_001},
             "/nodes/0/params/max_bytes",
@@ -190,3 +191,30 @@ def test_tool_mode() -> None:
     schema = URLFetch.tool_parameters({"allowed_domains": ["a.com", "*.b.org"]})
     assert schema["required"] == ["url"] and schema["additionalProperties"] is False
     assert "a.com, *.b.org" in schema["properties"]["url"]["description"]
+
+
+def test_star_alone_allows_any_host_and_declares_no_outbound_address() -> None:
+    from cluster.egress.policy import OutboundPolicy
+
+    params = {"allowed_domains": ["*"]}
+    assert problems_of(URLFetch, params, OutboundPolicy()) == []
+    assert URLFetch.outbound(params) == ()
+    component = build(URLFetch, params)
+    for url in ("https://example.org/x", "http://docs.python.org/3/", "https://a.b.c.example.net/"):
+        assert component.checked_url(url)
+    with pytest.raises(ComponentError, match="credentials"):  # the other URL checks still apply
+        component.checked_url("https://user:pw@example.org/")
+    assert "any host" in URLFetch.tool_parameters(params)["properties"]["url"]["description"]
+
+
+async def test_star_still_goes_through_the_egress_policy(site: Served) -> None:
+    # Any host as far as the node is concerned, but the operator's policy denies loopback here.
+    runtime = loopback_runtime({}, allow="")
+    component = build(URLFetch, {"allowed_domains": ["*"]}, runtime)
+    try:
+        with pytest.raises(ComponentError):
+            await run(component, {"url": site.url + "/plain"})
+        assert site.requests == []
+    finally:
+        await component.aclose()
+    assert await fetch(site, "/plain", allowed_domains=["*"]) == "just text"

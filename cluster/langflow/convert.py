@@ -21,7 +21,7 @@ from typing import Any
 
 from cluster.langflow.errors import LangflowImportError, UnsupportedNode
 from cluster.langflow.export import ExportShapeError, LfEdge, LfFlow, is_langflow_export, read_export
-from cluster.langflow.models import MODEL_TYPES, convert_model
+from cluster.langflow.models import MODEL_TYPES, convert_model, convert_structured_output
 from cluster.langflow.nodes import CONVERTERS, INPUT_TYPES, Converter, Mapped, NodeContext, Provider
 from cluster.langflow.tools import TOOL_CONVERTERS, TOOL_OUTPUT, TOOL_SOURCE
 from cluster.names import check_flow_name
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 ALL_CONVERTERS: dict[str, Converter] = {
     **CONVERTERS,
     **dict.fromkeys(MODEL_TYPES, convert_model),
+    "StructuredOutput": convert_structured_output,
     **TOOL_CONVERTERS,
 }
 PROVIDERS: tuple[Provider, ...] = ("openai", "echo")

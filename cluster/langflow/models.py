@@ -159,3 +159,90 @@ def convert_model(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
 
 
 MODEL_TYPES = ("LanguageModelComponent", "OpenAIModel")
+
+
+# LangFlow's output_schema types (the editor's table) as JSON Schema types.
+_SCHEMA_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "dict": "object"}
+_SCHEMA_NAME_BAD = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def _flag(value: Any) -> bool:
+    """LangFlow's table writes booleans as booleans or as the strings "True" / "False"."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def output_schema(rows: Any) -> dict[str, Any] | str:
+    """The JSON Schema of one object from LangFlow's `output_schema` table, or why it cannot be.
+
+    >>> output_schema([{"name": "n", "type": "int", "multiple": "True", "description": "counts"}])
+    {'type': 'object', 'properties': {'n': {'type': 'array', 'items': {'type': 'integer'}, \
+'description': 'counts'}}, 'required': ['n'], 'additionalProperties': False}
+    """
+    if not isinstance(rows, list) or not rows:
+        return "output_schema is empty"
+    properties: dict[str, Any] = {}
+    for position, row in enumerate(rows):
+        name = row.get("name") if isinstance(row, Mapping) else None
+        if not isinstance(name, str) or not name.strip():
+            return f"output_schema row {position} has no name"
+        kind = row.get("type") or "str"
+        if kind not in _SCHEMA_TYPES:
+            return f"output_schema field {name!r} has type {kind!r}; known: {', '.join(_SCHEMA_TYPES)}"
+        schema: dict[str, Any] = {"type": _SCHEMA_TYPES[kind]}
+        if _flag(row.get("multiple")):
+            schema = {"type": "array", "items": schema}
+        description = row.get("description")
+        if isinstance(description, str) and description.strip():
+            schema["description"] = description.strip()
+        properties[name.strip()] = schema
+    # Every field required and no others: what OpenAI's strict structured outputs ask for.
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def convert_structured_output(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
+    """StructuredOutput → StructuredOutput: `output_schema` becomes a JSON Schema of one object,
+    `system_prompt` the `system` param (or port), `schema_name` kept, the model as for LLM.
+
+    LangFlow asks the model for a list of such objects and outputs the first (`structured_output`)
+    or all of them as a table (`dataframe_output`); flowfleet asks for one object, which both
+    outputs give (a Parser downstream formats it as a one-row table).
+    """
+    schema = output_schema(node.fields.get("output_schema"))
+    if isinstance(schema, str):
+        return Unsupported(schema)
+    result = model_params(node, ctx)
+    if isinstance(result, Unsupported):
+        return result
+    params, warnings = result
+    params["schema"] = schema
+    name = _SCHEMA_NAME_BAD.sub("_", text_field(node, "schema_name")).strip("_")[:64]
+    if name:
+        params["schema_name"] = name
+    system = text_field(node, "system_prompt")
+    if system.strip() and "system_prompt" not in ctx.connected:
+        params["system"] = system
+    warnings.append(
+        f"node {node.id}: LangFlow extracts a list of objects; flowfleet's StructuredOutput extracts "
+        "one object that fits the schema"
+    )
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    prompt = text_field(node, "input_value")
+    if prompt and "input_value" not in ctx.connected:
+        helper, edge = fixed_prompt(ctx.node_id, prompt, "input")
+        nodes.append(helper)
+        edges.append(edge)
+    main = {"id": ctx.node_id, "type": "StructuredOutput", "params": params}
+    return Mapped(
+        nodes=(main, *nodes),
+        inputs={"input_value": "input", "system_prompt": "system"},
+        outputs={"structured_output": "data", "dataframe_output": "data"},
+        default_output="data",
+        edges=tuple(edges),
+        warnings=tuple(warnings),
+    )

@@ -121,8 +121,11 @@ def convert_prompt(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
 def convert_parser(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
     """Parser: "Stringify" passes the input on as text; "Parser" fills its template from the input.
 
-    flowfleet values between nodes are plain values, not LangFlow Data records, so the template may
-    only use `{text}` (the text of an incoming message, which is what LangFlow reads for a Message).
+    A template using only `{text}` (the text of an incoming message) becomes a PromptTemplate. Any
+    other becomes OutputParser's `format` mode, which fills the template from each record of the
+    incoming value (an object is one record, a list of objects a table of rows, a string the record
+    `{"text": ...}`) and joins the results with the Parser's `sep`, as LangFlow does for Data and
+    DataFrames; a field a record lacks is left empty.
     """
     mode = text_field(node, "mode") or "Parser"
     if mode == "Stringify":
@@ -136,23 +139,20 @@ def convert_parser(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
         template = parse_template(source)
     except TemplateSyntaxError as e:
         return Unsupported(f"template: {e}")
-    others = [name for name in template.variables if name != "text"]
-    if others or "text" not in template.variables:
-        shown = ", ".join("{" + n + "}" for n in others) or "no {text}"
-        return Unsupported(
-            f"parser template uses {shown}; only {{text}} (the incoming message's text) is supported"
-        )
-    flowfleet_node = {
-        "id": ctx.node_id,
-        "type": "PromptTemplate",
-        "params": {"template": rebuild(template, {})},
-    }
-    return Mapped(
-        nodes=(flowfleet_node,),
-        inputs={"input_data": "text"},
-        outputs={"parsed_text": "text"},
-        default_output="text",
-    )
+    inputs, outputs = {"input_data": "text"}, {"parsed_text": "text"}
+    if template.variables == ("text",):
+        params: dict[str, Any] = {"template": rebuild(template, {})}
+        flowfleet_node = {"id": ctx.node_id, "type": "PromptTemplate", "params": params}
+        return Mapped(nodes=(flowfleet_node,), inputs=inputs, outputs=outputs, default_output="text")
+    if not template.variables:
+        return Unsupported("parser template uses no {field}")
+    params = {"mode": "format", "template": rebuild(template, {})}
+    # LangFlow's separator defaults to a newline, which is also OutputParser's default.
+    sep = node.fields.get("sep")
+    if isinstance(sep, str) and sep != "\n":
+        params["sep"] = sep
+    flowfleet_node = {"id": ctx.node_id, "type": "OutputParser", "params": params}
+    return Mapped(nodes=(flowfleet_node,), inputs=inputs, outputs=outputs, default_output="text")
 
 
 def convert_json_cleaner(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:

@@ -7,8 +7,9 @@ from the component's `tools_metadata` (what the editor's tool-mode table edits),
 the component's description.
 
 Mapped tools: `CalculatorComponent` → Calculator, `CurrentDateComponent` → CurrentDate, `URLComponent`
-→ URLFetch (its `urls` give `allowed_domains`), the search components → WebSearch, and an Agent. The
-Agent's `add_current_date_tool` (on by default in LangFlow) adds a CurrentDate tool node.
+→ URLFetch (its `urls` give `allowed_domains`; no URLs give `["*"]`, any host, with a warning), the
+search components → WebSearch, and an Agent. The Agent's `add_current_date_tool` (on by default in
+LangFlow) adds a CurrentDate tool node.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ MAX_TOOL_DESCRIPTION = 2000
 MAX_SEARCH_RESULTS = 10
 MAX_FETCH_TIMEOUT_S = 120.0
 MAX_DOMAINS = 100
+# URLFetch's `allowed_domains` entry for "any host the egress policy allows" (its ANY_HOST).
+ANY_HOST = "*"
 _TOOL_NAME_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
 
@@ -146,7 +149,8 @@ def _hosts(urls: list[str]) -> tuple[list[str], list[str]]:
 
 
 def convert_url(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
-    """URL (tool mode) → URLFetch; the URLs typed into LangFlow are the hosts it may fetch."""
+    """URL (tool mode) → URLFetch; the URLs typed into LangFlow are the hosts it may fetch, and without
+    any, every host (`["*"]`, as LangFlow's tool fetches any URL the model chooses)."""
     if not ctx.as_tool:
         return _only_as_tool(node)
     raw = node.fields.get("urls")
@@ -157,14 +161,16 @@ def convert_url(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
     if bad:
         shown = ", ".join(repr(u[:80]) for u in bad[:3])
         return Unsupported(f"URL(s) without a valid host name: {shown}")
+    warnings: list[str] = []
     if not hosts:
-        return Unsupported(
-            "no URLs are set: flowfleet's URLFetch needs an allow-list of domains, "
-            "taken from the URLs typed into the component"
+        # LangFlow's URL tool then fetches whatever URL the model picks: the same, within the egress policy.
+        hosts = [ANY_HOST]
+        warnings.append(
+            f"node {node.id}: no URLs are set, so URLFetch may fetch any host the egress policy allows "
+            '(allowed_domains ["*"]); narrow allowed_domains to the hosts the agent needs'
         )
     if len(hosts) > MAX_DOMAINS:
         return Unsupported(f"{len(hosts)} hosts; URLFetch allows at most {MAX_DOMAINS} domains")
-    warnings: list[str] = []
     params: dict[str, Any] = {**tool_params(node, ctx), "allowed_domains": hosts}
     timeout = _number(node.fields.get("timeout"))
     if timeout is not None and timeout > 0:
@@ -205,7 +211,8 @@ def convert_search(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
 
 
 def convert_agent(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
-    """Agent → Agent: instructions, max_iterations, the model (as for LLM), the current-date tool."""
+    """Agent → Agent: instructions (typed, or fed by an edge into `system_prompt`), max_iterations, the
+    model (as for LLM), the current-date tool."""
     # Older exports pick the provider in `agent_llm` ("OpenAI", ..., "Custom" for a connected model).
     agent_llm = text_field(node, "agent_llm").strip() or None
     if agent_llm == "Custom" or "agent_llm" in ctx.connected:
@@ -216,7 +223,9 @@ def convert_agent(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
     params, warnings = result
     params.update(tool_params(node, ctx))
     instructions = text_field(node, "system_prompt")
-    if instructions.strip():
+    # An edge into `system_prompt` (a Prompt Template's text, say) feeds the Agent's optional port of
+    # that name, which exists only while the params fix no instructions: the typed value is dropped.
+    if instructions.strip() and "system_prompt" not in ctx.connected:
         params["system_prompt"] = instructions
     iterations = _number(node.fields.get("max_iterations"))
     if iterations is not None:
@@ -242,7 +251,7 @@ def convert_agent(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
     main = {"id": ctx.node_id, "type": "Agent", "params": params}
     return Mapped(
         nodes=(main, *nodes),
-        inputs={"input_value": "input", TOOLS_FIELD: "tools"},
+        inputs={"input_value": "input", "system_prompt": "system_prompt", TOOLS_FIELD: "tools"},
         outputs=_tool_outputs(ctx, {"response": "text"}),
         default_output="text",
         edges=tuple(edges),

@@ -4,10 +4,12 @@
 
 Every request goes through the runtime's egress-checked client, and every hop — redirects are followed by
 hand, at most 5 — must also be in `allowed_domains`: a fetched page cannot steer an agent into sending
-data to a host the flow author did not name. HTML becomes readable text (html2text, without links and
-images); text/plain, text/markdown and application/json pass as they are; other types are refused. The
-body is read up to `max_bytes`, the text cut at `max_chars`. An upstream error status reaches the caller
-as `upstream returned 404`, never with its body. Without a runtime (dry runs) nothing is fetched.
+data to a host the flow author did not name. The single entry `"*"` lifts that list (any host the
+operator's egress policy allows): the widest setting, for flows whose model picks the URLs. HTML becomes
+readable text (html2text, without links and images); text/plain, text/markdown and application/json pass
+as they are; other types are refused. The body is read up to `max_bytes`, the text cut at `max_chars`.
+An upstream error status reaches the caller as `upstream returned 404`, never with its body. Without a
+runtime (dry runs) nothing is fetched.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ HEADERS = {
     # Compressed bodies could inflate far beyond max_bytes inside a single chunk.
     "Accept-Encoding": "identity",
 }
+# `allowed_domains: ["*"]`: any host; only the egress policy (checked on every connection) limits it.
+ANY_HOST = "*"
 # A host name (letters, digits, -, _; ASCII/punycode) or IPv4 address, optionally as *.domain.
 _DOMAIN = re.compile(
     r"(?:\*\.)?(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
@@ -49,14 +53,17 @@ _DOMAIN = re.compile(
 
 
 def domain_allowed(host: str, domains: tuple[str, ...]) -> bool:
-    """Whether `host` is one of `domains`; `*.example.com` matches names below example.com, not itself.
+    """Whether `host` is one of `domains`; `*.example.com` matches names below example.com, not itself,
+    and `*` matches every host.
 
     >>> [domain_allowed(host, ("*.example.com",)) for host in ("docs.example.com", "example.com")]
     [True, False]
+    >>> domain_allowed("anything.net", ("*",))
+    True
     """
     host = host.lower().removesuffix(".")
     for domain in domains:
-        if host == domain or (domain.startswith("*.") and host.endswith(domain[1:])):
+        if domain == ANY_HOST or host == domain or (domain.startswith("*.") and host.endswith(domain[1:])):
             return True
     return False
 
@@ -91,7 +98,8 @@ class URLFetch(Component):
                 "maxItems": 100,
                 "items": {"type": "string", "minLength": 1, "maxLength": 253},
                 "description": "host names that may be fetched, redirects included; *.example.com for "
-                "any name below example.com",
+                'any name below example.com; ["*"] alone for any host the egress policy allows '
+                "(the widest setting, discouraged)",
             },
             "max_bytes": {"type": "integer", "minimum": 1, "maximum": 5_000_000, "default": 1_000_000},
             "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 120, "default": 10},
@@ -122,28 +130,36 @@ class URLFetch(Component):
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any], path: str) -> list[Problem]:
-        return [
-            Problem(
-                f"{path}/allowed_domains/{i}",
-                "invalid_domain",
-                f"{domain!r} is not a host name (example.com, *.example.com; no scheme, port or path)",
-            )
-            for i, domain in enumerate(params["allowed_domains"])
-            if not _DOMAIN.fullmatch(domain.lower().removesuffix("."))
-        ]
+        domains = params["allowed_domains"]
+        problems: list[Problem] = []
+        for i, domain in enumerate(domains):
+            where = f"{path}/allowed_domains/{i}"
+            if domain == ANY_HOST:
+                if len(domains) > 1:
+                    message = f"{ANY_HOST!r} (any host) must be the only entry of allowed_domains"
+                    problems.append(Problem(where, "invalid_domain", message))
+            elif not _DOMAIN.fullmatch(domain.lower().removesuffix(".")):
+                message = (
+                    f"{domain!r} is not a host name (example.com, *.example.com, or * alone; "
+                    "no scheme, port or path)"
+                )
+                problems.append(Problem(where, "invalid_domain", message))
+        return problems
 
     @classmethod
     def outbound(cls, params: Mapping[str, Any]) -> tuple[Outbound, ...]:
-        # Wildcards name no host to check; the egress policy still decides each connection.
+        # Wildcards (`*.example.com`, `*`) name no host to check; the egress policy still decides
+        # each connection.
         return tuple(
             Outbound("url", f"allowed_domains/{i}", f"https://{domain.removesuffix('.')}/")
             for i, domain in enumerate(params["allowed_domains"])
-            if not domain.startswith("*.")
+            if not domain.startswith("*")
         )
 
     @classmethod
     def tool_parameters(cls, params: Mapping[str, Any]) -> dict[str, Any]:
-        domains = ", ".join(params.get("allowed_domains", ()))
+        listed = tuple(params.get("allowed_domains", ()))
+        domains = "any host" if ANY_HOST in listed else ", ".join(listed)
         url = {
             "type": "string",
             "maxLength": MAX_URL_CHARS,
