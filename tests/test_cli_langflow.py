@@ -75,9 +75,10 @@ def test_unsupported_components_fail_with_one_line(capsys):
     code, out, err = cli(capsys, str(DATA / "unsupported.json"))
     assert (code, out) == (1, "")
     assert err.count("\n") == 1
-    assert err.startswith("flowfleet: cannot import LangFlow export: 4 unsupported LangFlow components:")
-    for node_id in ("Agent-kx2Lm", "CustomComponent-Qd9zT", "Prompt-eD1t3", "LanguageModelComponent-An7hr"):
+    assert err.startswith("flowfleet: cannot import LangFlow export: 3 unsupported LangFlow components:")
+    for node_id in ("CustomComponent-Qd9zT", "Prompt-eD1t3", "LanguageModelComponent-An7hr"):
         assert node_id in err
+    assert "Agent-kx2Lm (" not in err  # no model set: it gets the default model instead
 
 
 def _write(tmp_path: Path, doc: Any) -> str:
@@ -123,6 +124,56 @@ def test_unwritable_output_fails_clearly(capsys, tmp_path):
     code, _, err = cli(capsys, BASIC, "-o", str(tmp_path / "missing-dir" / "out.json"))
     assert code == 1
     assert "cannot write" in err
+
+
+def _without_model(tmp_path: Path) -> str:
+    doc = json.loads(Path(BASIC).read_text())
+    for node in doc["data"]["nodes"]:
+        template = node["data"]["node"]["template"]
+        if "model_name" in template:
+            template["model_name"]["value"] = ""
+    path = tmp_path / "no_model.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_an_empty_model_gets_the_default_or_the_model_option_with_a_warning(capsys, tmp_path):
+    export = _without_model(tmp_path)
+    code, out, err = cli(capsys, export)
+    assert code == 0
+    [llm] = [n for n in json.loads(out)["nodes"] if n["type"] == "LLM"]
+    assert llm["params"]["model"] == "gpt-4o-mini"
+    assert f"flowfleet: warning: node {llm['id']}: no model is set" in err
+    assert "using 'gpt-4o-mini'" in err
+    code, out, err = cli(capsys, export, "--model", "gpt-4.1")
+    assert code == 0
+    assert [n["params"]["model"] for n in json.loads(out)["nodes"] if n["type"] == "LLM"] == ["gpt-4.1"]
+    assert "using 'gpt-4.1'" in err
+
+
+def test_a_set_model_is_kept_whatever_the_model_option(capsys):
+    code, out, err = cli(capsys, BASIC, "--model", "gpt-4.1")
+    assert code == 0 and "no model is set" not in err
+    assert [n["params"]["model"] for n in json.loads(out)["nodes"] if n["type"] == "LLM"] != ["gpt-4.1"]
+
+
+def test_an_empty_model_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["import", "langflow", BASIC, "--model", " "])
+    assert caught.value.code == 2
+
+
+def test_the_web_search_provider_is_named_with_the_secrets(capsys, tmp_path):
+    from tests.langflow_starters import starter_projects
+
+    path = tmp_path / "simple_agent.json"
+    path.write_text(json.dumps(starter_projects()["Simple Agent"]))
+    code, _, err = cli(capsys, str(path))
+    assert code == 0
+    assert err.endswith(
+        "flowfleet: the flow needs secret OPENAI_API_KEY and a web search provider "
+        "(FLOWFLEET_SEARCH_PROVIDER): set them on the replicas\n"
+    )
 
 
 def test_invalid_name_is_a_usage_error(capsys):

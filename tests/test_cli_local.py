@@ -166,7 +166,7 @@ def test_validate_reads_langflow_exports_like_publish_does(capsys: pytest.Captur
     assert main(["validate", good, bad]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{good}: ok (4 nodes; needs secret OPENAI_API_KEY)"
-    assert lines[1].startswith(f"{bad}: /: cannot import LangFlow export: 4 unsupported LangFlow components")
+    assert lines[1].startswith(f"{bad}: /: cannot import LangFlow export: 3 unsupported LangFlow components")
     assert len(lines) == 2
 
 

@@ -14,6 +14,7 @@ from cluster.engine import compile_flow
 from cluster.errors import FlowfleetError
 from cluster.flow.validation import validate
 from cluster.langflow import (
+    DEFAULT_MODEL,
     LangflowImportError,
     convert,
     flow_name,
@@ -193,8 +194,8 @@ def test_every_unsupported_component_is_listed():
         convert(load("unsupported"))
     error = caught.value
     listed = {(u["id"], u["type"]) for u in error.details["unsupported"]}
+    # The Agent has no model set: it gets the default OpenAI model (with a warning), not a refusal.
     assert listed == {
-        ("Agent-kx2Lm", "Agent"),
         ("CustomComponent-Qd9zT", "CustomComponent"),
         ("Prompt-eD1t3", "Prompt"),
         ("LanguageModelComponent-An7hr", "LanguageModelComponent"),
@@ -213,7 +214,7 @@ def test_echo_provider_accepts_any_model_provider_but_not_other_components():
     with pytest.raises(LangflowImportError) as caught:
         convert(load("unsupported"), provider="echo")
     ids = {u["id"] for u in caught.value.details["unsupported"]}
-    # The Agent has no model set: refused for openai ("no model name is set"), echo-1 with echo.
+    # The Agent has no model set: gpt-4o-mini for openai (with a warning), echo-1 with echo.
     assert ids == {"CustomComponent-Qd9zT", "Prompt-eD1t3"}
 
 
@@ -483,11 +484,34 @@ def test_out_of_range_and_unset_numbers_are_left_out():
     assert (strings["params"]["temperature"], strings["params"]["max_tokens"]) == (0.5, 128)
 
 
-def test_model_without_a_name_is_refused_unless_echo():
+def test_model_without_a_name_gets_the_default_model_with_a_warning():
     export = _model_fields(model_name="")
-    with pytest.raises(LangflowImportError, match="no model name"):
-        convert(export)
+    conversion = translate(export)
+    assert node_of(conversion.document, LLM)["params"]["model"] == DEFAULT_MODEL == "gpt-4o-mini"
+    assert f"node {LLM}: no model is set (LangFlow asks when the flow is opened); using 'gpt-4o-mini'" in (
+        conversion.warnings
+    )
+    chosen = translate(export, model="gpt-4.1")
+    assert node_of(chosen.document, LLM)["params"]["model"] == "gpt-4.1"
+    assert any("using 'gpt-4.1'" in w for w in chosen.warnings)
     assert node_of(convert(export, provider="echo"), LLM)["params"]["model"] == "echo-1"
+    # LangFlow 1.13's empty picker: `model` [] or "", `provider` "".
+    pickers: tuple[Any, ...] = ([], "")
+    for picker in pickers:
+        empty = translate(_model_fields(model_name=None, provider="", model=picker), model="gpt-4o")
+        assert node_of(empty.document, LLM)["params"]["model"] == "gpt-4o"
+        assert any(LLM in w and "'gpt-4o'" in w for w in empty.warnings)
+    with pytest.raises(ValueError, match="model"):
+        translate(export, model=" ")
+
+
+def test_a_set_model_is_kept_and_other_providers_are_still_refused_without_a_model():
+    named = translate(_model_fields(model_name="gpt-4.1"), model="gpt-4o")
+    assert node_of(named.document, LLM)["params"]["model"] == "gpt-4.1"
+    assert not any("no model is set" in w for w in named.warnings)
+    other = _model_fields(model_name="", provider="Anthropic")
+    with pytest.raises(LangflowImportError, match="Anthropic"):
+        convert(other)
 
 
 # -- names and malformed exports -------------------------------------------------------------------------

@@ -14,8 +14,10 @@ See docs/langflow.md for the mapping and its limits.
 from cluster.langflow.convert import Conversion, convert, flow_name, translate
 from cluster.langflow.errors import LangflowImportError, UnsupportedNode
 from cluster.langflow.export import is_langflow_export
+from cluster.langflow.nodes import DEFAULT_MODEL
 
 __all__ = [
+    "DEFAULT_MODEL",
     "Conversion",
     "LangflowImportError",
     "UnsupportedNode",

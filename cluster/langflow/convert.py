@@ -22,7 +22,15 @@ from typing import Any
 from cluster.langflow.errors import LangflowImportError, UnsupportedNode
 from cluster.langflow.export import ExportShapeError, LfEdge, LfFlow, is_langflow_export, read_export
 from cluster.langflow.models import MODEL_TYPES, convert_model, convert_structured_output
-from cluster.langflow.nodes import CONVERTERS, INPUT_TYPES, Converter, Mapped, NodeContext, Provider
+from cluster.langflow.nodes import (
+    CONVERTERS,
+    DEFAULT_MODEL,
+    INPUT_TYPES,
+    Converter,
+    Mapped,
+    NodeContext,
+    Provider,
+)
 from cluster.langflow.tools import TOOL_CONVERTERS, TOOL_OUTPUT, TOOL_SOURCE
 from cluster.names import check_flow_name
 
@@ -90,7 +98,7 @@ def _description(flow: LfFlow, keep_notes: bool) -> str:
 
 
 def _map_nodes(
-    flow: LfFlow, ids: Mapping[str, str], provider: Provider
+    flow: LfFlow, ids: Mapping[str, str], provider: Provider, model: str
 ) -> tuple[dict[str, Mapped], list[UnsupportedNode]]:
     connected: dict[str, set[str]] = {}
     tools: set[str] = set()
@@ -120,6 +128,7 @@ def _map_nodes(
             input_name=input_names.get(node.id, "input"),
             provider=provider,
             as_tool=node.id in tools,
+            model=model,
         )
         result = converter(node, ctx)
         if isinstance(result, Mapped):
@@ -190,16 +199,25 @@ def _map_edges(
 
 
 def translate(
-    doc: Any, *, name: str | None = None, provider: Provider = "openai", keep_notes: bool = False
+    doc: Any,
+    *,
+    name: str | None = None,
+    provider: Provider = "openai",
+    keep_notes: bool = False,
+    model: str = DEFAULT_MODEL,
 ) -> Conversion:
     """Convert a LangFlow export; raises LangflowImportError listing every unsupported component.
 
     `name` overrides the flow name derived from the export's; `provider="echo"` turns every language
     model into flowfleet's offline echo model (for trying an export without an API key);
-    `keep_notes` appends the text of LangFlow's note nodes to the description.
+    `keep_notes` appends the text of LangFlow's note nodes to the description; `model` is the OpenAI
+    model of a language model, Agent or StructuredOutput whose model is empty (LangFlow 1.13's starter
+    projects leave it to be picked when the flow is opened), each such use reported in the warnings.
     """
     if provider not in PROVIDERS:
         raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}, not {provider!r}")
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError("model must be a non-empty model name")
     if name is not None:
         check_flow_name(name)
     if not is_langflow_export(doc):
@@ -217,7 +235,7 @@ def translate(
             problems.append(f"node id {node.id!r} is used more than once")
         seen.add(node.id)
     ids = _node_ids(flow)
-    mapped, unsupported = _map_nodes(flow, ids, provider)
+    mapped, unsupported = _map_nodes(flow, ids, provider, model.strip())
     edges, edge_problems = _map_edges(flow, ids, mapped)
     problems.extend(edge_problems)
     if unsupported or problems:
@@ -238,7 +256,15 @@ def translate(
 
 
 def convert(
-    doc: Any, *, name: str | None = None, provider: Provider = "openai", keep_notes: bool = False
+    doc: Any,
+    *,
+    name: str | None = None,
+    provider: Provider = "openai",
+    keep_notes: bool = False,
+    model: str = DEFAULT_MODEL,
 ) -> dict[str, Any]:
-    """The flowfleet document for a LangFlow export; see `translate` for the options and errors."""
-    return translate(doc, name=name, provider=provider, keep_notes=keep_notes).document
+    """The flowfleet document for a LangFlow export; see `translate` for the options and errors.
+
+    The control API and `flowfleet publish`/`sync` convert with the defaults: provider openai and
+    DEFAULT_MODEL for an empty model (the warnings are logged)."""
+    return translate(doc, name=name, provider=provider, keep_notes=keep_notes, model=model).document

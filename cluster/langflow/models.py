@@ -1,6 +1,7 @@
 """LangFlow's language model components (`LanguageModelComponent`, `OpenAIModel`) as flowfleet `LLM` nodes.
 
-Field mapping: `model_name` (or the newer `model` picker) → `model`, `temperature`, `max_tokens`,
+Field mapping: `model_name` (or the newer `model` picker) → `model` (an empty one, as in LangFlow 1.13's
+starter projects, becomes the converter's default model with a warning), `temperature`, `max_tokens`,
 `system_message` → `system` (or the `system` port when an edge feeds it), `openai_api_base` →
 `base_url`, `timeout` → `timeout_s`, `max_retries` → `retries`, and `api_key` → `api_key_env`: the
 *name* of the environment variable holding the key. An API key itself is never copied: LangFlow keeps
@@ -103,7 +104,8 @@ def model_params(
     node: LfNode, ctx: NodeContext, provider: str | None = None
 ) -> tuple[dict[str, Any], list[str]] | Unsupported:
     """The model params shared by LLM and Agent (`provider`, `model`, `api_key_env`, tuning), and the
-    warnings; Unsupported for a provider other than OpenAI (unless converting to echo) or no model.
+    warnings; Unsupported for a provider other than OpenAI (unless converting to echo). No model set
+    means `ctx.model` for openai (with a warning naming the node and the model) and echo-1 for echo.
 
     `provider` is the LangFlow provider when the caller knows it from another field (e.g. the Agent's
     older `agent_llm`); the `model` picker's provider wins over it.
@@ -117,11 +119,15 @@ def model_params(
             f"model provider {provider!r} is not supported (flowfleet speaks the OpenAI chat API); "
             "convert with provider 'echo' for offline runs"
         )
-    if not model:
-        if ctx.provider != "echo":
-            return Unsupported("no model name is set")
-        model = "echo-1"
     warnings: list[str] = []
+    if not model and ctx.provider == "echo":
+        model = "echo-1"
+    elif not model:
+        # LangFlow leaves the model for the user to pick when the flow is opened: pick `ctx.model`, aloud.
+        model = ctx.model
+        warnings.append(
+            f"node {node.id}: no model is set (LangFlow asks when the flow is opened); using {model!r}"
+        )
     params: dict[str, Any] = {"provider": ctx.provider, "model": model}
     if ctx.provider == "openai":
         key_env = _api_key_env(node, warnings)

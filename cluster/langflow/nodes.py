@@ -15,6 +15,9 @@ from cluster.langflow.export import LfNode
 from cluster.langflow.prompt import TemplateSyntaxError, escape, parse_template, rebuild
 
 Provider = Literal["openai", "echo"]
+# The OpenAI model an OpenAI-provider component with no model set gets (LangFlow 1.13's starter projects
+# leave it empty for the user to pick); `flowfleet import langflow --model` overrides it.
+DEFAULT_MODEL = "gpt-4o-mini"
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class NodeContext:
     provider: Provider  # "openai" keeps OpenAI models, "echo" turns every model offline
     # True when an edge from the node's `component_as_tool` output makes it an agent's tool.
     as_tool: bool = False
+    # The model an OpenAI component with an empty model gets (with a warning); unused with echo.
+    model: str = DEFAULT_MODEL
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import orjson
 
 from cluster.errors import FlowfleetError, FlowValidationError
 from cluster.flow.validation import validate
-from cluster.langflow import translate
+from cluster.langflow import DEFAULT_MODEL, translate
 from cluster.langflow.convert import PROVIDERS
-from control.cli.policy import cli_policy, secrets_note, secrets_of
+from control.cli.policy import cli_policy, needs_note, needs_of
 
 # LangFlow exports embed every component's source code, so they are far larger than the flows they
 # describe; this only guards against reading something absurd by mistake.
@@ -63,7 +63,9 @@ def write_output(document: dict[str, Any], out: str | None) -> None:
 
 def run_import_langflow(args: argparse.Namespace) -> int:
     doc = read_export_file(args.export)
-    conversion = translate(doc, name=args.name, provider=args.provider, keep_notes=args.keep_notes)
+    conversion = translate(
+        doc, name=args.name, provider=args.provider, keep_notes=args.keep_notes, model=args.model
+    )
     for warning in conversion.warnings:
         print(f"flowfleet: warning: {warning}", file=sys.stderr)
     # A converted flow that flowfleet would refuse (a cycle, a node that feeds no output) is reported
@@ -73,10 +75,18 @@ def run_import_langflow(args: argparse.Namespace) -> int:
     if problems:
         raise FlowValidationError(problems)
     write_output(conversion.document, args.output)
-    needed = secrets_of(conversion.document, policy)
-    if needed:
-        print(f"flowfleet: the flow {secrets_note(needed)}: set it on the replicas", file=sys.stderr)
+    secrets, services = needs_of(conversion.document, policy)
+    if secrets or services:
+        them = "it" if len(secrets) + len(services) == 1 else "them"
+        note = needs_note(secrets, services)
+        print(f"flowfleet: the flow {note}: set {them} on the replicas", file=sys.stderr)
     return 0
+
+
+def _model_name(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the model name is empty")
+    return value.strip()
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,6 +105,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=PROVIDERS,
         default="openai",
         help="'openai' keeps OpenAI models; 'echo' makes every model offline (default: openai)",
+    )
+    langflow.add_argument(
+        "--model",
+        type=_model_name,
+        default=DEFAULT_MODEL,
+        metavar="NAME",
+        help="the OpenAI model for a component whose model is empty, with a warning for each "
+        f"(default: {DEFAULT_MODEL}); a model that is set is kept",
     )
     langflow.add_argument(
         "--keep-notes", action="store_true", help="append the text of LangFlow's notes to the description"
