@@ -30,6 +30,7 @@ from cluster.egress.policy import Outbound
 from cluster.errors import Problem
 
 if TYPE_CHECKING:
+    from cluster.components.conversation import Conversation
     from cluster.egress.runtime import Runtime
 
 
@@ -104,6 +105,9 @@ class RunContext:
     # The run's trace when one is kept: components with inner steps (an agent's model rounds and tool
     # calls) append their own entries, each naming its node.
     trace: list[dict[str, Any]] | None = None
+    # The conversation the run continues, when the caller names one (session_id); see
+    # cluster/components/conversation.py. None: no memory (every turn starts empty).
+    conversation: Conversation | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the run's deadline, or None when the run has no deadline."""

@@ -11,11 +11,14 @@ is given. They emit it on `message` (ChatInput) or `text` (TextInput).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from cluster.components.base import Component, Ports, RunContext
+from cluster.components.conversation import ChatMessage
 from cluster.errors import RunInputError
+from cluster.flow.templates import to_text
 
 _INPUT_NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": 128}
 
@@ -54,12 +57,38 @@ class _Input(Component):
         raise RunInputError(f"missing run input {name!r}", input=name)
 
 
+_STORE_PARAMS: dict[str, Any] = {
+    "store_message": {
+        "type": "boolean",
+        "default": True,
+        "description": "add the message to the run's conversation (when the run names one)",
+    },
+    "sender_name": {"type": "string", "maxLength": 200},
+}
+
+
+def _remember(ctx: RunContext, params: Mapping[str, Any], role: str, value: Any) -> None:
+    if ctx.conversation is not None and params.get("store_message", True):
+        sender = params.get("sender_name") or ("User" if role == "user" else "AI")
+        ctx.conversation.remember(ChatMessage(role, to_text(value), time.time(), sender))
+
+
 class ChatInput(_Input):
     type_name = "ChatInput"
     description = (
-        "Reads a chat message from the run's inputs (params.name, default 'input'); output `message`."
+        "Reads a chat message from the run's inputs (params.name, default 'input'); output `message`. "
+        "The message joins the run's conversation, if any."
     )
     port = "message"
+    params_schema: ClassVar[dict[str, Any]] = {
+        **_Input.params_schema,
+        "properties": {**_Input.params_schema["properties"], **_STORE_PARAMS},
+    }
+
+    async def run(self, inputs: Mapping[str, Any], ctx: RunContext) -> Mapping[str, Any]:
+        produced = await super().run(inputs, ctx)
+        _remember(ctx, self.params, "user", produced[self.port])
+        return produced
 
 
 class TextInput(_Input):
@@ -96,8 +125,19 @@ class _Output(Component):
 
 class ChatOutput(_Output):
     type_name = "ChatOutput"
-    description = "Writes its `message` input to the run's outputs under params.name (default: node id)."
+    description = (
+        "Writes its `message` input to the run's outputs under params.name (default: node id); the "
+        "message joins the run's conversation, if any."
+    )
     port = "message"
+    params_schema: ClassVar[dict[str, Any]] = {
+        **_Output.params_schema,
+        "properties": {**_Output.params_schema["properties"], **_STORE_PARAMS},
+    }
+
+    async def run(self, inputs: Mapping[str, Any], ctx: RunContext) -> Mapping[str, Any]:
+        _remember(ctx, self.params, "assistant", inputs[self.port])
+        return {self.port: inputs[self.port]}
 
 
 class TextOutput(_Output):

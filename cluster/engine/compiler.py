@@ -33,6 +33,7 @@ from cluster.flow.validation import Limits, check_and_analyse
 from cluster.gcpause import paused_gc
 
 if TYPE_CHECKING:
+    from cluster.components.conversation import Conversation
     from cluster.egress.runtime import Runtime
 
 
@@ -113,10 +114,18 @@ class CompiledFlow:
                 logger.warning("closing node %s of flow %s failed", node, self.name, exc_info=True)
 
     async def run(
-        self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        trace: bool = False,
+        conversation: Conversation | None = None,
     ) -> RunResult:
-        """Run once. Raises RunInputError, RunTimeout (node or run budget), NodeFailed."""
+        """Run once, continuing `conversation` if given (its new messages are the caller's to store).
+        Raises RunInputError, RunTimeout (node or run budget), NodeFailed."""
         execution = self._execution(inputs, timeout, trace)
+        if conversation is not None:
+            execution.ctx.conversation = conversation
         started = time.perf_counter()
         await execution.run(timeout)
         duration_ms = (time.perf_counter() - started) * 1000
