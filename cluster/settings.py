@@ -52,6 +52,9 @@ class Settings:
     # Rollouts.
     prepare_timeout_s: float = 10.0
     session_ttl_s: float = 1800.0
+    # Conversations (chat memory in Redis): sliding TTL after the last turn, messages kept per conversation.
+    history_ttl_s: float = 86400.0
+    history_max_messages: int = 1000
     # Automatic rollback (control plane): check interval (0 disables), consecutive load failures of the
     # current version on one replica, and replicas failing or NACKing it (0 disables that rule).
     guard_interval_s: float = 2.0
@@ -101,6 +104,8 @@ class Settings:
             "FLOWFLEET_SHUTDOWN_GRACE_S": "shutdown_grace_s",
             "FLOWFLEET_PREPARE_TIMEOUT_S": "prepare_timeout_s",
             "FLOWFLEET_SESSION_TTL_S": "session_ttl_s",
+            "FLOWFLEET_HISTORY_TTL_S": "history_ttl_s",
+            "FLOWFLEET_HISTORY_MAX_MESSAGES": "history_max_messages",
             "FLOWFLEET_GUARD_S": "guard_interval_s",
             "FLOWFLEET_AUTO_ROLLBACK_FAILURES": "auto_rollback_failures",
             "FLOWFLEET_AUTO_ROLLBACK_REPLICAS": "auto_rollback_replicas",

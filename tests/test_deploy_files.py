@@ -325,7 +325,12 @@ def matches(key: str, globs: set[str]) -> bool:
 def test_worker_acl_reads_every_key_and_writes_only_status_and_session_pins(flow: str) -> None:
     worker = patterns(acl_rules()["worker"])
     assert worker["read"] == {KEYS.all_pattern()}
-    assert worker["readwrite"] == {KEYS.replica_pattern(), KEYS.replicas(), KEYS.session_pattern()}
+    assert worker["readwrite"] == {
+        KEYS.replica_pattern(),
+        KEYS.replicas(),
+        KEYS.session_pattern(),
+        *KEYS.conversation_patterns(),
+    }
     assert worker["channels"] == {KEYS.channel()} and not worker["write"]
     for what, key in sample_keys(flow).items():
         assert matches(key, worker["read"]), f"worker cannot read {what} {key}"
@@ -333,6 +338,8 @@ def test_worker_acl_reads_every_key_and_writes_only_status_and_session_pins(flow
     for status in (KEYS.replica("web-1"), KEYS.replica("host-12:34"), KEYS.replicas()):
         assert matches(status, worker["readwrite"])
     assert matches(KEYS.session(flow, "chat-42"), worker["readwrite"])
+    assert matches(KEYS.conversation(flow, "-", "chat-42"), worker["readwrite"])
+    assert matches(KEYS.conversations(flow), worker["readwrite"])
 
 
 def test_worker_acl_commands_exclude_writes_scripts_and_publish() -> None:

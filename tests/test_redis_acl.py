@@ -126,6 +126,39 @@ async def test_worker_cannot_change_what_runs(clients: dict[str, aioredis.Redis]
     assert release is not None and release.hash == digest and release.generation == 1
 
 
+async def test_worker_writes_conversations_and_nothing_else_new(clients: dict[str, aioredis.Redis]) -> None:
+    """The conversation grants: a replica appends turns (MULTI: RPUSH, LTRIM, PEXPIRE, ZADD) and indexes
+    users (SADD); the control plane reads, lists and deletes; the rest stays NOPERM."""
+    from cluster.components.conversation import ChatMessage
+    from cluster.store.conversations import ConversationRef, ConversationStore
+
+    _, digest = await published(clients["control"])
+    ref = ConversationRef(FLOW, "-", "chat-9")
+    worker = ConversationStore(clients["worker"], KEYS, max_messages=3, ttl_s=60)
+    turn = [ChatMessage("user", "hi", 1.0, "User"), ChatMessage("assistant", "hello", 2.0, "AI")]
+    await worker.append(ref, turn, user_id="alice@example.com")
+    await worker.append(ref, [ChatMessage("user", "again", 3.0)])
+    assert [m.content for m in await worker.history(ref, 10)] == ["hi", "hello", "again"]
+    control = ConversationStore(clients["control"], KEYS, max_messages=3, ttl_s=60)
+    assert [c["id"] for c in await control.list_conversations(FLOW)] == ["chat-9"]
+    w = clients["worker"]
+    refused: dict[str, Callable[[], Awaitable[object]]] = {
+        "delete a conversation": lambda: w.delete(KEYS.conversation(FLOW, "-", "chat-9")),
+        "rpush onto a release": lambda: w.rpush(KEYS.history(FLOW), b"x"),
+        "sadd onto the flows set": lambda: w.sadd(KEYS.flows(), "evil"),
+        "ltrim the history": lambda: w.ltrim(KEYS.history(FLOW), 0, 0),
+        "write a blob through MULTI": lambda: (
+            w.pipeline(transaction=True).set(KEYS.blob(FLOW, digest), b"{}").execute()
+        ),
+    }
+    for what, call in refused.items():
+        with pytest.raises(NoPermissionError):
+            await call()
+            pytest.fail(f"the worker may {what}")
+    assert [r.id for r in await control.forget_user("alice@example.com")] == ["chat-9"]
+    assert await control.read(ref) == []
+
+
 async def test_worker_subscribes_only_to_the_flowfleet_channel(clients: dict[str, aioredis.Redis]) -> None:
     control_store = Store(clients["control"], KEYS)
     data, digest = content_address(DOC)

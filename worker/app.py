@@ -30,10 +30,11 @@ from cluster.http import (
     read_json_object,
 )
 from cluster.settings import Settings
+from cluster.store.conversations import ANONYMOUS
 from worker.disconnect import unless_disconnected
 from worker.ports import Compiler, Runnable, RunOutcome
 from worker.replica import Replica, StoreFactory
-from worker.routing import route, run_keys
+from worker.routing import Served, route, run_keys
 
 RETRY_AFTER_S = "1"
 
@@ -49,6 +50,56 @@ def _unless_disconnected(
     """A run that may wait on the network ends when its client goes away; others just run (no watcher
     task on the fast path)."""
     return unless_disconnected(run, receive) if getattr(compiled, "calls_out", False) else run
+
+
+async def _execute(
+    replica: Replica,
+    compiled: Runnable,
+    flow: str,
+    inputs: dict[str, Any],
+    trace: bool,
+    session_id: str | None,
+    body: Mapping[str, Any],
+    receive: Receive,
+) -> tuple[RunOutcome, dict[str, Any] | None]:
+    """Run once; a run that names a session of a flow with memory continues that conversation, and its
+    turn is stored before the response (the `memory` report says what degraded, if anything)."""
+    conversation = None
+    if session_id is not None and getattr(compiled, "remembers", False):
+        user_id = body.get("user_id")
+        user = user_id if isinstance(user_id, str) else None
+        conversation = replica.conversations.open(flow, ANONYMOUS, session_id, user)
+    options: dict[str, Any] = {"conversation": conversation} if conversation is not None else {}
+    run = compiled.run(inputs, timeout=replica.settings.run_timeout_s, trace=trace, **options)
+    result = await _unless_disconnected(compiled, run, receive)
+    memory = await replica.conversations.finish(conversation) if conversation is not None else None
+    return result, memory
+
+
+def _payload(
+    name: str,
+    served: Served,
+    result: RunOutcome,
+    session_id: str | None,
+    memory: dict[str, Any] | None,
+    trace: bool,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "outputs": result.outputs,
+        "flow": name,
+        "version": served.hash,
+        "generation": served.generation,
+        "variant": served.variant,
+        "duration_ms": result.duration_ms,
+    }
+    if session_id is not None:
+        payload["session_id"] = session_id
+        payload["pinned"] = served.pinned
+    if memory is not None:  # the conversation's history could not be read, or the turn waits
+        payload["memory"] = memory
+    if trace:
+        payload["trace"] = result.trace
+    return payload
 
 
 async def run_flow(request: Request) -> Response:
@@ -88,8 +139,9 @@ async def run_flow(request: Request) -> Response:
     try:
         if keys.session_id is not None:
             served = await replica.sessions.serve(loaded, keys.session_id, keys.key)
-        run = served.compiled.run(inputs, timeout=replica.settings.run_timeout_s, trace=trace)
-        result = await _unless_disconnected(served.compiled, run, request.receive)
+        result, memory = await _execute(
+            replica, served.compiled, name, inputs, trace, keys.session_id, body, request.receive
+        )
         outcome = "ok"
     except FlowfleetError as e:
         outcome, failure = e.code, e
@@ -107,19 +159,7 @@ async def run_flow(request: Request) -> Response:
         # A failed run names its version too, so a client can tell a failing canary from the stable.
         f = failure
         return error_response(f.http_status, f.code, f.message, f.details, headers=headers)
-    payload: dict[str, Any] = {
-        "outputs": result.outputs,
-        "flow": name,
-        "version": served.hash,
-        "generation": served.generation,
-        "variant": served.variant,
-        "duration_ms": result.duration_ms,
-    }
-    if keys.session_id is not None:
-        payload["session_id"] = keys.session_id
-        payload["pinned"] = served.pinned
-    if trace:
-        payload["trace"] = result.trace
+    payload = _payload(name, served, result, keys.session_id, memory, trace)
     return FastJSONResponse(
         payload,
         headers=[

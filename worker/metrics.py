@@ -75,6 +75,25 @@ class WorkerMetrics:
             registry=r,
         )
         self.since_last_event.set_function(self._seconds_since_last_event)
+        self.messages_stored = Counter(
+            "flowfleet_conversation_messages_stored",
+            "Conversation messages written to Redis, by flow.",
+            ["flow"],
+            registry=r,
+        )
+        self.history_reads = Counter(
+            "flowfleet_conversation_history_reads",
+            "Conversation history reads, by flow.",
+            ["flow"],
+            registry=r,
+        )
+        self.memory_failures = Counter(
+            "flowfleet_conversation_failures",
+            "Conversation memory failures: read (history unavailable), write (turn buffered), overflow (a "
+            "buffered turn dropped).",
+            ["kind"],
+            registry=r,
+        )
         # Tool calls, model rounds and tokens: what components report through the runtime's meter.
         self.agents = AgentMetrics(r)
         # (flow, version, outcome) -> (runs_total child, run_duration child): `labels()` validates and

@@ -27,7 +27,12 @@ class Runnable(Protocol):
     """A compiled flow: immutable, shared by every concurrent run of one version."""
 
     async def run(
-        self, inputs: Mapping[str, Any], *, timeout: float | None = None, trace: bool = False
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        trace: bool = False,
+        conversation: Any = None,
     ) -> RunOutcome: ...
 
 

@@ -21,11 +21,13 @@ from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime
 from cluster.names import REPLICA_ID, InvalidName
 from cluster.settings import Settings
+from cluster.store.conversations import ConversationStore
 from cluster.store.keys import Keys
 from cluster.store.redis_conn import connect, redact
 from cluster.traffic.runstats import RunStats
 from worker.heartbeat import Heartbeat
 from worker.loader import Loader, serving_versions
+from worker.memory import Conversations
 from worker.metrics import WorkerMetrics
 from worker.ports import Compiler, ReleaseReader, Runnable
 from worker.prepared import PreparedVersions, Preparer
@@ -170,6 +172,10 @@ class Replica:
         )
         preparer = Preparer(self.loader, self.state, self.prepared, on_change=self.heartbeat.poke)
         self.sessions = SessionPins(redis, self.keys, self.loader, self.metrics, ttl_s=s.session_ttl_s)
+        history = ConversationStore(
+            redis, self.keys, max_messages=s.history_max_messages, ttl_s=s.history_ttl_s
+        )
+        self.conversations = Conversations(history, self.metrics)
         timing = Timing(reconcile_s=s.reconcile_s, watchdog_s=s.watchdog_s, ping_s=s.ping_s)
         self.subscriber = Subscriber(
             sub_redis,
@@ -188,6 +194,7 @@ class Replica:
         self._tasks = [
             asyncio.create_task(self.subscriber.run(), name="flowfleet-subscriber"),
             asyncio.create_task(self.heartbeat.run(), name="flowfleet-heartbeat"),
+            asyncio.create_task(self._flush_conversations(), name="flowfleet-conversations"),
         ]
         log.info(
             "replica=%s starting: redis=%s namespace=%s channel=%s",
@@ -196,6 +203,13 @@ class Replica:
             s.namespace,
             self.keys.channel(),
         )
+
+    async def _flush_conversations(self) -> None:
+        """Turns buffered while Redis was away are written once it answers again."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_s)
+            if self.conversations.buffer:
+                await self.conversations.flush()
 
     async def stop(self) -> None:
         s = self.settings
@@ -210,6 +224,14 @@ class Replica:
             )
         self.subscriber.stop()
         self.heartbeat.stop()
+        if self.conversations.buffer:
+            await self.conversations.flush()
+            if self.conversations.buffer:
+                log.error(
+                    "replica=%s stops with %d conversation turn(s) unwritten",
+                    s.replica_id,
+                    len(self.conversations.buffer),
+                )
         done, pending = await asyncio.wait(self._tasks, timeout=5.0) if self._tasks else (set(), set())
         for task in pending:
             task.cancel()

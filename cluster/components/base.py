@@ -130,6 +130,9 @@ class Component(ABC):
     # Tool mode: the node can be wired to an agent's `tools` input; `tool_parameters` then says what
     # the model passes, and a call runs the node with those arguments as its inputs.
     tool_mode: ClassVar[bool] = False
+    # Whether the node reads or adds to the run's conversation (RunContext.conversation): the replica
+    # opens one for a run that names a session only when some node of the flow does.
+    uses_conversation: ClassVar[bool] = False
 
     def __init__(self, node_id: str, params: Mapping[str, Any], build: BuildContext) -> None:
         self.node_id = node_id

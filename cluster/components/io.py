@@ -80,6 +80,7 @@ class ChatInput(_Input):
         "The message joins the run's conversation, if any."
     )
     port = "message"
+    uses_conversation = True
     params_schema: ClassVar[dict[str, Any]] = {
         **_Input.params_schema,
         "properties": {**_Input.params_schema["properties"], **_STORE_PARAMS},
@@ -130,6 +131,7 @@ class ChatOutput(_Output):
         "message joins the run's conversation, if any."
     )
     port = "message"
+    uses_conversation = True
     params_schema: ClassVar[dict[str, Any]] = {
         **_Output.params_schema,
         "properties": {**_Output.params_schema["properties"], **_STORE_PARAMS},

@@ -66,6 +66,8 @@ class CompiledFlow:
     # Whether a run may wait on the network (a component holds a connection pool): the replica then
     # cancels the run when its client goes away.
     calls_out: bool = False
+    # Whether a node reads or adds to the run's conversation (Component.uses_conversation).
+    remembers: bool = False
 
     @property
     def node_count(self) -> int:
@@ -252,6 +254,7 @@ def compile_analysis(analysis: Analysis, *, digest: str, runtime: Runtime | None
         order=sequential_order(steps),
         tool_components=tuple(components[i] for i in sorted(tools)),
         calls_out=any(component.holds_resources for component in components),
+        remembers=any(type(component).uses_conversation for component in components),
     )
 
 

@@ -90,6 +90,25 @@ class Keys:
         """Glob matching every session pin of the namespace (the replicas' ACL write grant)."""
         return f"{self.namespace}:{{*}}:session:*"
 
+    def conversation(self, flow: str, principal: str, conversation_id: str) -> str:
+        """LIST of JSON chat messages (role, content, at, sender), oldest first, trimmed, sliding TTL: one
+        conversation of the flow, scoped by the caller's principal ("-" when runs are anonymous)."""
+        return f"{self._flow(flow)}:conversation:{principal}:{conversation_id}"
+
+    def conversations(self, flow: str) -> str:
+        """ZSET "<principal>:<conversation id>" -> last activity (unix seconds): the flow's conversations."""
+        return f"{self._flow(flow)}:conversations"
+
+    def user_conversations(self, user_id: str) -> str:
+        """SET of "<flow> <principal>:<conversation id>": every conversation a run named `user_id` for
+        (so a user can be forgotten across flows); its TTL follows the newest conversation."""
+        return f"{self.namespace}:user:{user_id}:conversations"
+
+    def conversation_patterns(self) -> tuple[str, ...]:
+        """Globs of the conversation keys (the replicas' ACL write grants)."""
+        ns = self.namespace
+        return (f"{ns}:{{*}}:conversation:*", f"{ns}:{{*}}:conversations", f"{ns}:user:*")
+
     def flow_prefix(self, flow: str) -> str:
         """Prefix shared by every key of one flow (for SCAN and ACL patterns)."""
         return f"{self._flow(flow)}:"
