@@ -295,3 +295,21 @@ async def run_with(flow: CompiledFlow, inputs: dict[str, Any]) -> Any:
         return await flow.run(inputs)
     finally:
         await flow.aclose()
+
+
+async def test_the_conversation_goes_before_the_input_as_chat_messages(fake: FakeOpenAI) -> None:
+    from cluster.components.conversation import ChatMessage, InMemoryConversation
+
+    earlier = [ChatMessage("user", f"q{i}", float(i), "User") for i in range(150)]
+    earlier.append(ChatMessage("assistant", "a150", 150.0, "AI"))
+    fake.script = [Reply(body=completion("done"))]
+    flow = await compiled(agent_flow(fake.url, [], system_prompt="Be kind."))  # n_messages: 100
+    await run(flow, conversation=InMemoryConversation("c", list(earlier)))
+    messages = fake.requests[0].body["messages"]
+    assert messages[0] == {"role": "system", "content": "Be kind."}
+    assert messages[1:-1] == [m.as_chat() for m in earlier[-100:]]
+    assert messages[-1] == {"role": "user", "content": "what is x?"}
+    # n_messages 0: no history, even with a conversation.
+    flow = await compiled(agent_flow(fake.url, [], system_prompt="Be kind.", n_messages=0))
+    await run(flow, conversation=InMemoryConversation("c", list(earlier)))
+    assert len(fake.requests[1].body["messages"]) == 2

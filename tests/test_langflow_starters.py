@@ -17,23 +17,26 @@ from typing import Any
 
 import pytest
 
+from cluster.components.conversation import InMemoryConversation
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime
 from cluster.engine import compile_flow
 from cluster.flow.validation import validate
 from cluster.langflow import DEFAULT_MODEL, Conversion, LangflowImportError, translate
 from tests.langflow_starters import starter_projects
-from tests.openai_server import FakeOpenAI, Reply, completion, run_fake_openai
+from tests.openai_server import FakeOpenAI, Reply, completion, run_fake_openai, tool_call_completion
 
 # What imports today (docs/langflow.md has the table of all 27 and why the others are refused).
 IMPORTS = frozenset(
     {
         "Basic Prompting",
         "Blog Writer",
+        "Custom Component Generator",
         "Deep Research Agent",
         "Image Sentiment Analysis",
         "Instagram Copywriter",
         "Market Research",
+        "Memory Chatbot",
         "Multi Agent Flow",
         "SEO Keyword Generator",
         "Sequential Tasks Agents",
@@ -43,7 +46,7 @@ IMPORTS = frozenset(
         "Twitter Thread Generator",
     }
 )
-MIN_IMPORTS = 13
+MIN_IMPORTS = 15
 INPUT_TYPES = ("ChatInput", "TextInput")
 
 
@@ -260,3 +263,38 @@ async def test_agents_send_langflows_system_prompt(
     assert _fed_field(export, prompt) == "system_prompt"
     _, [request] = await _run(fake_openai, translate(export).document)
     assert _messages(request, "system") == [_render(_value(prompt, "template"), QUESTION)]
+
+
+async def test_memory_chatbot_carries_the_first_turn_into_the_second(
+    starters: dict[str, dict[str, Any]], fake_openai: FakeOpenAI
+) -> None:
+    flow = translate(starters["Memory Chatbot"]).document
+    agent = next(n for n in flow["nodes"] if n["type"] == "Agent")
+    assert agent["params"].get("n_messages", 100) == 100  # LangFlow's Agent reads 100 messages
+    memory = next(n for n in flow["nodes"] if n["type"] == "MessageHistory")
+    assert any(e["source"] == memory["id"] and e.get("target_input") == "tools" for e in flow["edges"])
+    conversation = InMemoryConversation("session-1")
+    compiled = compile_flow(flow, runtime=_runtime(fake_openai))
+    try:
+        for turn, (question, answer) in enumerate([("My name is Ada.", "Hello Ada!"), ("My name?", "Ada.")]):
+            fake_openai.script = [Reply(body=completion(answer))]
+            if turn == 1:  # the model also asks the memory tool
+                fake_openai.script.insert(0, Reply(body=tool_call_completion("retrieve_memory", {})))
+            result = await compiled.run({"input": question}, timeout=30, conversation=conversation)
+            assert list(result.outputs.values()) == [answer], turn
+            conversation.commit()
+    finally:
+        await compiled.aclose()
+    first, second, third = fake_openai.requests[-3:]
+    assert [m for m in first.body["messages"] if m["role"] != "system"] == [
+        {"role": "user", "content": "My name is Ada."}
+    ]
+    assert [m for m in second.body["messages"] if m["role"] != "system"] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hello Ada!"},
+        {"role": "user", "content": "My name?"},
+    ]
+    assert [m.sender for m in conversation.messages] == ["User", "AI", "User", "AI"]
+    tools = {t["function"]["name"] for t in second.body["tools"]}
+    assert "retrieve_memory" in tools
+    assert third.body["messages"][-1]["content"] == "User: My name is Ada.\nAI: Hello Ada!"

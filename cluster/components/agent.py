@@ -25,7 +25,7 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from cluster.components.base import TOOL_PARAMS, BuildContext, Component, Ports, RunContext, ToolSpec
-from cluster.components.llm import LLM, build_provider
+from cluster.components.llm import LLM, build_provider, history_messages
 from cluster.components.meter import NO_METER
 from cluster.components.providers.chat import ChatReply, Message, ToolCall
 from cluster.egress.policy import Outbound
@@ -41,6 +41,8 @@ DEFAULT_SYSTEM_PROMPT = (
 # The model params an Agent shares with LLM (same schema, same meaning).
 _MODEL_PARAMS: tuple[str, ...] = ("provider", "model", "base_url", "api_key_env", "temperature")
 _MODEL_PARAMS += ("max_tokens", "timeout_s", "retries", "backoff_s")
+# How many messages of the run's conversation go before the input (LangFlow's Agent default).
+DEFAULT_N_MESSAGES = 100
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,13 @@ class Agent(Component):
     type_name = "Agent"
     description = "Answers `input` with a model that may call the tools wired to `tools`; output `text`."
     tool_mode = True
+    uses_conversation = True  # reads its history (n_messages)
     params_schema = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
             **{name: LLM.params_schema["properties"][name] for name in _MODEL_PARAMS},
+            "n_messages": {**LLM.params_schema["properties"]["n_messages"], "default": DEFAULT_N_MESSAGES},
             "system_prompt": {"type": "string", "maxLength": 100_000, "default": DEFAULT_SYSTEM_PROMPT},
             "max_iterations": {"type": "integer", "minimum": 1, "maximum": 50, "default": 15},
             "tool_timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 600, "default": 30},
@@ -79,6 +83,7 @@ class Agent(Component):
         self.max_iterations = int(params.get("max_iterations", 15))
         self.tool_timeout_s = float(params.get("tool_timeout_s", 30))
         self.max_result_chars = int(params.get("max_result_chars", 20_000))
+        self.n_messages = int(params.get("n_messages", DEFAULT_N_MESSAGES))
         self.tools: dict[str, _Tool] = {}
         self.extra: dict[str, Any] = {}
 
@@ -127,9 +132,11 @@ class Agent(Component):
             return {"text": ctx.replies[self.node_id]}
         system = inputs.get("system_prompt")
         messages: list[Message] = [
-            {"role": "system", "content": self.system_prompt if system is None else to_text(system)},
-            {"role": "user", "content": to_text(inputs["input"])},
+            {"role": "system", "content": self.system_prompt if system is None else to_text(system)}
         ]
+        if self.n_messages and ctx.conversation is not None:
+            messages += await history_messages(ctx, self.n_messages)
+        messages.append({"role": "user", "content": to_text(inputs["input"])})
         for round_number in range(1, self.max_iterations + 1):
             reply = await self._round(messages, ctx, round_number)
             if not reply.tool_calls:

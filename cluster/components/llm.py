@@ -19,11 +19,23 @@ from typing import Any
 from cluster.components.base import BuildContext, Component, Ports, RunContext
 from cluster.components.meter import NO_METER
 from cluster.components.providers import Provider
+from cluster.components.providers.chat import Message
 from cluster.components.providers.echo import EchoProvider
 from cluster.components.providers.openai import OpenAIConfig, OpenAIProvider
 from cluster.egress.policy import OPENAI_DEFAULT_BASE_URL, Outbound
 from cluster.errors import ComponentError, Problem
 from cluster.flow.templates import to_text
+
+MAX_HISTORY_MESSAGES = 1000
+
+
+async def history_messages(ctx: RunContext, n_messages: int) -> list[Message]:
+    """The last `n_messages` messages of the run's conversation as chat messages; [] (without awaiting
+    anything) when there is no conversation or n_messages is 0."""
+    conversation = ctx.conversation
+    if conversation is None or n_messages <= 0:
+        return []
+    return [message.as_chat() for message in await conversation.history(n_messages)]
 
 
 def build_provider(params: Mapping[str, Any], build: BuildContext) -> Provider:
@@ -52,6 +64,9 @@ def build_provider(params: Mapping[str, Any], build: BuildContext) -> Provider:
 class LLM(Component):
     type_name = "LLM"
     description = "Asks a language model: inputs `prompt` (default) and `system`; output `text`."
+    # Reads the conversation when n_messages > 0; a class flag, so set for every LLM (opening a run's
+    # conversation reads nothing until `history` is called).
+    uses_conversation = True
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -76,6 +91,14 @@ class LLM(Component):
             "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 600, "default": 60},
             "retries": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2},
             "backoff_s": {"type": "number", "minimum": 0, "maximum": 30, "default": 0.5},
+            "n_messages": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_HISTORY_MESSAGES,
+                "default": 0,
+                "description": "how many messages of the run's conversation (earlier turns) go before the "
+                "prompt, as chat messages; 0: none",
+            },
             "description": {"type": "string", "maxLength": 1000},
         },
     }
@@ -85,6 +108,7 @@ class LLM(Component):
         self.provider = build_provider(params, build)
         self.flow, self.model = build.flow_name, params.get("model", "echo-1")
         self.meter = build.runtime.meter if build.runtime is not None else NO_METER
+        self.n_messages = int(params.get("n_messages", 0))
 
     @classmethod
     def ports(cls, params: Mapping[str, Any]) -> Ports:
@@ -121,7 +145,9 @@ class LLM(Component):
             return {"text": ctx.replies[self.node_id]}
         system = inputs.get("system")
         system_text = to_text(system) if system is not None else self.params.get("system")
-        messages = [{"role": "system", "content": system_text}] if system_text else []
+        messages: list[Message] = [{"role": "system", "content": system_text}] if system_text else []
+        if self.n_messages and ctx.conversation is not None:
+            messages += await history_messages(ctx, self.n_messages)
         messages.append({"role": "user", "content": to_text(inputs["prompt"])})
         reply = await self.provider.chat(messages, ctx.remaining)
         for kind in ("prompt", "completion"):

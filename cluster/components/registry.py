@@ -80,6 +80,7 @@ def builtin_components() -> list[type[Component]]:
     """The components that ship with flowfleet."""
     # Imported here so that importing the registry module stays cheap and free of cycles.
     from cluster.components.agent import Agent
+    from cluster.components.history import MessageHistory
     from cluster.components.huggingface import HuggingFaceLLM
     from cluster.components.io import ChatInput, ChatOutput, TextInput, TextOutput
     from cluster.components.llm import LLM
@@ -106,6 +107,7 @@ def builtin_components() -> list[type[Component]]:
         Router,
         OutputParser,
         Agent,
+        MessageHistory,
         Calculator,
         CurrentDate,
         URLFetch,

@@ -21,6 +21,7 @@ from typing import Any
 
 from cluster.langflow.errors import LangflowImportError, UnsupportedNode
 from cluster.langflow.export import ExportShapeError, LfEdge, LfFlow, is_langflow_export, read_export
+from cluster.langflow.memory import MEMORY_CONVERTERS
 from cluster.langflow.models import MODEL_TYPES, convert_model, convert_structured_output
 from cluster.langflow.nodes import (
     CONVERTERS,
@@ -41,6 +42,7 @@ ALL_CONVERTERS: dict[str, Converter] = {
     **dict.fromkeys(MODEL_TYPES, convert_model),
     "StructuredOutput": convert_structured_output,
     **TOOL_CONVERTERS,
+    **MEMORY_CONVERTERS,
 }
 PROVIDERS: tuple[Provider, ...] = ("openai", "echo")
 

@@ -80,6 +80,18 @@ def fixed_prompt(node_id: str, text: str, target_input: str) -> tuple[dict[str, 
     return node, edge
 
 
+def store_params(node: LfNode, default_sender: str) -> dict[str, Any]:
+    """ChatInput / ChatOutput: `should_store_message` false → `store_message: false`; a `sender_name`
+    other than flowfleet's default (LangFlow's: "User" / "AI") → `sender_name`."""
+    params: dict[str, Any] = {}
+    if node.fields.get("should_store_message") is False:
+        params["store_message"] = False
+    name = text_field(node, "sender_name").strip()[:200]
+    if name and name != default_sender:
+        params["sender_name"] = name
+    return params
+
+
 def _input(flowfleet_type: str, port: str) -> Converter:
     def convert(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
         params: dict[str, Any] = {"name": ctx.input_name}
@@ -87,6 +99,8 @@ def _input(flowfleet_type: str, port: str) -> Converter:
         default = text_field(node, "input_value")
         if default:
             params["default"] = default
+        if flowfleet_type == "ChatInput":
+            params.update(store_params(node, "User"))
         flowfleet_node = {"id": ctx.node_id, "type": flowfleet_type, "params": params}
         outputs = {"message": port, "text": port}
         return Mapped(nodes=(flowfleet_node,), inputs={}, outputs=outputs, default_output=port)
@@ -96,7 +110,8 @@ def _input(flowfleet_type: str, port: str) -> Converter:
 
 def _output(flowfleet_type: str, port: str) -> Converter:
     def convert(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
-        flowfleet_node = {"id": ctx.node_id, "type": flowfleet_type, "params": {}}
+        params = store_params(node, "AI") if flowfleet_type == "ChatOutput" else {}
+        flowfleet_node = {"id": ctx.node_id, "type": flowfleet_type, "params": params}
         outputs = {"message": port, "text": port}
         return Mapped(
             nodes=(flowfleet_node,), inputs={"input_value": port}, outputs=outputs, default_output=port

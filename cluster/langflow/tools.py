@@ -34,6 +34,9 @@ CURRENT_DATE_TOOL_NAME = "get_current_date"
 CURRENT_DATE_DESCRIPTION = "Returns the current date and time in the selected timezone."
 
 MAX_ITERATIONS = 50
+# The chat history an Agent reads (flowfleet's Agent default is LangFlow's, 100 messages).
+MAX_HISTORY_MESSAGES = 1000
+DEFAULT_AGENT_HISTORY = 100
 MAX_TOOL_DESCRIPTION = 2000
 MAX_SEARCH_RESULTS = 10
 MAX_FETCH_TIMEOUT_S = 120.0
@@ -233,6 +236,13 @@ def convert_agent(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
         if clamped != iterations:
             warnings.append(f"node {node.id}: max_iterations {iterations:g} clamped to {clamped}")
         params["max_iterations"] = clamped
+    n_messages = _number(node.fields.get("n_messages"))
+    if n_messages is not None:
+        clamped = max(0, min(MAX_HISTORY_MESSAGES, int(n_messages)))
+        if clamped != n_messages:
+            warnings.append(f"node {node.id}: n_messages {n_messages:g} clamped to {clamped}")
+        if clamped != DEFAULT_AGENT_HISTORY:
+            params["n_messages"] = clamped
     if node.fields.get("output_schema"):
         warnings.append(f"node {node.id}: output_schema (structured response) is not supported; ignored")
     nodes: list[dict[str, Any]] = []
