@@ -37,6 +37,10 @@ ROUTES = [
     ("GET", "/v1/fleet", None),
     ("GET", "/v1/audit", None),
     ("POST", "/v1/gc", DEPLOYER_TOKEN),
+    ("GET", "/v1/flows/qa/conversations", None),
+    ("GET", "/v1/flows/qa/conversations/s-1", None),
+    ("DELETE", "/v1/flows/qa/conversations/s-1", VIEWER_TOKEN),
+    ("DELETE", "/v1/users/u-1/conversations", VIEWER_TOKEN),
 ]
 
 
@@ -112,5 +116,12 @@ async def test_openapi_describes_exactly_the_routes(http: httpx.AsyncClient) -> 
     }
     assert described == routes
     assert {(m.lower(), p.split("?")[0]) for m, p, _ in ROUTES} | {("get", "/healthz")} == {
-        (m, p.replace("{name}", "qa").replace("{hash}", "0123456789ab")) for m, p in routes
+        (
+            m,
+            p.replace("{name}", "qa")
+            .replace("{hash}", "0123456789ab")
+            .replace("{id}", "s-1")
+            .replace("{user_id}", "u-1"),
+        )
+        for m, p in routes
     }

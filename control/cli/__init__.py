@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "control.cli.reads",
     "control.cli.check",
     "control.cli.canary",
+    "control.cli.conversations",
     "control.cli.servers",
     "control.cli.worker",
     "control.cli.langflow",

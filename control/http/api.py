@@ -27,13 +27,15 @@ from cluster.egress.policy import OutboundPolicy
 from cluster.errors import Unauthorized
 from cluster.http import EXCEPTION_HANDLERS, error_response
 from cluster.settings import Settings
+from cluster.store.conversations import ConversationStore
 from cluster.store.keys import Keys
 from cluster.store.redis_conn import connect, redact
 from cluster.store.store import Store
 from control.canary import routes as canary_routes
 from control.canary.guard import CanaryGuard
 from control.canary.service import CanaryService
-from control.http import routes
+from control.conversations import ConversationService
+from control.http import conversation_routes, routes
 from control.http.auth import WWW_AUTHENTICATE, Principal, Role, TokenTable
 from control.http.state import ControlState, control_state
 from control.metrics import ControlMetrics
@@ -104,7 +106,7 @@ async def redis_unavailable(request: Request, exc: Exception) -> Response:
 
 
 def build_routes() -> list[BaseRoute]:
-    r, c = routes, canary_routes
+    r, c, m = routes, canary_routes, conversation_routes
     v, d, a = Role.VIEWER, Role.DEPLOYER, Role.ADMIN
     return [
         Route("/healthz", r.healthz, methods=["GET"]),
@@ -124,6 +126,12 @@ def build_routes() -> list[BaseRoute]:
         Route("/v1/flows/{name}/canary/percent", authenticated(d, c.set_percent), methods=["POST"]),
         Route("/v1/flows/{name}/canary/promote", authenticated(d, c.finish), methods=["POST"]),
         Route("/v1/flows/{name}/canary/abort", authenticated(d, c.finish), methods=["POST"]),
+        Route("/v1/flows/{name}/conversations", authenticated(v, m.list_conversations), methods=["GET"]),
+        Route("/v1/flows/{name}/conversations/{id}", authenticated(v, m.read_conversation), methods=["GET"]),
+        Route(
+            "/v1/flows/{name}/conversations/{id}", authenticated(d, m.delete_conversation), methods=["DELETE"]
+        ),
+        Route("/v1/users/{user_id}/conversations", authenticated(d, m.forget_user), methods=["DELETE"]),
         Route("/v1/fleet", authenticated(v, r.fleet), methods=["GET"]),
         Route("/v1/audit", authenticated(v, r.audit), methods=["GET"]),
         Route("/v1/gc", authenticated(a, r.gc), methods=["POST"]),
@@ -161,6 +169,10 @@ def create_app(
         state.redis = client
         cutover = TwoPhaseCutover(store, metrics, timeout_s=settings.prepare_timeout_s)
         service = state.service = ControlService(store, policy=policy, metrics=metrics, cutover=cutover)
+        history = ConversationStore(
+            client, keys, max_messages=settings.history_max_messages, ttl_s=settings.history_ttl_s
+        )
+        app.state.conversations = ConversationService(store, history, metrics)
         state.canaries = CanaryService(
             service, margin=settings.canary_error_margin, min_runs=settings.canary_min_runs
         )
@@ -190,6 +202,7 @@ def create_app(
                 g.stop()
             await asyncio.gather(*guard_tasks)
             state.canaries = None
+            app.state.conversations = None
             state.service = None
             state.redis = None
             if redis is None:

@@ -24,12 +24,13 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Malformed request (bad JSON, wrong field type, unknown field, bad hash or name)",
         401: "Missing or invalid bearer token",
         403: "The principal's role may not do this",
-        404: "Unknown flow, version or release generation",
+        404: "Unknown flow, version, release generation or conversation (`conversation_not_found`)",
         409: "Generation conflict, ambiguous short hash, corrupt stored version, nothing to roll back, "
         "a two-phase rollout aborted (`rollout_aborted`, details.failures lists each replica and why), or "
         "a canary conflict (no_release, no_canary, canary_running, canary_is_stable)",
         413: "Request body larger than the configured limit",
-        422: "The flow document is invalid (every problem is listed in details.problems)",
+        422: "The flow document is invalid (every problem is listed in details.problems), or a bad "
+        "conversation id, principal or user id (`invalid_session_id`, `invalid_request_key`)",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in (401, 403, *statuses)}
 
@@ -59,6 +60,12 @@ MESSAGE = [
     _param("message", "query", "Why, when a header is inconvenient", {"type": "string"}),
 ]
 OBJECT = {"type": "object"}
+ACTIONS = ["activate", "rollback", "canary_start", "canary_set", "canary_promote", "canary_abort"]
+ID, TEXT = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"}, {"type": "string"}
+CONVERSATION = [
+    _param("id", "path", "Conversation (session) id", ID, True),
+    _param("principal", "query", 'The principal it is scoped by (default "-": anonymous)', TEXT),
+]
 # Two-phase cutover options of activate / rollback (docs/rollout.md).
 CUTOVER: dict[str, dict[str, Any]] = {
     "prepare": {"type": "boolean", "description": "Two-phase prepare/commit (default true)"},
@@ -89,14 +96,7 @@ SCHEMAS: dict[str, Any] = {
             "reason": {"type": "string"},
             "action": {
                 "type": "string",
-                "enum": [
-                    "activate",
-                    "rollback",
-                    "canary_start",
-                    "canary_set",
-                    "canary_promote",
-                    "canary_abort",
-                ],
+                "enum": ACTIONS,
             },
             "canary_hash": {"type": ["string", "null"]},
             "canary_percent": {"type": "number"},
@@ -250,6 +250,24 @@ ROUTES: dict[str, dict[str, Any]] = {
             _json(OBJECT, "{flow, hash, generation, current, total, done, failed, replicas, rollout}"),
             400, 404,
         ),
+    },
+    "/v1/flows/{name}/conversations": {
+        "parameters": [NAME],
+        "get": _op("The flow's conversations (principal, id, last_active), most recent first",
+                   _json(OBJECT, "{flow, conversations}"), 400, 404, parameters=[LIMIT]),
+    },
+    "/v1/flows/{name}/conversations/{id}": {
+        "parameters": [NAME, *CONVERSATION],
+        "get": _op("A conversation's messages (role, content, at, sender), oldest first",
+                   _json(OBJECT, "{flow, principal, id, messages}"), 400, 404, 422),
+        "delete": _op("Delete a conversation and its session's version pin (audited)",
+                      _json(OBJECT, "{deleted: {flow, principal, id}}"), 400, 404, 422, role="deployer"),
+    },
+    "/v1/users/{user_id}/conversations": {
+        "parameters": [_param("user_id", "path", "The runs' user_id (1-256 characters)", TEXT, True)],
+        "delete": _op("Forget a user: delete their conversations in every flow, with the pins (audited)",
+                      _json(OBJECT, "{user (its digest), deleted: [{flow, principal, id}]}"), 422,
+                      role="deployer"),
     },
     "/v1/fleet": {"get": _op("Live replicas and what they run", _json(OBJECT, "{replicas, releases, rows}"))},
     "/v1/audit": {
