@@ -3,7 +3,8 @@
     app = create_app(Settings.from_env(os.environ), environ=os.environ)
 
 Handlers are thin: they take one reference to the loaded version from the current snapshot and run
-it, so a swap during the run never changes what that run executes.
+it, so a swap during the run never changes what that run executes. A run asked for as a stream
+(`"stream": true`, or `Accept: text/event-stream`) answers server-sent events: worker/stream.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,6 +36,7 @@ from worker.disconnect import unless_disconnected
 from worker.ports import Compiler, Runnable, RunOutcome
 from worker.replica import Replica, StoreFactory
 from worker.routing import Served, route, run_keys
+from worker.stream import RunRequest, StreamedRun, settle, version_headers, wants_stream
 
 RETRY_AFTER_S = "1"
 
@@ -42,14 +44,6 @@ RETRY_AFTER_S = "1"
 def _replica(request: Request) -> Replica:
     replica: Replica = request.app.state.replica
     return replica
-
-
-def _unless_disconnected(
-    compiled: Runnable, run: Awaitable[RunOutcome], receive: Receive
-) -> Awaitable[RunOutcome]:
-    """A run that may wait on the network ends when its client goes away; others just run (no watcher
-    task on the fast path)."""
-    return unless_disconnected(run, receive) if getattr(compiled, "calls_out", False) else run
 
 
 async def _execute(
@@ -61,17 +55,23 @@ async def _execute(
     session_id: str | None,
     body: Mapping[str, Any],
     receive: Receive,
+    stream: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[RunOutcome, dict[str, Any] | None]:
     """Run once; a run that names a session of a flow with memory continues that conversation, and its
-    turn is stored before the response (the `memory` report says what degraded, if anything)."""
+    turn is stored before the response (the `memory` report says what degraded, if anything). A run
+    that may wait on the network, or is streamed (`stream`: the events sink), ends when its client goes
+    away; others just run (no watcher task on the fast path)."""
     conversation = None
     if session_id is not None and getattr(compiled, "remembers", False):
         user_id = body.get("user_id")
         user = user_id if isinstance(user_id, str) else None
         conversation = replica.conversations.open(flow, ANONYMOUS, session_id, user)
     options: dict[str, Any] = {"conversation": conversation} if conversation is not None else {}
+    if stream is not None:
+        options["stream"] = stream
     run = compiled.run(inputs, timeout=replica.settings.run_timeout_s, trace=trace, **options)
-    result = await _unless_disconnected(compiled, run, receive)
+    watched = stream is not None or getattr(compiled, "calls_out", False)
+    result = await (unless_disconnected(run, receive) if watched else run)
     memory = await replica.conversations.finish(conversation) if conversation is not None else None
     return result, memory
 
@@ -112,6 +112,10 @@ async def run_flow(request: Request) -> Response:
     trace = body.get("trace", False)
     if not isinstance(trace, bool):
         raise BadRequest("'trace' must be true or false", field="trace")
+    # An explicit `stream` in the body wins over the Accept header.
+    stream = body["stream"] if "stream" in body else wants_stream(request.headers.get("accept"))
+    if not isinstance(stream, bool):
+        raise BadRequest("'stream' must be true or false", field="stream")
     keys = run_keys(request.headers, body)
     if replica.state.draining:
         return error_response(
@@ -133,6 +137,9 @@ async def run_flow(request: Request) -> Response:
             {"limit": replica.gate.limit},
             headers={"Retry-After": RETRY_AFTER_S},
         )
+    if stream:
+        run = RunRequest(replica, name, loaded, served, keys, inputs, trace, body)
+        return StreamedRun(run, _execute, _payload)
     started = time.monotonic()
     outcome = "internal_error"
     failure: FlowfleetError | None = None
@@ -149,24 +156,14 @@ async def run_flow(request: Request) -> Response:
         outcome = "cancelled"  # the client went away, or shutdown ran out of grace
         raise
     finally:
-        replica.gate.leave()
-        elapsed = time.monotonic() - started
-        metrics.count_run(name, served.hash, outcome, elapsed)
-        if outcome != "cancelled":  # a client that went away says nothing about the version
-            replica.run_stats.record(name, loaded.epoch, served.hash, ok=outcome == "ok", seconds=elapsed)
+        settle(replica, name, loaded.epoch, served.hash, outcome, started)
     if failure is not None:
         headers = {"X-Flowfleet-Version": served.hash, "X-Flowfleet-Variant": served.variant}
         # A failed run names its version too, so a client can tell a failing canary from the stable.
         f = failure
         return error_response(f.http_status, f.code, f.message, f.details, headers=headers)
     payload = _payload(name, served, result, keys.session_id, memory, trace)
-    return FastJSONResponse(
-        payload,
-        headers=[
-            (b"x-flowfleet-version", served.hash.encode()),
-            (b"x-flowfleet-variant", served.variant.encode()),
-        ],
-    )
+    return FastJSONResponse(payload, headers=version_headers(served))
 
 
 def not_loaded(replica: Replica, name: str) -> Response:

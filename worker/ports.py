@@ -33,6 +33,7 @@ class Runnable(Protocol):
         timeout: float | None = None,
         trace: bool = False,
         conversation: Any = None,
+        stream: Any = None,
     ) -> RunOutcome: ...
 
 

@@ -25,7 +25,7 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from cluster.components.base import TOOL_PARAMS, BuildContext, Component, Ports, RunContext, ToolSpec
-from cluster.components.llm import LLM, build_provider, history_messages
+from cluster.components.llm import LLM, build_provider, history_messages, token_sink
 from cluster.components.meter import NO_METER
 from cluster.components.providers.chat import ChatReply, Message, ToolCall
 from cluster.egress.policy import Outbound
@@ -155,7 +155,11 @@ class Agent(Component):
 
     async def _round(self, messages: list[Message], ctx: RunContext, round_number: int) -> ChatReply:
         started = time.perf_counter()
-        reply = await self.provider.chat(messages, ctx.remaining, self.extra)
+        on_delta = token_sink(ctx, self.node_id)
+        if on_delta is None:
+            reply = await self.provider.chat(messages, ctx.remaining, self.extra)
+        else:
+            reply = await self.provider.chat(messages, ctx.remaining, self.extra, on_delta=on_delta)
         for kind in ("prompt", "completion"):
             count = reply.usage.get(f"{kind}_tokens")
             if count:
@@ -179,6 +183,16 @@ class Agent(Component):
         arguments: Any = call.arguments
         outcome, result = "ok", ""
         tool = self.tools.get(call.name)
+        if ctx.stream is not None:
+            ctx.stream(
+                {
+                    "event": "tool_call",
+                    "node": self.node_id,
+                    "id": call.id,
+                    "tool": call.name,
+                    "arguments": summarize(call.arguments),
+                }
+            )
         try:
             if tool is None:
                 outcome, result = "unknown_tool", f"error: there is no tool named {call.name!r}"
@@ -197,6 +211,17 @@ class Agent(Component):
         if len(result) > self.max_result_chars:
             result = result[: self.max_result_chars] + f"... (cut at {self.max_result_chars} characters)"
         self.meter.tool_call(self.flow, call.name if tool else "(unknown)", outcome)
+        if ctx.stream is not None:
+            ctx.stream(
+                {
+                    "event": "tool_result",
+                    "node": self.node_id,
+                    "id": call.id,
+                    "tool": call.name,
+                    "outcome": outcome,
+                    "result": summarize(result),
+                }
+            )
         if ctx.trace is not None:
             ctx.trace.append(
                 {

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -108,6 +108,10 @@ class RunContext:
     # The conversation the run continues, when the caller names one (session_id); see
     # cluster/components/conversation.py. None: no memory (every turn starts empty).
     conversation: Conversation | None = None
+    # The events sink of a streamed run, None otherwise: LLM and Agent nodes then ask their provider for
+    # a streamed reply and emit `{"event": "token", "node": id, "delta": text}`, `tool_call` and
+    # `tool_result` events into it (synchronously; the sink must not block).
+    stream: Callable[[dict[str, Any]], None] | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the run's deadline, or None when the run has no deadline."""

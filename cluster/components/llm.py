@@ -18,7 +18,7 @@ from typing import Any
 
 from cluster.components.base import BuildContext, Component, Ports, RunContext
 from cluster.components.meter import NO_METER
-from cluster.components.providers import Provider
+from cluster.components.providers import OnDelta, Provider
 from cluster.components.providers.chat import Message
 from cluster.components.providers.echo import EchoProvider
 from cluster.components.providers.openai import OpenAIConfig, OpenAIProvider
@@ -27,6 +27,14 @@ from cluster.errors import ComponentError, Problem
 from cluster.flow.templates import to_text
 
 MAX_HISTORY_MESSAGES = 1000
+
+
+def token_sink(ctx: RunContext, node_id: str) -> OnDelta | None:
+    """For a streamed run: a callback emitting each piece of a reply's text as the node's `token` event."""
+    emit = ctx.stream
+    if emit is None:
+        return None
+    return lambda delta: emit({"event": "token", "node": node_id, "delta": delta})
 
 
 async def history_messages(ctx: RunContext, n_messages: int) -> list[Message]:
@@ -149,7 +157,11 @@ class LLM(Component):
         if self.n_messages and ctx.conversation is not None:
             messages += await history_messages(ctx, self.n_messages)
         messages.append({"role": "user", "content": to_text(inputs["prompt"])})
-        reply = await self.provider.chat(messages, ctx.remaining)
+        on_delta = token_sink(ctx, self.node_id)
+        if on_delta is None:
+            reply = await self.provider.chat(messages, ctx.remaining)
+        else:  # only streamed runs ask for a streamed reply (a plugin's provider may not know on_delta)
+            reply = await self.provider.chat(messages, ctx.remaining, on_delta=on_delta)
         for kind in ("prompt", "completion"):
             count = reply.usage.get(f"{kind}_tokens")
             if count:

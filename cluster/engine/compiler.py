@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -122,12 +122,16 @@ class CompiledFlow:
         timeout: float | None = None,
         trace: bool = False,
         conversation: Conversation | None = None,
+        stream: Callable[[dict[str, Any]], None] | None = None,
     ) -> RunResult:
-        """Run once, continuing `conversation` if given (its new messages are the caller's to store).
+        """Run once, continuing `conversation` if given (its new messages are the caller's to store);
+        with `stream`, models stream and nodes send their events to it (RunContext.stream).
         Raises RunInputError, RunTimeout (node or run budget), NodeFailed."""
         execution = self._execution(inputs, timeout, trace)
         if conversation is not None:
             execution.ctx.conversation = conversation
+        if stream is not None:
+            execution.ctx.stream = stream
         started = time.perf_counter()
         await execution.run(timeout)
         duration_ms = (time.perf_counter() - started) * 1000

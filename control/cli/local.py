@@ -3,6 +3,8 @@
 flowfleet validate flows/*.json          # exit 0 if all valid, else one `FILE: PATH: message` per problem
                                          # (a valid file's line names the secrets it needs)
 flowfleet run flows/support_qa.json --input input="Where is my order?" --trace
+flowfleet run flows/support_qa.json --input input="Where is my order?" --stream
+                                         # the model's tokens as they come, then a newline and the outputs
 """
 
 from __future__ import annotations
@@ -106,10 +108,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_tokens(event: dict[str, Any]) -> None:
+    """A streamed run's sink: the models' text to stdout as it arrives (tool calls are not shown)."""
+    if event.get("event") == "token":
+        sys.stdout.write(event["delta"])
+        sys.stdout.flush()
+
+
 async def _run(compiled: CompiledFlow, inputs: dict[str, Any], args: argparse.Namespace) -> RunResult:
+    streamed = getattr(args, "stream", False)
     try:
-        return await compiled.run(inputs, timeout=args.timeout, trace=args.trace)
+        sink = _print_tokens if streamed else None
+        return await compiled.run(inputs, timeout=args.timeout, trace=args.trace, stream=sink)
     finally:
+        if streamed:
+            sys.stdout.write("\n")
         await compiled.aclose()
 
 
@@ -142,6 +155,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run_parser.add_argument("--input-json", metavar="JSON", help="inputs as a JSON object (--input wins)")
     run_parser.add_argument("--trace", action="store_true", help="also print per-node durations and outputs")
+    run_parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="print the models' text as it arrives, then a newline and the outputs as JSON",
+    )
     run_parser.add_argument(
         "--offline", action="store_true", help="call no model: LLM nodes answer as the echo provider does"
     )

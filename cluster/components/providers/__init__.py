@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 # Seconds left before the run's deadline, or None when the run has none.
 Remaining = Callable[[], float | None]
+# Called with each piece of the reply's text as it arrives (a streamed reply).
+OnDelta = Callable[[str], None]
 
 
 class Provider(Protocol):
@@ -21,9 +23,16 @@ class Provider(Protocol):
         ...
 
     async def chat(
-        self, messages: list[Message], remaining: Remaining, extra: Mapping[str, Any] | None = None
+        self,
+        messages: list[Message],
+        remaining: Remaining,
+        extra: Mapping[str, Any] | None = None,
+        *,
+        on_delta: OnDelta | None = None,
     ) -> ChatReply:
-        """One chat-completions round: `extra` adds request fields (tools, tool_choice, response_format)."""
+        """One chat-completions round: `extra` adds request fields (tools, tool_choice, response_format).
+        With `on_delta` the reply is streamed and each piece of its text is handed to it as it arrives;
+        callers pass it only for streamed runs (providers of plugins may not know it)."""
         ...
 
     async def aclose(self) -> None:

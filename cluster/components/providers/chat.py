@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,3 +93,75 @@ def parse_reply(body: bytes) -> ChatReply:
     if content is None and not calls:
         raise ComponentError("malformed response: message content is null, not text")
     return ChatReply(content, calls, _usage(data.get("usage")))
+
+
+def _chunk(data: str) -> dict[str, Any]:
+    """One event's JSON; raises ComponentError for an error event or one that is not a JSON object."""
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise ComponentError("malformed stream: an event is not JSON") from e
+    if not isinstance(chunk, dict):
+        raise ComponentError("malformed stream: an event is not an object")
+    if chunk.get("error") is not None:
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise ComponentError(f"upstream error in the stream: {str(message)[:300]}")
+    return chunk
+
+
+def _add_fragments(calls: dict[int, dict[str, str]], fragments: Any) -> None:
+    """Assemble `delta.tool_calls` fragments by their index: the id and name come once, arguments in parts."""
+    for fragment in fragments or ():
+        if not isinstance(fragment, dict):
+            raise ComponentError("malformed stream: a tool call fragment is not an object")
+        index = fragment.get("index")
+        call = calls.setdefault(index if isinstance(index, int) else len(calls), {})
+        if isinstance(fragment.get("id"), str):
+            call["id"] = fragment["id"]
+        function = fragment.get("function")
+        if isinstance(function, dict):
+            for key in ("name", "arguments"):
+                if isinstance(function.get(key), str):
+                    call[key] = call.get(key, "") + function[key]
+
+
+def _assembled(calls: dict[int, dict[str, str]]) -> tuple[ToolCall, ...]:
+    assembled = []
+    for i, (_, call) in enumerate(sorted(calls.items())):
+        if not call.get("name"):
+            raise ComponentError(f"malformed stream: tool call {i} has no function name")
+        assembled.append(ToolCall(call.get("id", f"call_{i}"), call["name"], call.get("arguments", "")))
+    return tuple(assembled)
+
+
+async def read_stream(lines: AsyncIterator[str], sent: Callable[[str], None]) -> ChatReply:
+    """The reply an OpenAI chat-completions event stream (its lines) carries, its text handed to `sent`
+    piece by piece; tool call fragments are assembled by index and the usage chunk is read. Raises
+    ComponentError for an error event or a reply with neither text nor tool calls."""
+    parts: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    usage: dict[str, int] = {}
+    async for line in lines:
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (keepalives), `event:` / `id:` lines
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        chunk = _chunk(data)
+        usage.update(_usage(chunk.get("usage")))
+        choices = chunk.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        delta = first.get("delta") if isinstance(first, dict) else None
+        if not isinstance(delta, dict):
+            continue  # the usage chunk has no choices
+        _add_fragments(calls, delta.get("tool_calls"))
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            parts.append(content)
+            if not calls:  # text once a tool call began is not an answer: kept, not streamed
+                sent(content)
+    tool_calls = _assembled(calls)
+    if not parts and not tool_calls:
+        raise ComponentError("malformed stream: neither text nor tool calls")
+    return ChatReply("".join(parts) if parts else None, tool_calls, usage)

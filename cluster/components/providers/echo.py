@@ -9,22 +9,36 @@
 As a chat model with tools (an offline agent), echo works in two rounds. First it calls every tool it
 can fill in, each once: a tool whose required arguments are all strings gets the user's last message as
 each of them. Then it answers with the model name, the user's message and each tool's result, one per
-line (`<tool>: <result>`). A tool it cannot fill in is never called.
+line (`<tool>: <result>`). A tool it cannot fill in is never called. Streamed (`on_delta`), the answer
+arrives word by word, each word with the whitespace after it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from cluster.components.providers import Remaining
+from cluster.components.providers import OnDelta, Remaining
 from cluster.components.providers.chat import ChatReply, Message, ToolCall
 
 
 def _text(content: Any) -> str:
     return content if isinstance(content, str) else orjson.dumps(content).decode()
+
+
+_WORD = re.compile(r"\s*\S+\s*|\s+")
+
+
+def words(text: str) -> list[str]:
+    """`text` in pieces that join back to it, one word (and the whitespace after it) each.
+
+    >>> words("[echo-1] hi there\\n")
+    ['[echo-1] ', 'hi ', 'there\\n']
+    """
+    return _WORD.findall(text)
 
 
 def _fillable(tool: Mapping[str, Any]) -> tuple[str, list[str]] | None:
@@ -52,7 +66,21 @@ class EchoProvider:
         return f"[{self.model}] {prompt}"
 
     async def chat(
-        self, messages: list[Message], remaining: Remaining, extra: Mapping[str, Any] | None = None
+        self,
+        messages: list[Message],
+        remaining: Remaining,
+        extra: Mapping[str, Any] | None = None,
+        *,
+        on_delta: OnDelta | None = None,
+    ) -> ChatReply:
+        reply = await self._reply(messages, remaining, extra)
+        if on_delta is not None and reply.content:
+            for word in words(reply.content):
+                on_delta(word)
+        return reply
+
+    async def _reply(
+        self, messages: list[Message], remaining: Remaining, extra: Mapping[str, Any] | None
     ) -> ChatReply:
         user = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         system = next((_text(m.get("content")) for m in messages if m.get("role") == "system"), None)

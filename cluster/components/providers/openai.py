@@ -8,6 +8,14 @@ reply without text fails the node with a ComponentError.
 
 What a caller sees of a failure is a status and a short reason (`upstream returned 401`), never the
 upstream's body: that goes to this replica's log, with secret values redacted.
+
+Streamed (`chat(..., on_delta=...)`, only for runs that asked for a stream) the request says
+`"stream": true` and `stream_options.include_usage`; the reply is read as OpenAI's server-sent events:
+each chunk's `choices[0].delta.content` goes to `on_delta` as it arrives, `delta.tool_calls` fragments
+are assembled by their `index`, and the last chunk's `usage` is kept. A failure before the first piece
+of text is retried like any other; once text went out, a broken stream fails the node (a retry would
+repeat what the client already has). Each piece is redacted on its own: a secret split across two
+pieces is caught only in the final text.
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ from typing import Any
 import httpx
 import orjson
 
-from cluster.components.providers import Remaining
-from cluster.components.providers.chat import ChatReply, Message, parse_reply
+from cluster.components.providers import OnDelta, Remaining
+from cluster.components.providers.chat import ChatReply, Message, parse_reply, read_stream
 from cluster.errors import ComponentError
 
 logger = logging.getLogger(__name__)
@@ -109,6 +117,9 @@ class OpenAIProvider:
         body.update(extra)
         return orjson.dumps(body)
 
+    def _stream_body(self, messages: list[Message], extra: Mapping[str, Any]) -> bytes:
+        return self._body(messages, {**extra, "stream": True, "stream_options": {"include_usage": True}})
+
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, MAX_BACKOFF_S)
@@ -148,6 +159,38 @@ class OpenAIProvider:
             raise ComponentError(why, status=status)
         return None, why, retry_after_seconds(response.headers.get("retry-after"))
 
+    async def _attempt_stream(
+        self, body: bytes, timeout: float, on_delta: OnDelta
+    ) -> tuple[ChatReply | None, str, float | None]:
+        """`_attempt`, streamed: pieces of text go to `on_delta` as they arrive."""
+        sent = _Sent(on_delta, self._redact)
+        headers = {**self._headers, "Accept": "text/event-stream"}
+        try:
+            async with self._client.stream(
+                "POST", self.config.url, content=body, headers=headers, timeout=timeout
+            ) as response:
+                status = response.status_code
+                if not 200 <= status < 300:
+                    await response.aread()
+                    self._log_failure(status, response)
+                    why = f"upstream returned {status}"
+                    if status not in RETRYABLE_STATUS:
+                        raise ComponentError(why, status=status)
+                    return None, why, retry_after_seconds(response.headers.get("retry-after"))
+                reply = await read_stream(response.aiter_lines(), sent)
+        except httpx.TimeoutException:
+            why = f"upstream timed out after {timeout:g}s"
+        except httpx.TransportError as e:
+            logger.warning("upstream %s: stream failed: %s", self.config.url, self._redact(repr(e)))
+            why = f"upstream connection failed ({type(e).__name__})"
+        else:
+            if reply.content is not None:
+                reply = replace(reply, content=self._redact(reply.content))
+            return reply, "", None
+        if sent.any:
+            raise ComponentError(f"the upstream stream broke after part of the answer: {why}")
+        return None, why, None
+
     async def complete(self, prompt: str, system: str | None, remaining: Remaining) -> str:
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": prompt})
@@ -157,11 +200,19 @@ class OpenAIProvider:
         return reply.content
 
     async def chat(
-        self, messages: list[Message], remaining: Remaining, extra: Mapping[str, Any] | None = None
+        self,
+        messages: list[Message],
+        remaining: Remaining,
+        extra: Mapping[str, Any] | None = None,
+        *,
+        on_delta: OnDelta | None = None,
     ) -> ChatReply:
         """One chat-completions round (`extra`: tools, tool_choice, response_format ...), retried as the
-        module says; the reply's text has secret values redacted."""
-        body = self._body(messages, extra or {})
+        module says; the reply's text has secret values redacted. With `on_delta`, streamed."""
+        if on_delta is None:
+            body = self._body(messages, extra or {})
+        else:
+            body = self._stream_body(messages, extra or {})
         attempts = self.config.retries + 1
         why = ""
         for attempt in range(attempts):
@@ -170,7 +221,10 @@ class OpenAIProvider:
                 last = f"; last error: {why}" if why else ""
                 raise ComponentError(f"run deadline reached after {attempt} attempt(s){last}")
             timeout = self.config.timeout_s if budget is None else min(self.config.timeout_s, budget)
-            reply, why, retry_after = await self._attempt(body, timeout)
+            if on_delta is None:
+                reply, why, retry_after = await self._attempt(body, timeout)
+            else:
+                reply, why, retry_after = await self._attempt_stream(body, timeout, on_delta)
             if reply is not None:
                 return reply
             if attempt + 1 == attempts:
@@ -188,3 +242,14 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class _Sent:
+    """Hands redacted pieces of text on, remembering whether any went out."""
+
+    def __init__(self, on_delta: OnDelta, redact: Callable[[str], str]) -> None:
+        self.on_delta, self.redact, self.any = on_delta, redact, False
+
+    def __call__(self, text: str) -> None:
+        self.any = True
+        self.on_delta(self.redact(text))
