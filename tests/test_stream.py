@@ -183,6 +183,9 @@ async def test_tokens_in_order_then_done_with_the_plain_body(fake: FakeOpenAI, w
             assert r.headers["content-type"].startswith("text/event-stream")
             events = await read_events(r)
         assert events[-1][0] == "done" and tokens(events, "llm") == plain.json()["outputs"]["llm"]
+        metrics = (await http.get(f"{worker_url}/metrics")).text
+        assert 'flowfleet_stream_first_token_seconds_count{flow="ask"} 2.0' in metrics
+        assert 'flowfleet_stream_duration_seconds_count{flow="ask"} 2.0' in metrics
 
 
 async def test_a_streamed_turn_is_stored_like_a_plain_one(fake: FakeOpenAI, worker_url: str) -> None:

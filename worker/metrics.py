@@ -94,6 +94,20 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.stream_first_token = Histogram(
+            "flowfleet_stream_first_token_seconds",
+            "Streamed runs: time from the response's head to the first model token.",
+            ["flow"],
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        self.stream_duration = Histogram(
+            "flowfleet_stream_duration_seconds",
+            "Streamed runs: time from the response's head to its last event.",
+            ["flow"],
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
         # Tool calls, model rounds and tokens: what components report through the runtime's meter.
         self.agents = AgentMetrics(r)
         # (flow, version, outcome) -> (runs_total child, run_duration child): `labels()` validates and
@@ -127,6 +141,11 @@ class WorkerMetrics:
         """Drop the cached label children of a version that no longer serves (the metric values stay)."""
         for key in [k for k in self._run_children if k[0] == flow and k[1] == version]:
             del self._run_children[key]
+
+    def observe_stream(self, flow: str, first_token: float | None, duration: float) -> None:
+        if first_token is not None:
+            self.stream_first_token.labels(flow).observe(first_token)
+        self.stream_duration.labels(flow).observe(duration)
 
     def _seconds_since_last_event(self) -> float:
         since = self.last_event_at if self.last_event_at is not None else self.started

@@ -188,14 +188,16 @@ class Replica:
             preparer=preparer,
         )
         self._tasks: list[asyncio.Task[Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
         self._tasks = [
             asyncio.create_task(self.subscriber.run(), name="flowfleet-subscriber"),
             asyncio.create_task(self.heartbeat.run(), name="flowfleet-heartbeat"),
-            asyncio.create_task(self._flush_conversations(), name="flowfleet-conversations"),
         ]
+        # Not one of the tasks stop() waits for: it only sleeps between flushes, so it is cancelled.
+        self._flusher = asyncio.create_task(self._flush_conversations(), name="flowfleet-conversations")
         log.info(
             "replica=%s starting: redis=%s namespace=%s channel=%s",
             s.replica_id,
@@ -224,6 +226,9 @@ class Replica:
             )
         self.subscriber.stop()
         self.heartbeat.stop()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
         if self.conversations.buffer:
             await self.conversations.flush()
             if self.conversations.buffer:

@@ -85,6 +85,8 @@ class EventStream:
         self._send = send
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self.opened = time.monotonic()
+        self.first_token: float | None = None  # seconds from the head to the first token
 
     @property
     def started(self) -> bool:
@@ -93,11 +95,15 @@ class EventStream:
     def emit(self, event: Mapping[str, Any]) -> None:
         """A component's event, `{"event": name, ...data}`."""
         data = dict(event)
-        self._queue.put_nowait(sse(str(data.pop("event")), data))
+        name = str(data.pop("event"))
+        if name == "token" and self.first_token is None:
+            self.first_token = time.monotonic() - self.opened
+        self._queue.put_nowait(sse(name, data))
 
     async def start(self, headers: list[tuple[bytes, bytes]]) -> None:
         """Send the response's head (200, text/event-stream) and start writing queued events."""
         message = {"type": "http.response.start", "status": 200, "headers": [*HEADERS, *headers]}
+        self.opened = time.monotonic()
         await self._send(message)
         self._writer = asyncio.create_task(self._write())
 
@@ -222,3 +228,6 @@ class StreamedRun(Response):
             f = failure
             response = error_response(status, f["error"], f["message"], f["details"], headers=headers)
             await response(scope, receive, send)
+            return
+        elapsed = time.monotonic() - events.opened
+        run.replica.metrics.observe_stream(run.name, events.first_token, elapsed)
