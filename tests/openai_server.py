@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.loopback import serve_app
 
 HANG = "hang"
 
@@ -150,24 +150,6 @@ async def run_fake_openai() -> AsyncIterator[FakeOpenAI]:
     """Serve a FakeOpenAI with uvicorn on a free loopback port for the duration of the block."""
     fake = FakeOpenAI()
     app = Starlette(routes=[Route("/v1/chat/completions", fake.completions, methods=["POST"])])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted connections inherit it: without it a reply written in two parts waits for a delayed ACK.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = asyncio.get_running_loop().time() + 10
-        while not server.started:
-            if task.done() or asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError("test OpenAI server did not start")
-            await asyncio.sleep(0.01)
-        fake.url = f"http://127.0.0.1:{port}/v1"
+    async with serve_app(app, "test OpenAI server", before_stop=fake.release.set) as url:
+        fake.url = f"{url}/v1"
         yield fake
-    finally:
-        fake.release.set()
-        server.should_exit = True
-        await task
-        sock.close()

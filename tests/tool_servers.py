@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute
+
+from tests.loopback import serve_app
 
 
 @dataclass
@@ -41,22 +41,7 @@ async def serve(routes: Callable[[Served], Sequence[BaseRoute]]) -> AsyncIterato
     """Serve the routes `routes(served)` builds on 127.0.0.1 for the duration of the block."""
     served = Served()
     app = Starlette(routes=list(routes(served)))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    served.port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = asyncio.get_running_loop().time() + 10
-        while not server.started:
-            if task.done() or asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError("test server did not start")
-            await asyncio.sleep(0.01)
-        served.url = f"http://127.0.0.1:{served.port}"
+    async with serve_app(app, before_stop=served.release.set) as url:
+        served.url = url
+        served.port = int(url.rsplit(":", 1)[1])
         yield served
-    finally:
-        served.release.set()
-        server.should_exit = True
-        await task
-        sock.close()
