@@ -139,6 +139,15 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
         await self.backend.sleep(seconds)
 
 
+# One pool serves every concurrent run of a node (a replica runs up to FLOWFLEET_MAX_CONCURRENT_RUNS at once,
+# each may stream for minutes): httpcore's own default of 10 connections would queue the rest.
+POOL_LIMITS: dict[str, Any] = {
+    "max_connections": 512,
+    "max_keepalive_connections": 64,
+    "keepalive_expiry": 5.0,
+}
+
+
 class EgressTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over a connection pool (or the operator's proxy) whose sockets CheckedBackend opens.
 
@@ -161,7 +170,9 @@ class EgressTransport(httpx.AsyncHTTPTransport):
         self.proxied = proxy is not None
         if proxy is None:
             network = CheckedBackend(rules, resolver=resolver, backend=backend)
-            self._pool = httpcore.AsyncConnectionPool(ssl_context=ssl_context, network_backend=network)
+            self._pool = httpcore.AsyncConnectionPool(
+                ssl_context=ssl_context, network_backend=network, **POOL_LIMITS
+            )
             return
         settings = httpx.Proxy(proxy)  # also takes user:pass@ from the URL as proxy credentials
         url = settings.url
@@ -179,6 +190,7 @@ class EgressTransport(httpx.AsyncHTTPTransport):
             proxy_headers=settings.headers.raw,
             ssl_context=ssl_context,
             network_backend=to_proxy,
+            **POOL_LIMITS,
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
