@@ -18,7 +18,8 @@ import pytest
 from cluster.engine import compile_flow
 from cluster.flow.validation import validate
 from cluster.langflow import LangflowImportError, convert, translate
-from cluster.langflow.tools import CURRENT_DATE_DESCRIPTION, tool_name
+from cluster.langflow.agents import CURRENT_DATE_DESCRIPTION
+from cluster.langflow.tools import tool_name
 from control.cli import main
 
 DATA = Path(__file__).parent / "langflow_113"

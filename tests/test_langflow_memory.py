@@ -131,11 +131,47 @@ def test_memory_base_as_a_session_scoped_tool_becomes_a_message_history_tool() -
     )
 
 
-def test_memory_base_across_sessions_or_outside_tool_mode_is_refused() -> None:
+CROSS_SESSION = "recall across sessions (filter_by_session off) reads only the run's own conversation"
+
+
+@pytest.mark.parametrize(
+    ("value", "across"),
+    [(False, True), ("false", True), (" Off ", True), (None, True), (True, False), ("True", False)],
+)
+def test_memory_base_filter_by_session_is_read_as_langflow_reads_it(value: Any, across: bool) -> None:
     doc = export()
-    add_tool(doc, "MemoryBase-1", "MemoryBase", {"filter_by_session": False})
-    with pytest.raises(LangflowImportError, match="recall across sessions"):
-        translate(doc, provider="echo")
+    add_tool(doc, "MemoryBase-1", "MemoryBase", {"filter_by_session": value})
+    conversion = translate(doc, provider="echo")
+    assert node_of(conversion.document, "MemoryBase-1")["type"] == "MessageHistory"
+    warned = [w for w in conversion.warnings if w.startswith("node MemoryBase-1: ")]
+    assert any(CROSS_SESSION in w for w in warned) is across
+    assert len(warned) == (2 if across else 1)
+
+
+async def test_memory_base_across_sessions_reads_the_runs_conversation_else_nothing() -> None:
+    doc = export()
+    meta = [{"name": "retrieve_memory", "description": "Returns matching memory chunks.", "status": True}]
+    add_tool(doc, "MemoryBase-1", "MemoryBase", {"filter_by_session": False, "tools_metadata": meta})
+    conversion = translate(doc, provider="echo")
+    [warning] = [w for w in conversion.warnings if CROSS_SESSION in w]
+    assert "a run without a session_id has none" in warning
+    flow = conversion.document
+    assert validate(flow) == []
+    assert node_of(flow, "MemoryBase-1")["params"] == {
+        "tool_name": "retrieve_memory",
+        "tool_description": MEMORY_TOOL_DESCRIPTION,
+    }
+    compiled = compile_flow(flow)
+    # The offline agent calls every tool it can fill in, then lists each result on a line of its own.
+    memory = InMemoryConversation("c", list(HISTORY))
+    with_session = await compiled.run({"input": "what did I track?"}, conversation=memory)
+    lines = str(with_session.outputs["ChatOutput-Lp0cZ"]).split("\n")
+    assert lines[lines.index("retrieve_memory: User: hi") + 1] == "AI: hello"
+    without = await compiled.run({"input": "what did I track?"})
+    assert "retrieve_memory: " in str(without.outputs["ChatOutput-Lp0cZ"]).split("\n")
+
+
+def test_memory_base_outside_tool_mode_is_refused() -> None:
     alone = {"name": "x", "data": {"nodes": [lf_node("MemoryBase-2", "MemoryBase", {})], "edges": []}}
     with pytest.raises(LangflowImportError, match="supported only in tool mode"):
         translate(alone, provider="echo")

@@ -38,6 +38,7 @@ IMPORTS = frozenset(
         "Market Research",
         "Memory Chatbot",
         "Multi Agent Flow",
+        "Price Deal Finder",
         "SEO Keyword Generator",
         "Sequential Tasks Agents",
         "Simple Agent",
@@ -46,7 +47,7 @@ IMPORTS = frozenset(
         "Twitter Thread Generator",
     }
 )
-MIN_IMPORTS = 15
+MIN_IMPORTS = 16
 INPUT_TYPES = ("ChatInput", "TextInput")
 
 
@@ -159,8 +160,9 @@ def _sample(schema: dict[str, Any]) -> Any:
 
 def _answer(flow: dict[str, Any]) -> str:
     """What the fake server answers: ANSWER, or a JSON object holding it for a flow that extracts one
-    (every model call of such a flow gets it: an upstream agent's text is that JSON)."""
-    schemas = [n["params"]["schema"] for n in flow["nodes"] if n["type"] == "StructuredOutput"]
+    (a StructuredOutput, an Agent's structured response: every model call of such a flow gets it)."""
+    params = [n["params"] for n in flow["nodes"] if n["type"] in ("StructuredOutput", "Agent")]
+    schemas = [p.get("schema") or p["output_schema"] for p in params if {"schema", "output_schema"} & set(p)]
     assert len(schemas) <= 1
     return json.dumps(_sample(schemas[0])) if schemas else ANSWER
 

@@ -10,6 +10,8 @@ and their results (or `error: ...` for a failure, a timeout, unknown tools or ar
 valid JSON or do not fit the tool's schema) go back as `tool` messages. The first reply without tool
 calls is the answer (`text`); no answer after `max_iterations` rounds fails the node. Cancelling the
 run cancels the model call and every running tool. Rounds and tool calls go into the run's trace.
+With `output_schema` (and optional `format_instructions`) the answer is also structured data, output
+`data`, as LangFlow's `structured_response` (cluster.components.agent_response).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from typing import Any
 import orjson
 from jsonschema import Draft202012Validator
 
+from cluster.components.agent_response import RESPONSE_PARAMS, response_problems, structured_response
 from cluster.components.base import TOOL_PARAMS, BuildContext, Component, Ports, RunContext, ToolSpec
 from cluster.components.llm import LLM, build_provider, history_messages, token_sink
 from cluster.components.meter import NO_METER
 from cluster.components.providers.chat import ChatReply, Message, ToolCall
+from cluster.components.providers.echo import EchoProvider
 from cluster.egress.policy import Outbound
 from cluster.engine.trace import summarize
 from cluster.errors import ComponentError, Problem
@@ -69,6 +73,7 @@ class Agent(Component):
             "tool_timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 600, "default": 30},
             "max_result_chars": {"type": "integer", "minimum": 100, "maximum": 200_000, "default": 20_000},
             "description": {"type": "string", "maxLength": 1000},
+            **RESPONSE_PARAMS,
             **TOOL_PARAMS,
         },
     }
@@ -86,6 +91,7 @@ class Agent(Component):
         self.n_messages = int(params.get("n_messages", DEFAULT_N_MESSAGES))
         self.tools: dict[str, _Tool] = {}
         self.extra: dict[str, Any] = {}
+        self.response = structured_response(params, offline=isinstance(self.provider, EchoProvider))
 
     @classmethod
     def ports(cls, params: Mapping[str, Any]) -> Ports:
@@ -96,7 +102,7 @@ class Agent(Component):
             inputs=("input", *system, "tools"),
             required=frozenset({"input"}),
             default_input="input",
-            outputs=("text",),
+            outputs=("text", "data") if "output_schema" in params else ("text",),
             default_output="text",
             tools="tools",
             edge_only=frozenset({"system_prompt"}),
@@ -104,7 +110,7 @@ class Agent(Component):
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any], path: str) -> list[Problem]:
-        return LLM.check_params(params, path)
+        return [*LLM.check_params(params, path), *response_problems(params, path)]
 
     @classmethod
     def outbound(cls, params: Mapping[str, Any]) -> tuple[Outbound, ...]:
@@ -129,19 +135,27 @@ class Agent(Component):
 
     async def run(self, inputs: Mapping[str, Any], ctx: RunContext) -> Mapping[str, Any]:
         if ctx.replies and self.node_id in ctx.replies:  # an example's recorded answer (offline dry run)
-            return {"text": ctx.replies[self.node_id]}
+            return self._outputs(ctx.replies[self.node_id], recorded=True)
         system = inputs.get("system_prompt")
-        messages: list[Message] = [
-            {"role": "system", "content": self.system_prompt if system is None else to_text(system)}
-        ]
+        instructions = self.system_prompt if system is None else to_text(system)
+        question: Message = {"role": "user", "content": to_text(inputs["input"])}
+        if self.response is not None and not self.tools:
+            # As LangFlow: a tool-less agent asks for the schema directly, with instructions and input only.
+            messages: list[Message] = [{"role": "system", "content": instructions}, question]
+            reply = await self._round(messages, ctx, 1, self.response.request_fields())
+            self.meter.model_rounds(self.flow, 1)
+            return self._outputs(reply.content or "")
+        if self.response is not None:
+            instructions = self.response.instructions(instructions)
+        messages = [{"role": "system", "content": instructions}]
         if self.n_messages and ctx.conversation is not None:
             messages += await history_messages(ctx, self.n_messages)
-        messages.append({"role": "user", "content": to_text(inputs["input"])})
+        messages.append(question)
         for round_number in range(1, self.max_iterations + 1):
-            reply = await self._round(messages, ctx, round_number)
+            reply = await self._round(messages, ctx, round_number, self.extra)
             if not reply.tool_calls:
                 self.meter.model_rounds(self.flow, round_number)
-                return {"text": reply.content or ""}
+                return self._outputs(reply.content or "")
             messages.append(reply.as_message())
             # A failing tool becomes an error result, so only cancellation leaves this gather early,
             # and it cancels every tool still running.
@@ -153,13 +167,18 @@ class Agent(Component):
         self.meter.model_rounds(self.flow, self.max_iterations)
         raise ComponentError(f"no answer after {self.max_iterations} model rounds (max_iterations)")
 
-    async def _round(self, messages: list[Message], ctx: RunContext, round_number: int) -> ChatReply:
+    def _outputs(self, answer: str, recorded: bool = False) -> Mapping[str, Any]:
+        return {"text": answer} if self.response is None else self.response.outputs(answer, recorded)
+
+    async def _round(
+        self, messages: list[Message], ctx: RunContext, round_number: int, extra: Mapping[str, Any]
+    ) -> ChatReply:
         started = time.perf_counter()
         on_delta = token_sink(ctx, self.node_id)
         if on_delta is None:
-            reply = await self.provider.chat(messages, ctx.remaining, self.extra)
+            reply = await self.provider.chat(messages, ctx.remaining, extra)
         else:
-            reply = await self.provider.chat(messages, ctx.remaining, self.extra, on_delta=on_delta)
+            reply = await self.provider.chat(messages, ctx.remaining, extra, on_delta=on_delta)
         for kind in ("prompt", "completion"):
             count = reply.usage.get(f"{kind}_tokens")
             if count:

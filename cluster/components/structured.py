@@ -49,7 +49,7 @@ DEFAULT_SYSTEM = (
 )
 
 
-def _request_fields(mode: str, name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+def request_fields(mode: str, name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
     """What a chat-completions request adds to get JSON that fits `schema` (OpenAI's structured outputs)."""
     if mode == "tool":
         function = {"name": name, "description": "Record the extracted object.", "parameters": schema}
@@ -106,7 +106,7 @@ class StructuredOutput(Component):
         self.checker = BoundedSchema(self.schema)
         self.mode: str = params.get("mode", "response_format")
         self.name: str = params.get("schema_name", "output")
-        self.extra = _request_fields(self.mode, self.name, self.schema)
+        self.extra = request_fields(self.mode, self.name, self.schema)
         # Tool arguments are not redacted by the provider (only message text is): do it here.
         self.redact = build.runtime.redact if build.runtime is not None else None
         self.flow, self.model = build.flow_name, params.get("model", "echo-1")

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.langflow.agents import AGENT_CONVERTERS
 from cluster.langflow.errors import LangflowImportError, UnsupportedNode
 from cluster.langflow.export import ExportShapeError, LfEdge, LfFlow, is_langflow_export, read_export
 from cluster.langflow.memory import MEMORY_CONVERTERS
@@ -32,7 +33,7 @@ from cluster.langflow.nodes import (
     NodeContext,
     Provider,
 )
-from cluster.langflow.tools import TOOL_CONVERTERS, TOOL_OUTPUT, TOOL_SOURCE
+from cluster.langflow.tools import TOOL_CONVERTERS, TOOL_OUTPUT, TOOL_SOURCE, TOOLS_FIELD, tool_name_of
 from cluster.names import check_flow_name
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ ALL_CONVERTERS: dict[str, Converter] = {
     **dict.fromkeys(MODEL_TYPES, convert_model),
     "StructuredOutput": convert_structured_output,
     **TOOL_CONVERTERS,
+    **AGENT_CONVERTERS,
     **MEMORY_CONVERTERS,
 }
 PROVIDERS: tuple[Provider, ...] = ("openai", "echo")
@@ -103,12 +105,19 @@ def _map_nodes(
     flow: LfFlow, ids: Mapping[str, str], provider: Provider, model: str
 ) -> tuple[dict[str, Mapped], list[UnsupportedNode]]:
     connected: dict[str, set[str]] = {}
+    used: dict[str, set[str]] = {}
     tools: set[str] = set()
+    tool_names: dict[str, set[str]] = {}
+    by_id = {node.id: node for node in flow.nodes}
     for edge in flow.edges:
         if edge.target_field:
             connected.setdefault(edge.target, set()).add(edge.target_field)
+        used.setdefault(edge.source, set()).add(edge.source_output or "")
         if edge.source_output == TOOL_OUTPUT:
             tools.add(edge.source)
+            if edge.target_field == TOOLS_FIELD and edge.source in by_id:
+                name = tool_name_of(by_id[edge.source], ids[edge.source])
+                tool_names.setdefault(edge.target, set()).add(name)
     input_names = _input_names(flow, ids)
     mapped: dict[str, Mapped] = {}
     unsupported: list[UnsupportedNode] = []
@@ -131,6 +140,8 @@ def _map_nodes(
             provider=provider,
             as_tool=node.id in tools,
             model=model,
+            outputs_used=frozenset(used.get(node.id, ())),
+            tool_names=frozenset(tool_names.get(node.id, ())),
         )
         result = converter(node, ctx)
         if isinstance(result, Mapped):

@@ -9,9 +9,11 @@ The conversation is the one the request names (`session_id`): a `session_id` typ
 ignored with a warning, and an external `memory` (a LangChain chat history) is unsupported.
 
 `MemoryBase` (1.13's "Memory Base": semantic search over long-term memories, used as an Agent's tool)
-→ a MessageHistory tool returning the conversation's recent messages, with a warning, when its
-`filter_by_session` is on (the current session's memories); with it off (recall across sessions) it is
-unsupported: a flowfleet conversation is one session.
+→ a MessageHistory tool returning the conversation's recent messages, with a warning. With
+`filter_by_session` on (the current session's memories) that is the session LangFlow would search; with
+it off (recall across every session of the end user) it is still only the run's own conversation, since
+a flowfleet conversation is one session: a run that names none gets an empty history, as LangFlow's
+anonymous callers do. A second warning says so.
 """
 
 from __future__ import annotations
@@ -114,33 +116,38 @@ def convert_memory(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
     )
 
 
+def filters_by_session(value: Any) -> bool:
+    """LangFlow's reading of `filter_by_session`: the usual false strings are off, other text is on,
+    anything else counts by truth (a missing field is LangFlow's default, on)."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
+
+
 def convert_memory_base(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
-    """Memory Base (tool mode, session-scoped) → a MessageHistory tool."""
+    """Memory Base (tool mode) → a MessageHistory tool over the run's conversation."""
     if not ctx.as_tool:
         return _only_as_tool(node)
-    filter_by_session = node.fields.get("filter_by_session", True)
-    if filter_by_session is False or (
-        isinstance(filter_by_session, str)
-        and filter_by_session.strip().lower() in ("", "0", "false", "no", "off")
-    ):
-        return Unsupported(
-            "recall across sessions (filter_by_session off) is not supported: a flowfleet conversation "
-            "is one session"
-        )
     params = tool_params(node, ctx)
     params["tool_description"] = MEMORY_TOOL_DESCRIPTION
-    warning = (
+    warnings = [
         f"node {node.id}: the Memory Base's semantic search (search_query, top_k) over long-term memory "
         "became the conversation's most recent messages (MessageHistory); the Agent already receives "
         "them as chat history (n_messages)"
-    )
+    ]
+    if not filters_by_session(node.fields.get("filter_by_session", True)):
+        warnings.append(
+            f"node {node.id}: recall across sessions (filter_by_session off) reads only the run's own "
+            "conversation: a flowfleet conversation is one session, and a run without a session_id has "
+            "none (the tool then returns nothing)"
+        )
     main = {"id": ctx.node_id, "type": "MessageHistory", "params": params}
     return Mapped(
         nodes=(main,),
         inputs={},
         outputs=_tool_outputs(ctx, {"retrieve_data": "messages"}),
         default_output="text",
-        warnings=(warning,),
+        warnings=tuple(warnings),
     )
 
 

@@ -32,6 +32,10 @@ class NodeContext:
     as_tool: bool = False
     # The model an OpenAI component with an empty model gets (with a warning); unused with echo.
     model: str = DEFAULT_MODEL
+    # LangFlow outputs of this node that an edge reads ("" for an edge that names none).
+    outputs_used: frozenset[str] = frozenset()
+    # The tool names of the components wired into this node's `tools` (for an Agent's built-in tools).
+    tool_names: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""LangFlow's Agent and its tool-mode components as flowfleet `Agent` and tool nodes.
+"""LangFlow's tool-mode components as flowfleet tool nodes (the Agent itself: `cluster.langflow.agents`).
 
 In LangFlow a component becomes a tool when its `component_as_tool` output (the "Toolset" handle of a
 component in tool mode) is wired into an Agent's `tools` field; the converter turns such edges into
@@ -8,8 +8,7 @@ the component's description.
 
 Mapped tools: `CalculatorComponent` → Calculator, `CurrentDateComponent` → CurrentDate, `URLComponent`
 → URLFetch (its `urls` give `allowed_domains`; no URLs give `["*"]`, any host, with a warning), the
-search components → WebSearch, and an Agent. The Agent's `add_current_date_tool` (on by default in
-LangFlow) adds a CurrentDate tool node.
+search components → WebSearch, and an Agent.
 """
 
 from __future__ import annotations
@@ -20,23 +19,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cluster.langflow.export import LfNode
-from cluster.langflow.models import model_params
-from cluster.langflow.nodes import Converter, Mapped, NodeContext, Unsupported, fixed_prompt, text_field
+from cluster.langflow.nodes import Converter, Mapped, NodeContext, Unsupported, text_field
 
 # The output LangFlow adds to a component in tool mode; an edge from it into `tools` attaches a tool.
 TOOL_OUTPUT = "component_as_tool"
 # What `Mapped.outputs` maps TOOL_OUTPUT to: not a port, a marker for the edge mapping.
 TOOL_SOURCE = "\x00tool"
 TOOLS_FIELD = "tools"
-
-# LangFlow's Agent adds this tool itself (CurrentDateComponent's toolkit) unless switched off.
-CURRENT_DATE_TOOL_NAME = "get_current_date"
-CURRENT_DATE_DESCRIPTION = "Returns the current date and time in the selected timezone."
-
-MAX_ITERATIONS = 50
-# The chat history an Agent reads (flowfleet's Agent default is LangFlow's, 100 messages).
-MAX_HISTORY_MESSAGES = 1000
-DEFAULT_AGENT_HISTORY = 100
 MAX_TOOL_DESCRIPTION = 2000
 MAX_SEARCH_RESULTS = 10
 MAX_FETCH_TIMEOUT_S = 120.0
@@ -80,14 +69,19 @@ def _tool_metadata(node: LfNode) -> Mapping[str, Any]:
     return {}
 
 
+def tool_name_of(node: LfNode, node_id: str) -> str:
+    """The `tool_name` a node gets as a tool: its `tools_metadata` name, else its flowfleet id."""
+    raw_name = _tool_metadata(node).get("name")
+    name = tool_name(raw_name) if isinstance(raw_name, str) else ""
+    return name or tool_name(node_id) or "tool"
+
+
 def tool_params(node: LfNode, ctx: NodeContext) -> dict[str, Any]:
     """`tool_name` / `tool_description` of a node used as a tool; {} when it is not one."""
     if not ctx.as_tool:
         return {}
     meta = _tool_metadata(node)
-    raw_name = meta.get("name")
-    name = tool_name(raw_name) if isinstance(raw_name, str) else ""
-    params: dict[str, Any] = {"tool_name": name or tool_name(ctx.node_id) or "tool"}
+    params: dict[str, Any] = {"tool_name": tool_name_of(node, ctx.node_id)}
     raw_description = meta.get("description")
     description = raw_description if isinstance(raw_description, str) else ""
     description = description.strip() or node.description.strip()
@@ -213,62 +207,6 @@ def convert_search(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
     )
 
 
-def convert_agent(node: LfNode, ctx: NodeContext) -> Mapped | Unsupported:
-    """Agent → Agent: instructions (typed, or fed by an edge into `system_prompt`), max_iterations, the
-    model (as for LLM), the current-date tool."""
-    # Older exports pick the provider in `agent_llm` ("OpenAI", ..., "Custom" for a connected model).
-    agent_llm = text_field(node, "agent_llm").strip() or None
-    if agent_llm == "Custom" or "agent_llm" in ctx.connected:
-        return Unsupported("a connected language model (agent_llm 'Custom') is not supported")
-    result = model_params(node, ctx, provider=agent_llm)
-    if isinstance(result, Unsupported):
-        return result
-    params, warnings = result
-    params.update(tool_params(node, ctx))
-    instructions = text_field(node, "system_prompt")
-    # An edge into `system_prompt` (a Prompt Template's text, say) feeds the Agent's optional port of
-    # that name, which exists only while the params fix no instructions: the typed value is dropped.
-    if instructions.strip() and "system_prompt" not in ctx.connected:
-        params["system_prompt"] = instructions
-    iterations = _number(node.fields.get("max_iterations"))
-    if iterations is not None:
-        clamped = max(1, min(MAX_ITERATIONS, int(iterations)))
-        if clamped != iterations:
-            warnings.append(f"node {node.id}: max_iterations {iterations:g} clamped to {clamped}")
-        params["max_iterations"] = clamped
-    n_messages = _number(node.fields.get("n_messages"))
-    if n_messages is not None:
-        clamped = max(0, min(MAX_HISTORY_MESSAGES, int(n_messages)))
-        if clamped != n_messages:
-            warnings.append(f"node {node.id}: n_messages {n_messages:g} clamped to {clamped}")
-        if clamped != DEFAULT_AGENT_HISTORY:
-            params["n_messages"] = clamped
-    if node.fields.get("output_schema"):
-        warnings.append(f"node {node.id}: output_schema (structured response) is not supported; ignored")
-    nodes: list[dict[str, Any]] = []
-    edges: list[dict[str, Any]] = []
-    prompt = text_field(node, "input_value")
-    if prompt and "input_value" not in ctx.connected:
-        helper, edge = fixed_prompt(ctx.node_id, prompt, "input")
-        nodes.append(helper)
-        edges.append(edge)
-    # LangFlow's default is on: a missing or unset field means the tool is added.
-    if node.fields.get("add_current_date_tool") is not False:
-        date_id = f"{ctx.node_id}.current_date"
-        date_params = {"tool_name": CURRENT_DATE_TOOL_NAME, "tool_description": CURRENT_DATE_DESCRIPTION}
-        nodes.append({"id": date_id, "type": "CurrentDate", "params": date_params})
-        edges.append({"source": date_id, "target": ctx.node_id, "target_input": "tools"})
-    main = {"id": ctx.node_id, "type": "Agent", "params": params}
-    return Mapped(
-        nodes=(main, *nodes),
-        inputs={"input_value": "input", "system_prompt": "system_prompt", TOOLS_FIELD: "tools"},
-        outputs=_tool_outputs(ctx, {"response": "text"}),
-        default_output="text",
-        edges=tuple(edges),
-        warnings=tuple(warnings),
-    )
-
-
 SEARCH_TYPES = (
     "UnifiedWebSearch",
     "WebSearchNoAPI",
@@ -279,7 +217,6 @@ SEARCH_TYPES = (
 )
 
 TOOL_CONVERTERS: dict[str, Converter] = {
-    "Agent": convert_agent,
     "CalculatorComponent": convert_calculator,
     "Calculator": convert_calculator,
     "CurrentDateComponent": convert_current_date,
