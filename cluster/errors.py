@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,32 @@ class RunInputError(FlowfleetError):
 
     code = "invalid_inputs"
     http_status = 422
+
+
+class InvalidTweaks(FlowfleetError):
+    """Per-call tweaks that are malformed, or whose values the flow's rules refuse (then `details`
+    carries the validation problems, each naming the tweaked `node` and `param` when it can)."""
+
+    code = "invalid_tweaks"
+    http_status = 422
+
+
+class TweakNotAllowed(InvalidTweaks):
+    """A tweak of a param the flow's `api.tweaks` does not list, or tweaks for a flow that lists none.
+
+    `details`: the `node` and `param` refused, and `tweakable` (node id -> the params callers may
+    tweak; empty when tweaks are off for the flow).
+    """
+
+    code = "tweak_not_allowed"
+
+    def __init__(
+        self, message: str, *, node: str, param: str, tweakable: Mapping[str, Collection[str]]
+    ) -> None:
+        listed = {node_id: sorted(params) for node_id, params in sorted(tweakable.items())}
+        super().__init__(message, node=node, param=param, tweakable=listed)
+        self.node = node
+        self.param = param
 
 
 class RunTimeout(FlowfleetError):
@@ -215,3 +241,16 @@ class BadRequest(FlowfleetError):
     code = "bad_request"
     http_status = 400
     exit_code = 2
+
+
+class Unavailable(FlowfleetError):
+    """The server cannot take this request now, through no fault of the request (shutting down, at its
+    limit, the version not loaded yet): a 503 with Retry-After; the same request may succeed later."""
+
+    code = "unavailable"
+    http_status = 503
+    retry_after_s = 1
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.code = code

@@ -132,7 +132,24 @@ async def test_run_with_named_ports_and_run_inputs() -> None:
     }
     flow = compiled(document)
     assert (await flow.run({"a": "A"})).outputs == {"answer": "A-X"}
-    assert (await flow.run({"a": "A", "c": "C", "unused": 1})).outputs == {"answer": "A-X-C"}
+    assert (await flow.run({"a": "A", "c": "C"})).outputs == {"answer": "A-X-C"}
+
+
+async def test_an_input_the_flow_does_not_take_is_refused_with_what_it_takes() -> None:
+    document = {
+        "nodes": [node("x", "Const", value="X"), node("j", "Join", sep="-"), node("o", "Out", name="answer")],
+        "edges": [edge("x", "j", "value", "b"), edge("j", "o")],
+    }
+    flow = compiled(document)
+    with pytest.raises(RunInputError) as refused:
+        await flow.run({"a": "A", "unused": 1, "also": 2})
+    assert str(refused.value) == (
+        "unknown input(s): also, unused; this flow takes a (any, required), c (any, optional)"
+    )
+    assert refused.value.details["unknown"] == ["also", "unused"]
+    assert [spec["name"] for spec in refused.value.details["inputs"]] == ["a", "c"]
+    first = {"name": "a", "type": "any", "required": True, "nodes": ["j"]}
+    assert refused.value.details["inputs"][0] == first
 
 
 async def test_independent_branches_run_concurrently() -> None:
@@ -206,7 +223,8 @@ async def test_run_context_carries_deadline_and_a_run_id() -> None:
 
 async def test_missing_required_inputs() -> None:
     flow = compiled({"nodes": [node("j", "Join")]})
-    with pytest.raises(RunInputError, match=r"missing required input\(s\): a, b \(inputs are: a, b, c\)"):
+    takes = r"this flow takes a \(any, required\), b \(any, required\), c \(any, optional\)"
+    with pytest.raises(RunInputError, match=r"missing required input\(s\): a, b; " + takes):
         await flow.run({"c": 1})
 
 

@@ -6,16 +6,9 @@ and run its examples as dry runs. Never imports the store or Redis.
     result = await compiled.run({"input": "hi"}, timeout=30)
 """
 
-from cluster.engine.compiler import (
-    CompiledFlow,
-    RunResult,
-    compile_analysis,
-    compile_flow,
-    needed_secrets,
-    needed_services,
-    warm_up,
-)
+from cluster.engine.compiler import CompiledFlow, RunResult, compile_analysis, compile_flow
 from cluster.engine.examples import run_examples
+from cluster.flow.analysis import needed_secrets, needed_services, warm_up
 
 __all__ = [
     "CompiledFlow",

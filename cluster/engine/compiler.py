@@ -7,7 +7,7 @@
 A CompiledFlow is immutable: components are built once, ports are bound and the order is precomputed,
 so a run only moves values. Independent branches run as concurrent tasks; a failing node fails the run
 with its id (NodeFailed), a node or run over its time budget raises RunTimeout, and cancelling the
-caller cancels every running node.
+caller cancels every running node. Per-call param overrides: `tweaked` (cluster.engine.tweaks).
 """
 
 from __future__ import annotations
@@ -16,18 +16,21 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from cluster.components.base import BuildContext, Component, RunContext
-from cluster.egress.policy import Outbound, OutboundPolicy, secret_names, service_names
+from cluster.egress.policy import OutboundPolicy
 from cluster.engine.scheduler import Execution
 from cluster.engine.steps import Step, bind_tools, build_steps, sequential_order
+from cluster.engine.tweaks import UNCOUNTED, Usage, Variants, variant_of
 from cluster.errors import FlowValidationError, MissingSearchProvider, MissingSecret, Problem, RunInputError
-from cluster.flow.analysis import Analysis, ComponentRegistry, params_checker
+from cluster.flow.analysis import Analysis, ComponentRegistry, needed_secrets
 from cluster.flow.hashing import content_address
-from cluster.flow.model import FlowTest
+from cluster.flow.inputs import InputSpec, describe_inputs
+from cluster.flow.model import FlowApi, FlowTest
 from cluster.flow.schemacheck import pointer
 from cluster.flow.validation import Limits, check_and_analyse
 from cluster.gcpause import paused_gc
@@ -68,6 +71,12 @@ class CompiledFlow:
     calls_out: bool = False
     # Whether a node reads or adds to the run's conversation (Component.uses_conversation).
     remembers: bool = False
+    # The document's `api`; the variants tweaks made of this flow (None if off, or a variant); its users.
+    api: FlowApi = field(default_factory=FlowApi)
+    variants: Variants[CompiledFlow] | None = field(default=None, repr=False)
+    usage: Usage[CompiledFlow] | None = field(default=None, repr=False)
+    # The run inputs, described for callers (cluster.flow.inputs).
+    inputs: tuple[InputSpec, ...] = ()
 
     @property
     def node_count(self) -> int:
@@ -78,27 +87,37 @@ class CompiledFlow:
         return tuple(key for _, key in self.outputs)
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> None:
-        """Raise RunInputError unless `inputs` is a mapping of names that gives every required input.
-
-        Inputs the flow does not read are ignored, so callers may send more than one flow version needs.
-        """
+        """Raise RunInputError unless `inputs` is a mapping that gives every required input and nothing
+        the flow does not take (an unknown name is refused: a misspelt input must not go unnoticed)."""
         if type(inputs) is not dict and not isinstance(inputs, Mapping):  # skip the ABC check for dicts
             raise RunInputError(f"run inputs must be an object of name -> value, not {type(inputs).__name__}")
-        if not all(type(k) is str for k in inputs):
-            bad = [k for k in inputs if not isinstance(k, str)]
-            if bad:
-                raise RunInputError(f"run input names must be strings, got {bad[0]!r}")
-        if not inputs.keys() >= self.required_inputs:
-            missing = sorted(self.required_inputs - inputs.keys())
-            known = ", ".join(sorted(self.input_names)) or "none"
+        keys = inputs.keys()
+        if keys <= self.input_names and keys >= self.required_inputs:
+            return
+        bad = [k for k in inputs if not isinstance(k, str)]
+        if bad:
+            raise RunInputError(f"run input names must be strings, got {bad[0]!r}")
+        takes = [spec.as_dict() for spec in self.inputs]
+        listed = ", ".join(spec.summary() for spec in self.inputs) or "no inputs"
+        unknown = sorted(keys - self.input_names)
+        if unknown:
             raise RunInputError(
-                f"missing required input(s): {', '.join(missing)} (inputs are: {known})", missing=missing
+                f"unknown input(s): {', '.join(unknown)}; this flow takes {listed}",
+                unknown=unknown,
+                inputs=takes,
             )
+        missing = sorted(self.required_inputs - keys)
+        raise RunInputError(
+            f"missing required input(s): {', '.join(missing)}; this flow takes {listed}",
+            missing=missing,
+            inputs=takes,
+        )
 
     @property
     def holds_resources(self) -> bool:
         """Whether `aclose` has anything to release (an OpenAI model's HTTP client, a plugin's)."""
-        return any(component.holds_resources for component in self._components())
+        held = any(component.holds_resources for component in self._components())
+        return held or (self.variants is not None and self.variants.holds_resources)
 
     def _components(self) -> Iterator[Component]:
         yield from (step.component for step in self.steps)
@@ -106,14 +125,22 @@ class CompiledFlow:
 
     async def aclose(self) -> None:
         """Release what the components acquired at build time (HTTP clients). Call once, after the last
-        run of this flow finished; a component failing to close is logged, never raised, so retiring a
-        flow always completes."""
+        run of this flow (and of its variants) finished; a component failing to close is logged, never
+        raised, so retiring a flow always completes. Closes the variants tweaks made of it too."""
+        if self.variants is not None:
+            await self.variants.aclose()
         for component in self._components():
             try:
                 await component.aclose()
             except Exception:
                 node = component.node_id
                 logger.warning("closing node %s of flow %s failed", node, self.name, exc_info=True)
+
+    async def tweaked(self, tweaks: Any) -> CompiledFlow:
+        """This flow with a caller's param overrides (`{node id: {param: value}}`) applied, for one run
+        (cluster.engine.tweaks): self for no tweaks (None, {}). Raises TweakNotAllowed for a param
+        `api.tweaks` does not list, InvalidTweaks for malformed tweaks or refused values (both 422)."""
+        return await variant_of(self, self.api, self.variants, tweaks)
 
     async def run(
         self,
@@ -127,15 +154,16 @@ class CompiledFlow:
         """Run once, continuing `conversation` if given (its new messages are the caller's to store);
         with `stream`, models stream and nodes send their events to it (RunContext.stream).
         Raises RunInputError, RunTimeout (node or run budget), NodeFailed."""
-        execution = self._execution(inputs, timeout, trace)
-        if conversation is not None:
-            execution.ctx.conversation = conversation
-        if stream is not None:
-            execution.ctx.stream = stream
-        started = time.perf_counter()
-        await execution.run(timeout)
-        duration_ms = (time.perf_counter() - started) * 1000
-        return RunResult(dict(self.outputs_of(execution.results)), execution.trace, duration_ms)
+        with self.usage or UNCOUNTED:
+            execution = self._execution(inputs, timeout, trace)
+            if conversation is not None:
+                execution.ctx.conversation = conversation
+            if stream is not None:
+                execution.ctx.stream = stream
+            started = time.perf_counter()
+            await execution.run(timeout)
+            duration_ms = (time.perf_counter() - started) * 1000
+            return RunResult(dict(self.outputs_of(execution.results)), execution.trace, duration_ms)
 
     def outputs_of(self, results: list[Mapping[str, Any] | None]) -> Iterator[tuple[str, Any]]:
         """The run's outputs from every node's produced ports; outputs of skipped nodes are absent."""
@@ -155,12 +183,13 @@ class CompiledFlow:
     ) -> tuple[list[Mapping[str, Any] | None], list[dict[str, Any]] | None, float]:
         """Run once and return every node's produced ports (None for a skipped node), the trace and
         the duration in milliseconds. `replies` are an example's recorded LLM replies (offline runs)."""
-        execution = self._execution(inputs, timeout, trace)
-        if replies:
-            execution.ctx.replies = replies
-        started = time.perf_counter()
-        await execution.run(timeout)
-        return execution.results, execution.trace, (time.perf_counter() - started) * 1000
+        with self.usage or UNCOUNTED:
+            execution = self._execution(inputs, timeout, trace)
+            if replies:
+                execution.ctx.replies = replies
+            started = time.perf_counter()
+            await execution.run(timeout)
+            return execution.results, execution.trace, (time.perf_counter() - started) * 1000
 
     def _execution(self, inputs: Mapping[str, Any], timeout: float | None, trace: bool) -> Execution:
         self.check_inputs(inputs)
@@ -203,29 +232,34 @@ def compile_flow(
         policy = runtime.policy
     with paused_gc():  # see cluster.gcpause: a large flow allocates many small objects
         analysis = check_and_analyse(document, registry=registry, limits=limits, policy=policy)
-        return compile_analysis(analysis, digest=content_address(document)[1], runtime=runtime)
+        digest = content_address(document)[1]
+        return compile_analysis(analysis, digest=digest, runtime=runtime, policy=policy, limits=limits)
 
 
-def _uses(analysis: Analysis) -> list[Outbound]:
-    nodes = zip(analysis.flow.nodes, analysis.classes, strict=True)
-    return [use for node, cls in nodes for use in cls.outbound(node.params)]
-
-
-def needed_secrets(analysis: Analysis) -> list[str]:
-    """The names of the secrets a valid flow's nodes use."""
-    return secret_names(_uses(analysis))
-
-
-def needed_services(analysis: Analysis) -> list[str]:
-    """The operator services (`web_search`) a valid flow's nodes use."""
-    return service_names(_uses(analysis))
-
-
-def compile_analysis(analysis: Analysis, *, digest: str, runtime: Runtime | None = None) -> CompiledFlow:
+def compile_analysis(
+    analysis: Analysis,
+    *,
+    digest: str,
+    runtime: Runtime | None = None,
+    policy: OutboundPolicy | None = None,
+    limits: Limits | None = None,
+) -> CompiledFlow:
     """The part of `compile_flow` after validation: build the components of a valid flow's analysis
     (from `cluster.flow.validation.check_and_analyse`) and precompute the schedule. `digest` is the
-    document's content address. Raises FlowValidationError when a component cannot be built and
+    document's content address; tweaked variants are validated with `policy` (else the runtime's) and
+    `limits`, and built with `runtime`. Raises FlowValidationError when a component cannot be built and
     MissingSecret, before building anything, when the runtime lacks a secret the flow needs."""
+    compiled = _compile(analysis, None, digest=digest, runtime=runtime)
+    if analysis.flow.api.tweaks_on:  # variants are checked like this flow and built with its runtime
+        build = partial(_compile, digest=digest, runtime=runtime)
+        policy = policy or (runtime.policy if runtime is not None else None)
+        compiled = replace(compiled, variants=Variants(analysis, build, policy=policy, limits=limits))
+    return compiled
+
+
+def _compile(
+    analysis: Analysis, usage: Usage[CompiledFlow] | None, *, digest: str, runtime: Runtime | None
+) -> CompiledFlow:
     if runtime is not None:
         missing = runtime.missing(needed_secrets(analysis))
         if missing:
@@ -259,29 +293,7 @@ def compile_analysis(analysis: Analysis, *, digest: str, runtime: Runtime | None
         tool_components=tuple(components[i] for i in sorted(tools)),
         calls_out=any(component.holds_resources for component in components),
         remembers=any(type(component).uses_conversation for component in components),
+        api=analysis.flow.api,
+        usage=usage,
+        inputs=describe_inputs(analysis),
     )
-
-
-def warm_up(registry: ComponentRegistry | None = None) -> list[str]:
-    """Do ahead of time what would otherwise slow down the first compile in a fresh process: load the
-    registry (built-in component modules and plugins) and build every registered component's params
-    validator. Returns the type names whose validator is ready. A component whose params schema is
-    unusable is logged and left out; compiling a flow that uses it reports that as a problem, as ever.
-    Safe to call more than once (a later call finds everything cached) and from any thread.
-    """
-    if registry is None:
-        from cluster.components.registry import default_registry  # imports every built-in component
-
-        registry = default_registry()
-    ready: list[str] = []
-    for name in registry.names():
-        cls = registry.get(name)
-        if cls is None:
-            continue
-        try:
-            params_checker(cls)
-        except Exception as e:  # a plugin's schema is code we do not control
-            logger.warning("params schema of component %s is unusable: %s", name, e)
-            continue
-        ready.append(name)
-    return ready

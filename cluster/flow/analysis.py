@@ -3,7 +3,8 @@
 Rules: unique node ids, known component types (with the closest known name suggested), params that fit
 each component's schema and its own checks, secrets and URLs that the operator's outbound policy allows,
 edges between existing nodes and ports, no cycles, at least one output, every node contributing to an
-output, and examples (`tests`) that name real outputs. The edge rules are in `cluster.flow.wiring`.
+output, examples (`tests`) that name real outputs, and an `api.tweaks` allow-list naming real params
+that callers may change (`cluster.flow.tweaks`). The edge rules are in `cluster.flow.wiring`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from cluster.components.base import Component, Ports
-from cluster.egress.policy import OutboundPolicy
+from cluster.egress.policy import Outbound, OutboundPolicy, secret_names, service_names
 from cluster.errors import Problem
 from cluster.flow.examples import check_examples
 from cluster.flow.model import BoundEdge, Flow, parse_flow
 from cluster.flow.schemacheck import SchemaChecker, pointer, shorten
 from cluster.flow.tools import tool_wiring
+from cluster.flow.tweaks import tweak_problems
 from cluster.flow.wiring import Graph, bind_edges, dead_nodes, order_or_cycles, unfed_inputs
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,31 @@ def params_checker(cls: type[Component]) -> SchemaChecker:
     """The (cached) checker of a component's params schema. Raises jsonschema's SchemaError, or
     whatever a broken plugin schema raises, when the schema is unusable."""
     return SchemaChecker(cls.params_schema, "invalid_params")
+
+
+def warm_up(registry: ComponentRegistry | None = None) -> list[str]:
+    """Do ahead of time what would otherwise slow down the first compile in a fresh process: load the
+    registry (built-in component modules and plugins) and build every registered component's params
+    validator. Returns the type names whose validator is ready. A component whose params schema is
+    unusable is logged and left out; compiling a flow that uses it reports that as a problem, as ever.
+    Safe to call more than once (a later call finds everything cached) and from any thread.
+    """
+    if registry is None:
+        from cluster.components.registry import default_registry  # imports every built-in component
+
+        registry = default_registry()
+    ready: list[str] = []
+    for name in registry.names():
+        cls = registry.get(name)
+        if cls is None:
+            continue
+        try:
+            params_checker(cls)
+        except Exception as e:  # a plugin's schema is code we do not control
+            logger.warning("params schema of component %s is unusable: %s", name, e)
+            continue
+        ready.append(name)
+    return ready
 
 
 def _check_ports(ports: Ports) -> str | None:
@@ -189,6 +216,7 @@ def analyse(
     problems: list[Problem] = []
     index_of = _ids(flow, problems)
     classes, ports = _components(flow, registry, policy or DEFAULT_POLICY, problems)
+    problems.extend(tweak_problems(document.get("api", {}).get("tweaks", {}), flow, index_of, classes))
     g = bind_edges(flow, index_of, ports, problems)
     order = order_or_cycles(flow, g, problems)
     outputs, keys = _outputs(flow, index_of, classes, g, problems)
@@ -212,3 +240,18 @@ def analyse(
         tool_edges=tools.edges,
     )
     return [], analysis
+
+
+def _uses(analysis: Analysis) -> list[Outbound]:
+    nodes = zip(analysis.flow.nodes, analysis.classes, strict=True)
+    return [use for node, cls in nodes for use in cls.outbound(node.params)]
+
+
+def needed_secrets(analysis: Analysis) -> list[str]:
+    """The names of the secrets a valid flow's nodes use."""
+    return secret_names(_uses(analysis))
+
+
+def needed_services(analysis: Analysis) -> list[str]:
+    """The operator services (`web_search`) a valid flow's nodes use."""
+    return service_names(_uses(analysis))

@@ -60,12 +60,33 @@ class FlowTest:
 
 
 @dataclass(frozen=True)
+class FlowApi:
+    """What callers of the run API may choose per call (the document's `api`).
+
+    `tweaks`: node id -> the params of that node a caller may override for one run (no entry, or no
+    params: none; an empty mapping: tweaks are off). `version_selection`: whether a caller may ask for a
+    specific version of the flow.
+
+    >>> FlowApi().tweaks_on, FlowApi(MappingProxyType({"llm": frozenset({"temperature"})})).tweaks_on
+    (False, True)
+    """
+
+    tweaks: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    version_selection: bool = False
+
+    @property
+    def tweaks_on(self) -> bool:
+        return bool(self.tweaks)
+
+
+@dataclass(frozen=True)
 class Flow:
     name: str | None
     description: str
     nodes: tuple[Node, ...]
     edges: tuple[Edge, ...]
     tests: tuple[FlowTest, ...] = ()
+    api: FlowApi = field(default_factory=FlowApi)
 
 
 @dataclass(frozen=True)
@@ -130,7 +151,18 @@ def parse_flow(document: Mapping[str, Any], *, copy: bool = True) -> Flow:
         nodes=nodes,
         edges=edges,
         tests=tests,
+        api=parse_api(document.get("api", {})),
     )
+
+
+def parse_api(api: Mapping[str, Any]) -> FlowApi:
+    """The model of a schema-valid `api` object; a node listing no params is left out of `tweaks`.
+
+    >>> parse_api({"tweaks": {"llm": ["temperature"], "p": []}})
+    FlowApi(tweaks=mappingproxy({'llm': frozenset({'temperature'})}), version_selection=False)
+    """
+    tweaks = {node_id: frozenset(params) for node_id, params in api.get("tweaks", {}).items() if params}
+    return FlowApi(MappingProxyType(tweaks), bool(api.get("version_selection", False)))
 
 
 def bind_ports(edge: Edge, source: Ports, target: Ports) -> tuple[str, str]:

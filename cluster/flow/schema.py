@@ -87,6 +87,25 @@ TEST_SCHEMA: dict[str, Any] = {
     },
 }
 
+# What callers of the run API may choose per call (see cluster.flow.tweaks). Which params may be
+# tweaked is the flow's choice, and checked against each component at validation.
+API_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "tweaks": {
+            "type": "object",
+            "propertyNames": {"pattern": NODE_ID_PATTERN},
+            "additionalProperties": {
+                "type": "array",
+                "uniqueItems": True,
+                "items": {"type": "string", "minLength": 1, "maxLength": 128},
+            },
+        },
+        "version_selection": {"type": "boolean"},
+    },
+}
+
 DOCUMENT_SCHEMA: dict[str, Any] = {
     "$schema": SCHEMA_DIALECT,
     "$id": "https://flowfleet.dev/schemas/flow.json",
@@ -100,6 +119,7 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
         "nodes": {"type": "array", "items": NODE_SCHEMA},
         "edges": {"type": "array", "items": EDGE_SCHEMA},
         "tests": {"type": "array", "items": TEST_SCHEMA},
+        "api": API_SCHEMA,
         "metadata": _METADATA,
     },
 }
