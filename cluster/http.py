@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from cluster.errors import BadRequest, FlowfleetError
+from cluster.errors import BadRequest, FlowfleetError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ def error_response(
 
 async def handle_flowfleet_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlowfleetError)
-    return error_response(exc.http_status, exc.code, exc.message, exc.details)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+    return error_response(exc.http_status, exc.code, exc.message, exc.details, headers=headers)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

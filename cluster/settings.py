@@ -49,6 +49,8 @@ class Settings:
     max_concurrent_runs: int = 64
     run_timeout_s: float = 60.0
     shutdown_grace_s: float = 30.0
+    # Run authentication (off when unset): a tokens file like the control plane's, for the run APIs.
+    run_tokens_file: str | None = None
     # Rollouts.
     prepare_timeout_s: float = 10.0
     session_ttl_s: float = 1800.0
@@ -102,6 +104,7 @@ class Settings:
             "FLOWFLEET_MAX_CONCURRENT_RUNS": "max_concurrent_runs",
             "FLOWFLEET_RUN_TIMEOUT_S": "run_timeout_s",
             "FLOWFLEET_SHUTDOWN_GRACE_S": "shutdown_grace_s",
+            "FLOWFLEET_RUN_TOKENS_FILE": "run_tokens_file",
             "FLOWFLEET_PREPARE_TIMEOUT_S": "prepare_timeout_s",
             "FLOWFLEET_SESSION_TTL_S": "session_ttl_s",
             "FLOWFLEET_HISTORY_TTL_S": "history_ttl_s",

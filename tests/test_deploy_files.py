@@ -455,3 +455,13 @@ def test_make_up_runs_flowfleet_up_and_state_is_ignored() -> None:
     assert re.search(r"^up: \$\(STAMP\)\n\t\$\(BIN\)/flowfleet up", makefile, re.M)
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert {"/.flowfleet/", "compose/.env", "compose/secrets/"} <= set(ignored)
+
+
+def test_nginx_passes_every_api_s_streams_through_unbuffered() -> None:
+    conf = (COMPOSE / "nginx.conf").read_text()
+    blocks = re.findall(r"location ~ (\S+) \{(.*?)\}", conf, re.S)
+    unbuffered = [re.compile(pattern) for pattern, body in blocks if "proxy_buffering off;" in body]
+    paths = ["/v1/flows/qa/run", "/api/v1/run/qa", "/v1/chat/completions", "/v1/responses"]
+    for path in paths:
+        assert any(p.match(path) for p in unbuffered), path
+    assert not any(p.match("/v1/flows/qa") for p in unbuffered)

@@ -125,7 +125,7 @@ async def test_redirect_loops_stop(site: Served) -> None:
 async def test_the_run_deadline_bounds_the_fetch(site: Served) -> None:
     component = fetcher(timeout_s=30)
     started = time.monotonic()
-    with pytest.raises(ComponentError, match="^timed out after 0.3"):
+    with pytest.raises(ComponentError, match=r"^timed out after 0\.[0-3]\d*s"):
         await component.run({"url": site.url + "/hang"}, RunContext(inputs={}, deadline=started + 0.3))
     assert time.monotonic() - started < 2
     await component.aclose()

@@ -24,11 +24,14 @@ from cluster.settings import Settings
 from cluster.store.conversations import ConversationStore
 from cluster.store.keys import Keys
 from cluster.store.redis_conn import connect, redact
+from cluster.store.release import Release
 from cluster.traffic.runstats import RunStats
+from worker.api.auth import RunAuth
 from worker.heartbeat import Heartbeat
 from worker.loader import Loader, serving_versions
 from worker.memory import Conversations
 from worker.metrics import WorkerMetrics
+from worker.pick import VersionPicker
 from worker.ports import Compiler, ReleaseReader, Runnable
 from worker.prepared import PreparedVersions, Preparer
 from worker.sessions import SessionPins
@@ -172,6 +175,8 @@ class Replica:
         )
         preparer = Preparer(self.loader, self.state, self.prepared, on_change=self.heartbeat.poke)
         self.sessions = SessionPins(redis, self.keys, self.loader, self.metrics, ttl_s=s.session_ttl_s)
+        self.picker = VersionPicker(self._history, self.sessions)
+        self.run_auth = RunAuth.from_file(s.run_tokens_file)
         history = ConversationStore(
             redis, self.keys, max_messages=s.history_max_messages, ttl_s=s.history_ttl_s
         )
@@ -189,6 +194,10 @@ class Replica:
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self._flusher: asyncio.Task[None] | None = None
+
+    async def _history(self, flow: str) -> list[Release]:
+        history = getattr(self.store, "history", None)
+        return [] if history is None else list(await history(flow))
 
     async def start(self) -> None:
         s = self.settings

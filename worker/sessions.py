@@ -76,7 +76,7 @@ class SessionPins:
             return self._degraded(loaded, choice, e)
         pin = Pin.decode(raw)
         if pin is not None and pin.honoured(loaded.unpin_generation):
-            served = await self._follow(loaded, pin)
+            served = await self.load(loaded, pin)
             if served is not None:
                 self._count(loaded.flow, "followed")
                 return served
@@ -98,7 +98,7 @@ class SessionPins:
                 # Another replica pinned this session first: follow its choice.
                 other = Pin.decode(await self._redis(self.redis.getex(pin_key, px=self.ttl_ms)))
                 if other is not None and other.honoured(loaded.unpin_generation):
-                    served = await self._follow(loaded, other)
+                    served = await self.load(loaded, other)
                     if served is not None:
                         self._count(loaded.flow, "followed")
                         return served
@@ -110,7 +110,7 @@ class SessionPins:
         self._count(loaded.flow, "replaced" if overwrite else "created")
         return replace(choice, pinned=True)
 
-    async def _follow(self, loaded: LoadedFlow, pin: Pin) -> Served | None:
+    async def load(self, loaded: LoadedFlow, pin: Pin) -> Served | None:
         """The pinned version, loaded on demand if this replica does not hold it; None if unloadable."""
         if pin.hash == loaded.hash:
             return Served(loaded.compiled, loaded.hash, loaded.generation, "stable", True)

@@ -20,8 +20,9 @@ Components emit events synchronously (RunContext.stream); they are queued and wr
 which also sends a `: keepalive` comment after HEARTBEAT_S seconds of silence so that proxies and
 clients keep an idle stream open while a model thinks or a tool runs.
 
-`StreamedRun` is the response of a streamed run; `settle` is how every run ends, plain or streamed
-(gate left, run counted), so the two answers cannot drift apart in their bookkeeping.
+`StreamedRun` is the response of a streamed run in any API: the API's `Framing` turns the run's events,
+its result and its failure into that API's bytes (native events here; LangFlow's and OpenAI's in
+worker/api/), while the order of things (pin, inputs, head, run, bookkeeping, last event) is kept here.
 """
 
 from __future__ import annotations
@@ -30,20 +31,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from cluster.errors import FlowfleetError
-from cluster.http import error_body, error_response
-from worker.ports import Runnable, RunOutcome
-from worker.replica import Replica
-from worker.routing import RunKeys, Served
-from worker.state import LoadedFlow
+from cluster.http import error_body
+from worker.routing import Served
+from worker.runs import Finished, Run, run_payload, version_headers
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +76,13 @@ def wants_stream(accept: str | None) -> bool:
 
 
 class EventStream:
-    """One streamed response: `emit` queues an event (synchronously, from any component), a writer task
-    sends them in order with keepalives in between, `close` ends the response after a last event."""
+    """One streamed response: `emit` queues a component's event (synchronously, from any component) in
+    the framing's bytes, a writer task sends them in order with keepalives in between, `close` ends the
+    response after a last chunk."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, framing: Framing) -> None:
         self._send = send
+        self._framing = framing
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.opened = time.monotonic()
@@ -94,33 +94,38 @@ class EventStream:
 
     def emit(self, event: Mapping[str, Any]) -> None:
         """A component's event, `{"event": name, ...data}`."""
-        data = dict(event)
-        name = str(data.pop("event"))
-        if name == "token" and self.first_token is None:
+        if self.first_token is None and event.get("event") == "token":
             self.first_token = time.monotonic() - self.opened
-        self._queue.put_nowait(sse(name, data))
+        chunk = self._framing.event(event)
+        if chunk:
+            self._queue.put_nowait(chunk)
 
     async def start(self, headers: list[tuple[bytes, bytes]]) -> None:
-        """Send the response's head (200, text/event-stream) and start writing queued events."""
-        message = {"type": "http.response.start", "status": 200, "headers": [*HEADERS, *headers]}
+        """Send the response's head (200, the framing's content type) and start writing queued events."""
+        head = [*self._framing.headers, *headers]
+        message = {"type": "http.response.start", "status": 200, "headers": head}
         self.opened = time.monotonic()
         await self._send(message)
         self._writer = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
+        keepalive = self._framing.keepalive
         while True:
             try:
                 chunk = await asyncio.wait_for(self._queue.get(), HEARTBEAT_S)
             except TimeoutError:
-                chunk = KEEPALIVE
+                if not keepalive:
+                    continue
+                chunk = keepalive
             if chunk is None:
                 break
             await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def close(self, event: str, data: Any) -> None:
-        """Write `event` last and end the response; a client gone by then is not an error of the run."""
-        self._queue.put_nowait(sse(event, data))
+    async def close(self, last: bytes) -> None:
+        """Write `last` and end the response; a client gone by then is not an error of the run."""
+        if last:
+            self._queue.put_nowait(last)
         self._queue.put_nowait(None)
         if self._writer is None:
             return
@@ -137,75 +142,83 @@ class EventStream:
                 await self._writer
 
 
-def version_headers(served: Served) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"x-flowfleet-version", served.hash.encode()),
-        (b"x-flowfleet-variant", served.variant.encode()),
-    ]
+class Framing(Protocol):
+    """How one API writes a streamed run."""
+
+    headers: tuple[tuple[bytes, bytes], ...]
+    keepalive: bytes  # sent after HEARTBEAT_S of silence; empty: none
+
+    def event(self, event: Mapping[str, Any]) -> bytes | None:
+        """A component's event (`{"event": "token" | "tool_call" | "tool_result", ...}`); None: skip."""
+
+    def done(self, run: Run, finished: Finished) -> bytes:
+        """The last chunk of a run that succeeded."""
+
+    def error(self, run: Run, error: FlowfleetError | None) -> bytes:
+        """The last chunk of a run that failed after the head was sent (None: an internal error)."""
+
+    def refuse(self, run: Run, error: FlowfleetError, served: Served) -> Response:
+        """The plain error response of a run refused before its head was sent (pin, inputs)."""
 
 
-def settle(replica: Replica, name: str, epoch: Any, digest: str, outcome: str, started: float) -> None:
-    """How every admitted run ends, plain or streamed: leave the gate, count the run, and record it for
-    the canary and rollback guards."""
-    replica.gate.leave()
-    elapsed = time.monotonic() - started
-    replica.metrics.count_run(name, digest, outcome, elapsed)
-    if outcome != "cancelled":  # a client that went away says nothing about the version
-        replica.run_stats.record(name, epoch, digest, ok=outcome == "ok", seconds=elapsed)
+class NativeFraming:
+    """`/v1/flows/{name}/run`'s events: `token`, `tool_call`, `tool_result`, then `done` or `error`."""
 
+    headers = HEADERS
+    keepalive = KEEPALIVE
 
-@dataclass(frozen=True)
-class RunRequest:
-    """An admitted run (it holds a place in the replica's gate until it is settled)."""
+    def event(self, event: Mapping[str, Any]) -> bytes | None:
+        data = dict(event)
+        return sse(str(data.pop("event")), data)
 
-    replica: Replica
-    name: str
-    loaded: LoadedFlow  # the one snapshot read of the request: a swap later never changes the run
-    served: Served
-    keys: RunKeys
-    inputs: dict[str, Any]
-    trace: bool
-    body: Mapping[str, Any]
+    def done(self, run: Run, finished: Finished) -> bytes:
+        return sse("done", run_payload(run.call, finished))
 
+    def error(self, run: Run, error: FlowfleetError | None) -> bytes:
+        if error is None:
+            return sse("error", error_body("internal_error", "internal error; see the server log"))
+        return sse("error", error_body(error.code, error.message, error.details))
 
-# worker/app.py's `_execute` and `_payload`: the very run and body a plain run has.
-Execute = Callable[..., Awaitable[tuple[RunOutcome, dict[str, Any] | None]]]
-Payload = Callable[..., dict[str, Any]]
+    def refuse(self, run: Run, error: FlowfleetError, served: Served) -> Response:
+        from worker.api.errors import run_error_response
+
+        return run_error_response(error, served)
 
 
 class StreamedRun(Response):
-    """The response of a streamed run: `token` / `tool_call` / `tool_result` events while it runs, then
-    `done` with the body a plain run answers, or `error` with the body its error response carries.
+    """The response of a streamed run: the framing's events while it runs, then its last chunk for the
+    result or the failure.
 
-    The head (200, version headers) goes out just before the run starts: once a session's pin is
-    resolved and the inputs checked, so that those failures are still plain JSON with their status. The
-    run's events reach the stream through the sink handed to `CompiledFlow.run(stream=...)`.
+    The head (200, version headers) goes out just before the run starts: once the version is chosen
+    (explicit, a session's pin) and the inputs checked, so that those failures are still plain errors
+    with their status. The run's events reach the stream through the sink handed to `Run.execute`.
     """
 
-    def __init__(self, run: RunRequest, execute: Execute, payload: Payload) -> None:
+    def __init__(self, run: Run, framing: Framing) -> None:
         super().__init__()
-        self.run, self.execute, self.payload = run, execute, payload
+        self.run, self.framing = run, framing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        run, events = self.run, EventStream(send)
-        served, started, outcome = run.served, time.monotonic(), "internal_error"
-        failure: dict[str, Any] | None = None
-        status = 500
+        run, framing = self.run, self.framing
+        events = EventStream(send, framing)
+        refused: Response | None = None
+        last = b""
         try:
-            if run.keys.session_id is not None:
-                served = await run.replica.sessions.serve(run.loaded, run.keys.session_id, run.keys.key)
-            compiled: Runnable = served.compiled
-            check = getattr(compiled, "check_inputs", None)
-            if check is not None:
-                check(run.inputs)  # RunInputError: a plain 422, as for a plain run
-            await events.start(version_headers(served))
-            args = (run.name, run.inputs, run.trace, run.keys.session_id, run.body, receive)
-            result, memory = await self.execute(run.replica, compiled, *args, stream=events.emit)
-            outcome = "ok"
+            async with run:
+                try:
+                    served = await run.prepare()
+                except FlowfleetError as e:
+                    refused = framing.refuse(run, e, run.served)
+                    raise
+                await events.start(version_headers(served))
+                finished = await run.execute(receive, events.emit)
+            last = framing.done(run, finished)
         except FlowfleetError as e:
-            outcome, status, failure = e.code, e.http_status, error_body(e.code, e.message, e.details)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+            last = framing.error(run, e)
         except asyncio.CancelledError:
-            outcome = "cancelled"
             await events.abort()
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -214,20 +227,8 @@ class StreamedRun(Response):
         except Exception:
             if not events.started:
                 raise  # a plain 500, as for a plain run
-            logger.exception("streamed run of %s failed", run.name)
-            failure = error_body("internal_error", "internal error; see the server log")
-        finally:
-            settle(run.replica, run.name, run.loaded.epoch, served.hash, outcome, started)
-        if failure is None:
-            body = self.payload(run.name, served, result, run.keys.session_id, memory, run.trace)
-            await events.close("done", body)
-        elif events.started:
-            await events.close("error", failure)
-        else:  # failed before the run started: the plain error response
-            headers = {"X-Flowfleet-Version": served.hash, "X-Flowfleet-Variant": served.variant}
-            f = failure
-            response = error_response(status, f["error"], f["message"], f["details"], headers=headers)
-            await response(scope, receive, send)
-            return
+            logger.exception("streamed run of %s failed", run.call.flow)
+            last = framing.error(run, None)
+        await events.close(last)
         elapsed = time.monotonic() - events.opened
-        run.replica.metrics.observe_stream(run.name, events.first_token, elapsed)
+        run.replica.metrics.observe_stream(run.call.flow, events.first_token, elapsed)

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 RedisHash = Mapping[Any, Any]
 
 
+# The actor of releases the rollback guard makes (control/rollout/guard.py): the version such a release
+# moved away from was rolled back automatically, and callers may no longer ask for it by hash.
+AUTO_ROLLBACK_ACTOR = "auto-rollback"
+
+
 class CorruptRecord(FlowfleetError):
     """A release record or metadata hash in Redis is missing fields or holds unusable values."""
 

@@ -17,9 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cluster.store.release import AUTO_ROLLBACK_ACTOR as AUTO_ROLLBACK_ACTOR
 from control.rollout.acks import live_replicas, prepare_reply
-
-AUTO_ROLLBACK_ACTOR = "auto-rollback"
 
 
 @dataclass(frozen=True)

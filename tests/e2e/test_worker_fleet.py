@@ -69,7 +69,9 @@ async def release(store: Store, doc: dict[str, Any]) -> tuple[str, int]:
 
 
 async def run(client: httpx.AsyncClient, worker: WorkerProcess, inputs: dict[str, Any] | None = None):
-    return await client.post(f"{worker.url}/v1/flows/{FLOW}/run", json={"inputs": inputs or {"input": "hi"}})
+    return await client.post(
+        f"{worker.url}/v1/flows/{FLOW}/run", json={"inputs": {"input": "hi"} if inputs is None else inputs}
+    )
 
 
 @pytest.fixture
@@ -174,13 +176,13 @@ async def test_slow_run_finishes_on_v1_while_a_run_started_after_the_swap_gets_v
         v1, _ = await release(store, hold_doc("v1", hold.url("slow")))
         [worker] = make_fleet(redis_server.url, 1, PLUGIN_PATH=str(hold_plugin_dir()))
         await wait_ready(http, [worker])
-        slow = asyncio.create_task(run(http, worker))
+        slow = asyncio.create_task(run(http, worker, {}))  # TestHold takes no input
         await hold.wait_arrived("slow")  # the v1 run is now in flight
 
         hold.release("fast")
         v2, _ = await release(store, hold_doc("v2", hold.url("fast")))
         await wait_all_serve(http, [worker], FLOW, v2)
-        fresh = await run(http, worker)
+        fresh = await run(http, worker, {})
         assert fresh.json()["version"] == v2
         assert fresh.json()["outputs"] == {"hold": "v2:released"}
         assert not slow.done()
@@ -331,7 +333,7 @@ async def test_sigterm_finishes_the_in_flight_run(redis_server, store, make_flee
         await release(store, hold_doc("v1", hold.url("inflight")))
         [worker] = make_fleet(redis_server.url, 1, PLUGIN_PATH=str(hold_plugin_dir()))
         await wait_ready(http, [worker])
-        pending = asyncio.create_task(run(http, worker))
+        pending = asyncio.create_task(run(http, worker, {}))
         await hold.wait_arrived("inflight")
         worker.terminate()
         await poll(lambda: "draining" in worker.log() or "Shutting down" in worker.log(), what="shutdown")
