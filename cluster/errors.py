@@ -254,3 +254,24 @@ class Unavailable(FlowfleetError):
     def __init__(self, code: str, message: str, **details: Any) -> None:
         super().__init__(message, **details)
         self.code = code
+
+
+def json_type(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words (messages never show Python type names).
+
+    >>> [json_type(v) for v in (None, True, 1, 1.5, "x", [], {})]
+    ['null', 'boolean', 'number', 'number', 'string', 'array', 'object']
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

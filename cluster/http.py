@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from cluster.errors import BadRequest, FlowfleetError, Unavailable
+from cluster.errors import BadRequest, FlowfleetError, Unavailable, json_type
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ async def read_json(request: Request, limit: int) -> Any:
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     value = await read_json(request, limit)
     if not isinstance(value, dict):
-        raise BadRequest(f"request body must be a JSON object, not {type(value).__name__}")
+        raise BadRequest(f"request body must be a JSON object, not {json_type(value)}")
     return value
 
 

@@ -132,6 +132,12 @@ async def test_unknown_top_level_fields_are_refused(redis_server, namespace, sto
         assert r.status_code == 400, r.text
         assert r.json()["error"] == "bad_request"
         assert r.json()["details"]["unknown"] == ["input_value", "tweaks"]
+        null = await client.post(f"/v1/flows/{FLOW}/run", json={"inputs": None})
+        assert (
+            null.status_code == 422 and null.json()["message"] == "'inputs' must be a JSON object, not null"
+        )
+        listed = await client.post(f"/v1/flows/{FLOW}/run", json=[1])
+        assert listed.json()["message"] == "request body must be a JSON object, not array"
         bad_version = await client.post(f"/v1/flows/{FLOW}/run", json={"inputs": {}, "version": 3})
         assert (bad_version.status_code, bad_version.json()["details"]) == (400, {"field": "version"})
 

@@ -26,10 +26,10 @@ from cluster.egress.policy import OutboundPolicy
 from cluster.engine.scheduler import Execution
 from cluster.engine.steps import Step, bind_tools, build_steps, sequential_order
 from cluster.engine.tweaks import UNCOUNTED, Usage, Variants, variant_of
-from cluster.errors import FlowValidationError, MissingSearchProvider, MissingSecret, Problem, RunInputError
+from cluster.errors import FlowValidationError, MissingSearchProvider, MissingSecret, Problem
 from cluster.flow.analysis import Analysis, ComponentRegistry, needed_secrets
 from cluster.flow.hashing import content_address
-from cluster.flow.inputs import InputSpec, describe_inputs
+from cluster.flow.inputs import InputSpec, check_run_inputs, describe_inputs
 from cluster.flow.model import FlowApi, FlowTest
 from cluster.flow.schemacheck import pointer
 from cluster.flow.validation import Limits, check_and_analyse
@@ -87,31 +87,9 @@ class CompiledFlow:
         return tuple(key for _, key in self.outputs)
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> None:
-        """Raise RunInputError unless `inputs` is a mapping that gives every required input and nothing
-        the flow does not take (an unknown name is refused: a misspelt input must not go unnoticed)."""
-        if type(inputs) is not dict and not isinstance(inputs, Mapping):  # skip the ABC check for dicts
-            raise RunInputError(f"run inputs must be an object of name -> value, not {type(inputs).__name__}")
-        keys = inputs.keys()
-        if keys <= self.input_names and keys >= self.required_inputs:
-            return
-        bad = [k for k in inputs if not isinstance(k, str)]
-        if bad:
-            raise RunInputError(f"run input names must be strings, got {bad[0]!r}")
-        takes = [spec.as_dict() for spec in self.inputs]
-        listed = ", ".join(spec.summary() for spec in self.inputs) or "no inputs"
-        unknown = sorted(keys - self.input_names)
-        if unknown:
-            raise RunInputError(
-                f"unknown input(s): {', '.join(unknown)}; this flow takes {listed}",
-                unknown=unknown,
-                inputs=takes,
-            )
-        missing = sorted(self.required_inputs - keys)
-        raise RunInputError(
-            f"missing required input(s): {', '.join(missing)}; this flow takes {listed}",
-            missing=missing,
-            inputs=takes,
-        )
+        """Raise RunInputError unless `inputs` gives every required input and nothing the flow does not
+        take (cluster.flow.inputs.check_run_inputs)."""
+        check_run_inputs(inputs, self.inputs, self.required_inputs, self.input_names)
 
     @property
     def holds_resources(self) -> bool:

@@ -7,10 +7,11 @@ these in `GET /v1/flows/{name}` and in the 422 that refuses an input the flow do
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.errors import RunInputError, json_type
 from cluster.flow.analysis import Analysis
 
 # What an input node's value is, by component type; any other unfed port takes any JSON value.
@@ -65,3 +66,28 @@ def describe_inputs(analysis: Analysis) -> tuple[InputSpec, ...]:
         ids = tuple(analysis.flow.nodes[i].id for i in nodes)
         specs.append(InputSpec(name, kind, required, ids, default, description))
     return tuple(specs)
+
+
+def check_run_inputs(
+    inputs: Mapping[str, Any], specs: Collection[InputSpec], required: Set[str], names: Set[str]
+) -> None:
+    """Raise RunInputError unless `inputs` is a mapping that gives every `required` input and nothing
+    outside `names` (an unknown name is refused: a misspelt input must not go unnoticed). The message
+    and details list what the flow takes."""
+    if type(inputs) is not dict and not isinstance(inputs, Mapping):  # skip the ABC check for dicts
+        raise RunInputError(f"run inputs must be an object of name -> value, not {json_type(inputs)}")
+    keys = inputs.keys()
+    if keys <= names and keys >= required:
+        return
+    bad = [k for k in inputs if not isinstance(k, str)]
+    if bad:
+        raise RunInputError(f"run input names must be strings, got {bad[0]!r}")
+    takes = [spec.as_dict() for spec in specs]
+    listed = ", ".join(spec.summary() for spec in specs) or "no inputs"
+    unknown = sorted(keys - names)
+    if unknown:
+        message = f"unknown input(s): {', '.join(unknown)}; this flow takes {listed}"
+        raise RunInputError(message, unknown=unknown, inputs=takes)
+    missing = sorted(required - keys)
+    message = f"missing required input(s): {', '.join(missing)}; this flow takes {listed}"
+    raise RunInputError(message, missing=missing, inputs=takes)

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cluster.errors import BadRequest
+from cluster.errors import BadRequest, json_type
 from cluster.http import JSONResponse, read_body
 from control.http.auth import Principal
 from control.http.openapi import OPENAPI
@@ -282,5 +282,5 @@ async def read_object(request: Request, *, empty_ok: bool = False) -> dict[str, 
     except orjson.JSONDecodeError as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from e
     if not isinstance(value, dict):
-        raise BadRequest(f"request body must be a JSON object, not {type(value).__name__}")
+        raise BadRequest(f"request body must be a JSON object, not {json_type(value)}")
     return value

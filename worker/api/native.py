@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cluster.errors import BadRequest, FlowfleetError, RunInputError
+from cluster.errors import BadRequest, FlowfleetError, RunInputError, json_type
 from cluster.http import FastJSONResponse, JSONResponse, read_json_object
 from worker.api.errors import run_error_response
 from worker.replica import Replica
@@ -49,7 +49,7 @@ def parse_run(request: Request, name: str, body: dict[str, Any], principal: str)
         )
     inputs = body.get("inputs", {})
     if not isinstance(inputs, dict):
-        raise RunInputError(f"'inputs' must be a JSON object, not {type(inputs).__name__}", field="inputs")
+        raise RunInputError(f"'inputs' must be a JSON object, not {json_type(inputs)}", field="inputs")
     trace = _flag(body, "trace", False)
     # An explicit `stream` in the body wins over the Accept header.
     stream = _flag(body, "stream", wants_stream(request.headers.get("accept")))
