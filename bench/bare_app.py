@@ -23,7 +23,8 @@ from bench.harness import qa_doc
 from cluster.components.base import BuildContext, RunContext
 from cluster.components.registry import default_registry
 from cluster.http import JSONResponse
-from worker.serve import logging_config, reuse_port_socket, uvicorn_config
+from cluster.logfmt import logging_config
+from worker.serve import reuse_port_socket, uvicorn_config
 
 
 def create_app(document: dict[str, Any] | None = None) -> Starlette:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import logging.config
 
+from cluster.logfmt import KeyValueFormatter, logging_config
 from control.cli import build_parser
-from worker.serve import handle, logging_config
+from worker.serve import handle
 
 
 def test_worker_subcommand_parses_host_and_port():
@@ -20,8 +21,11 @@ def test_logging_config_is_accepted_by_dictconfig():
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))
     try:
-        logging.config.dictConfig(logging_config("DEBUG"))
+        logging.config.dictConfig(logging_config("DEBUG", quiet=("uvicorn.access",)))
         assert root.level == logging.DEBUG
+        # The control plane's format: ts=… level=… logger=… msg="…".
+        assert [type(h.formatter) for h in root.handlers if h not in saved[1]] == [KeyValueFormatter]
+        assert logging.getLogger("uvicorn.access").level == logging.WARNING
     finally:
         for handler in root.handlers:
             if handler not in saved[1]:

@@ -11,9 +11,9 @@ from types import FrameType
 from typing import Any
 
 from cluster.egress.runtime import install_redaction
+from cluster.logfmt import logging_config
 from cluster.settings import Settings
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 BACKLOG = 2048
 
 
@@ -34,17 +34,6 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
         raise
     sock.set_inheritable(False)
     return sock
-
-
-def logging_config(level: str) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"line": {"format": LOG_FORMAT}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "line"}},
-        "root": {"handlers": ["stderr"], "level": level},
-        "loggers": {"uvicorn.access": {"level": "WARNING"}},
-    }
 
 
 def uvicorn_config(app: Any, host: str, port: int, *, grace_s: float) -> Any:
@@ -68,7 +57,7 @@ def serve(host: str, port: int, log_level: str = "INFO", *, reuse_port: bool = F
 
     from worker.app import create_app
 
-    logging.config.dictConfig(logging_config(log_level.upper()))
+    logging.config.dictConfig(logging_config(log_level.upper(), quiet=("uvicorn.access",)))
     settings = Settings.from_env(os.environ)
     app = create_app(settings, environ=dict(os.environ))
     # No log line of this process carries a secret value, whoever logs it.

@@ -1,8 +1,6 @@
 """`flowfleet control` (the control plane on uvicorn) and `flowfleet token hash` (a tokens-file entry).
 
-Logging is configured here, once, as one ``key=value`` line per record:
-
-    ts=2026-11-25T21:40:00.123Z level=INFO logger=control.service msg="activate flow=qa version=ab12 ..."
+Logging is configured here, once, as one ``key=value`` line per record (cluster/logfmt.py).
 """
 
 from __future__ import annotations
@@ -12,44 +10,18 @@ import logging
 import logging.config
 import os
 import sys
-import time
 from typing import Any
 
+from cluster.logfmt import KeyValueFormatter as KeyValueFormatter
+from cluster.logfmt import logging_config
 from cluster.settings import Settings
 from control.http.auth import Role, token_digest, token_entry_json
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-class KeyValueFormatter(logging.Formatter):
-    """``ts=… level=… logger=… msg="…"``; exceptions follow on the same record, newlines escaped."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-        message = record.getMessage()
-        if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
-        quoted = message.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'ts={ts} level={record.levelname} logger={record.name} msg="{quoted}"'
-
-
 def configure_logging(level: str = "INFO") -> None:
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {"kv": {"()": KeyValueFormatter}},
-            "handlers": {
-                "stderr": {"class": "logging.StreamHandler", "formatter": "kv", "stream": "ext://sys.stderr"}
-            },
-            "root": {"level": level, "handlers": ["stderr"]},
-            # uvicorn's own loggers propagate to the root handler instead of configuring their own.
-            "loggers": {
-                name: {"level": level, "handlers": [], "propagate": True}
-                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
-            },
-        }
-    )
+    logging.config.dictConfig(logging_config(level))
 
 
 def cmd_control(args: argparse.Namespace) -> int:
