@@ -6,8 +6,9 @@ Replicas heartbeat a JSON status (see the worker) of this shape; unknown fields 
      "flows": {"support_qa": {"hash": "ab12...", "generation": 7,
                               "last_error": {"generation": 8, "reason": "compile", "message": "..."}}}}
 
-A row is ``current`` when the replica runs the release record's generation, ``error`` when it does not
-and reports a load error for the flow, ``stale`` otherwise (behind, or the flow has no release).
+A row is ``current`` when the replica runs the release record's version and generation, ``error``
+when it does not and reports a load error for the flow, ``stale`` otherwise (behind, or the flow has
+no release).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from cluster.store.fleet import serves_release
+from cluster.store.release import Release
 
 
 @dataclass(frozen=True)
@@ -57,17 +61,22 @@ def _float_or_none(value: Any) -> float | None:
     return None
 
 
-def fleet_rows(statuses: Iterable[Mapping[str, Any]], current: Mapping[str, int]) -> list[FleetRow]:
-    """Rows sorted by flow then replica; `current` maps flow -> generation of its release record."""
+def fleet_rows(statuses: Iterable[Mapping[str, Any]], current: Mapping[str, Release]) -> list[FleetRow]:
+    """Rows sorted by flow then replica; `current` maps flow -> its release record. A replica is current
+    when it runs the record's version at the record's generation (cluster.store.fleet.serves_release):
+    after a restore a generation may come again for another version."""
     rows: list[FleetRow] = []
     for status in statuses:
         replica = str(status.get("replica_id") or "?")
         seen = _float_or_none(status.get("reported_at"))
         for flow, entry in _flow_entries(status):
             generation = _int_or_none(entry.get("generation"))
-            want = current.get(flow)
+            record = current.get(flow)
+            want = record.generation if record is not None else None
             error = _error_text(entry.get("last_error"))
-            if want is not None and generation == want:
+            if record is not None and serves_release(
+                entry, record.hash, record.generation, record.activated_at
+            ):
                 state = "current"
             elif error:
                 state = "error"

@@ -20,6 +20,7 @@ from control.diff import diff_documents
 from control.fleetview import fleet_rows
 from control.metrics import ControlMetrics
 from control.rollout.convergence import convergence, replicas_per_generation
+from control.rollout.stale import present
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ReadService:
     async def fleet(self) -> dict[str, Any]:
         statuses = await self.store.read_fleet()
         releases = await self.store.list_releases()
-        rows = fleet_rows(statuses, {f: r.generation for f, r in releases.items()})
+        rows = fleet_rows(statuses, releases)
         return {
             "replicas": statuses,
             "releases": {f: release_dict(r) for f, r in releases.items()},
@@ -91,10 +92,16 @@ class ReadService:
             await self.require_flow(flow)
         statuses = await self.store.read_fleet()
         state = convergence(
-            flow, release.hash if release else None, release.generation if release else None, statuses
+            flow,
+            release.hash if release else None,
+            release.generation if release else None,
+            statuses,
+            stamp=release.activated_at if release else None,
         )
         self.metrics.set_replicas(replicas_per_generation(statuses))
         record = await rollouts.read_record(self.store.redis, self.store.keys, flow)
+        # A record its control plane left in flight shows as it ended (control/rollout/stale.py).
+        record = present(record, release, self.store.clock())
         return {"release": release_dict(release), "rollout": record, **state.as_dict()}
 
     async def refresh_metrics(self) -> None:

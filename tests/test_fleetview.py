@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from cluster.store.release import Release
 from control.fleetview import fleet_rows
+
+
+def record(digest: str, generation: int) -> Release:
+    return Release("qa", digest, generation, None, "test", 50.0, "t")
 
 
 def status(replica: str, flows: object, at: float | None = 100.0) -> dict[str, object]:
@@ -24,7 +29,7 @@ def test_current_stale_and_error_rows_sorted_by_flow_then_replica() -> None:
             },
         ),
     ]
-    rows = fleet_rows(statuses, {"qa": 3, "faq": 2})
+    rows = fleet_rows(statuses, {"qa": record("b" * 64, 3), "faq": record("d" * 64, 2)})
     assert [(r.flow, r.replica, r.state, r.error) for r in rows] == [
         ("faq", "web-1", "stale", None),
         ("qa", "web-1", "error", "compile failed"),
@@ -44,7 +49,7 @@ def test_current_stale_and_error_rows_sorted_by_flow_then_replica() -> None:
 
 def test_an_old_error_does_not_hide_that_the_replica_is_current() -> None:
     statuses = [status("w", {"qa": {"generation": 4, "hash": "x", "last_error": {"message": "old"}}})]
-    assert fleet_rows(statuses, {"qa": 4})[0].state == "current"
+    assert fleet_rows(statuses, {"qa": record("x", 4)})[0].state == "current"
 
 
 def test_flow_without_release_and_unreadable_fields() -> None:
@@ -58,3 +63,10 @@ def test_flow_without_release_and_unreadable_fields() -> None:
         ("w", "qa", None, None, "error", "plain text"),
         ("?", "y", None, None, "stale", None),
     ]
+
+
+def test_a_replica_at_the_records_generation_but_another_version_is_not_current() -> None:
+    # After a restore, generation 2 came again for another version: the replica still runs the old one.
+    statuses = [status("w", {"qa": {"generation": 2, "hash": "old", "last_error": None}})]
+    assert fleet_rows(statuses, {"qa": record("new", 2)})[0].state == "stale"
+    assert fleet_rows(statuses, {"qa": record("old", 2)})[0].state == "current"

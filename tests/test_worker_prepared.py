@@ -172,3 +172,21 @@ async def test_the_subscriber_hands_prepare_and_abort_events_to_the_preparer(
         sub.stop()
         await asyncio.wait_for(task, timeout=10)
         await sub_redis.aclose()
+
+
+async def test_a_version_the_replica_holds_in_its_cache_is_prepared_without_compiling(store, parts):
+    loader, state, prepared, preparer, compiler, _, _ = parts
+    v1, _ = await publish_activate(store, "qa", "v1")
+    await loader.apply(await store.get_release("qa"), triggered_by="test")
+    await publish_activate(store, "qa", "v2")
+    await loader.apply(await store.get_release("qa"), triggered_by="test")
+    assert compiler.compiled == ["v1", "v2"]
+    # Rolling back to v1: still compiled here (kept for pinned sessions), so nothing is fetched either.
+    await store.redis.delete(store.keys.blob("qa", v1))
+    reply = await preparer.prepare(prepare_event(v1, generation=3))
+    assert reply.ok and prepared.held_hash("qa") == v1
+    assert compiler.compiled == ["v1", "v2"], "prepare compiled nothing"
+    await store.redis.hset(store.keys.release("qa"), mapping={"hash": v1, "generation": 3})
+    outcome = await loader.apply(await store.get_release("qa"), triggered_by="event:rollback", forced=True)
+    assert outcome.result == "loaded" and state.snapshot.get("qa").hash == v1
+    assert compiler.compiled == ["v1", "v2"]

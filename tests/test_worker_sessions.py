@@ -159,9 +159,9 @@ async def test_the_first_choice_follows_the_canary_and_sticks(env) -> None:
     assert (first.hash, first.variant) == (v2, "canary")
     await CanaryWriter(store).change(FLOW, "abort", by="t", reason="")
     after = await a.follow(store)
-    # The canary ended, but the session started on it keeps it.
+    # The canary was aborted: the session started on it goes back to the stable version (issue 17).
     again = await a.pins.serve(after, "s-canary", "s-canary")
-    assert (again.hash, again.variant) == (v2, "pinned")
+    assert (again.hash, again.variant, again.pinned) == (v1, "stable", True)
 
 
 async def test_unloadable_or_unreadable_pins_are_replaced(env) -> None:

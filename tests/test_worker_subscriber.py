@@ -243,3 +243,22 @@ async def test_an_unexpected_reconcile_error_does_not_stop_later_passes(
         sub.store.list_releases = flaky
         d1, _ = await publish_activate(Store(redis_client, Keys(namespace)), "qa", "v1")
         await wait_for(lambda: served(state, "qa") == d1 and calls >= 2, what="a later pass")
+
+
+async def test_backoff_keeps_growing_when_every_connection_dies_right_after_its_subscribe(
+    redis_server, namespace, redis_client
+):
+    """Injected: the pubsub connection is killed as soon as it has subscribed, five times over.
+    Checked: the failures add up (the backoff grows), and only a subscription that then stays up for
+    `healthy_s` brings the backoff back to its floor."""
+    timing = Timing(
+        reconcile_s=60.0, watchdog_s=30.0, ping_s=10.0, backoff_base_s=0.01, backoff_cap_s=0.05, healthy_s=1.0
+    )
+    async with running_subscriber(redis_server.url, namespace, timing) as (sub, _, _):
+        for kill in range(1, 6):
+            await wait_for(lambda: sub.connected.is_set(), what=f"subscribe #{kill}")
+            assert await redis_client.client_kill_filter(_type="pubsub") >= 1
+            await wait_for(lambda k=kill: sub._failures >= k, what=f"failure #{kill} counted")
+        assert sub._failures == 5, "a subscribe that did not last is not a recovery"
+        await wait_for(lambda: sub.connected.is_set(), what="subscribed again")
+        await wait_for(lambda: sub._failures == 0, timeout=5, what="reset after a healthy spell")

@@ -2,7 +2,8 @@
 
 Status JSON (documented in docs/worker.md):
     {"id", "host", "pid", "started_at", "heartbeat_at", "ready", "subscribed", "state",
-     "flows": {flow: {"hash", "generation", "loaded_at", "last_error", "consecutive_failures"}},
+     "flows": {flow: {"hash", "generation", "activated_at", "loaded_at", "last_error",
+                      "consecutive_failures"}},   (activated_at: the served release's stamp)
      "last_error", "consecutive_failures",
      "prepared": {flow: {"rollout", "hash", "generation", "ok", "reason", "message", "at"}},
      "runs": {flow: {"epoch", "versions": {hash: {"runs", "errors", "buckets"}}}}}  (cluster.traffic.runstats)

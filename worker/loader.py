@@ -89,31 +89,32 @@ class Loader:
     async def apply(
         self, target: Target, *, triggered_by: str, forced: bool = False, authoritative: bool = False
     ) -> ReloadOutcome:
-        """Load `target` unless this replica already runs that generation or newer.
+        """Bring the flow to `target` unless this replica already serves exactly that release.
 
         `forced` (set for change events) retries a version that failed before its backoff expired.
-        `authoritative` (set for release records read by reconcile) lets a record whose generation went
-        backwards win once it is confirmed by a fresh read: the store was reset or restored, and the
-        record, not the replica's memory, is the truth.
+        `authoritative` (set for release records, read by reconcile or after an event): a record not newer
+        than what this replica runs or knows, yet different, is re-read and the fresh one wins, even at a
+        lower or the same generation (a store reset or restored). A bare event only moves forward.
         """
         self.state.note_target(target)
         async with self._lock(target.flow):
             current = self.state.snapshot.get(target.flow)
             old_hash = current.hash if current else None
+            ignored = ReloadOutcome(target.flow, "ignored", old_hash, target.hash, target.generation, 0.0)
+            if current is not None and current.serves(target):
+                return ignored
             latest = self.state.targets.get(target.flow)
-            if not authoritative and latest is not None and latest.generation > target.generation:
-                # A newer release was announced while this one waited for the lock: skip the work.
-                return ReloadOutcome(target.flow, "ignored", old_hash, target.hash, target.generation, 0.0)
-            regressed = False
-            if current is not None and target.generation <= current.generation:
-                confirmed = None
-                if authoritative and target.generation < current.generation:
-                    confirmed = await self._confirm_regression(target, current.generation)
-                if confirmed is None:
-                    return ReloadOutcome(
-                        target.flow, "ignored", old_hash, target.hash, target.generation, 0.0
-                    )
-                target, regressed = confirmed, True
+            superseded = latest is not None and latest.generation > target.generation
+            behind = current is not None and target.generation <= current.generation
+            replacing = False
+            if superseded or behind:
+                # Not news by generation: a bare event is dropped; a record is checked against a fresh
+                # read, which also skips the compile of a release superseded while this one waited.
+                fresh = await self._recheck(target, current) if authoritative else None
+                if fresh is None:
+                    return ignored
+                target = fresh
+                replacing = current is not None and target.generation <= current.generation
             started = self._monotonic()
             if not self.state.health_of(target.flow).may_attempt(target, started, forced=forced):
                 return ReloadOutcome(target.flow, "skipped", old_hash, target.hash, target.generation, 0.0)
@@ -121,7 +122,7 @@ class Loader:
                 prepared = await self.prepare_release(target, current)
             except LoadFailure as e:
                 return self._failed(target, old_hash, e, started, triggered_by)
-            self.commit(prepared, allow_regression=regressed)
+            self.commit(prepared, allow_regression=replacing)
             duration = self._monotonic() - started
             self.metrics.reload_total.labels(target.flow, "loaded").inc()
             self.metrics.reload_duration.labels(target.flow).observe(duration)
@@ -144,7 +145,7 @@ class Loader:
             )
         return LoadedFlow(
             target.flow, compiled, target.hash, target.generation, self._clock(), canary,
-            extras.unpin_generation,
+            extras.unpin_generation, extras.stamp, extras.revoked,
         )  # fmt: skip
 
     async def compiled(
@@ -152,12 +153,7 @@ class Loader:
     ) -> Runnable:
         """One version, compiled: from what serves now, from the cache, or fetched, verified and
         compiled (then cached). Raises LoadFailure."""
-        if current is not None:
-            if current.hash == digest:
-                return current.compiled
-            if current.canary is not None and current.canary.hash == digest:
-                return current.canary.compiled
-        cached = self.cache.get(flow, digest)
+        cached = self.held(flow, digest, current)
         if cached is not None:
             return cached
         # A two-phase rollout compiled it already (worker/prepared.py): the commit only swaps.
@@ -168,6 +164,15 @@ class Loader:
         prepared = await self.prepare(VersionRef(flow, digest, generation))
         self.cache.put(flow, digest, prepared.compiled)
         return prepared.compiled
+
+    def held(self, flow: str, digest: str, current: LoadedFlow | None = None) -> Runnable | None:
+        """`digest` compiled, if this replica holds it already: served now, or in the version cache."""
+        if current is not None:
+            if current.hash == digest:
+                return current.compiled
+            if current.canary is not None and current.canary.hash == digest:
+                return current.canary.compiled
+        return self.cache.get(flow, digest)
 
     async def prepare(self, target: Target) -> LoadedFlow:
         """Fetch, verify and compile `target` without serving it. Raises LoadFailure."""
@@ -199,22 +204,24 @@ class Loader:
             raise LoadFailure("compile_error", f"compile failed: {type(e).__name__}: {e}") from e
         return LoadedFlow(target.flow, compiled, target.hash, target.generation, self._clock())
 
-    async def _confirm_regression(self, target: Target, loaded_generation: int) -> Target | None:
+    async def _recheck(self, target: Target, current: LoadedFlow | None) -> Target | None:
+        """The flow's release record read afresh, if this replica must move to it; None otherwise."""
         try:
             fresh = await self.store.get_release(target.flow)
         except (RedisError, OSError):
+            return None  # the next reconcile reads it again
+        if fresh is None:
             return None
-        if fresh is None or fresh.generation >= loaded_generation:
-            return None  # a stale read raced a newer event; nothing went backwards
-        log.warning(
-            "flow=%s replica=%s release generation went back from %d to %d (store reset or restored?); "
-            "following the release record",
-            target.flow,
-            self.state.replica_id,
-            loaded_generation,
-            fresh.generation,
-        )
-        self.state.targets[target.flow] = fresh
+        self.state.targets[target.flow] = fresh  # the record, not the newest number seen, is the truth
+        if current is not None and current.serves(fresh):
+            return None  # a stale read raced a newer event; nothing to do
+        if current is not None and fresh.generation <= current.generation:
+            log.warning(
+                "flow=%s replica=%s release record generation %d (%s) replaces loaded generation %d (%s), "
+                "which is not older: store reset or restored? following the release record",
+                target.flow, self.state.replica_id, fresh.generation, fresh.hash[:12],
+                current.generation, current.hash[:12],
+            )  # fmt: skip
         return fresh
 
     def commit(self, prepared: LoadedFlow, *, allow_regression: bool = False) -> bool:

@@ -131,6 +131,13 @@ class Preparer:
             # Prepared by an earlier rollout of the same version: hold it for this one instead.
             self.prepared.hold(event.rollout, held, event.timeout_s)
             return self._reply(event, None)
+        compiled = self.loader.held(event.flow, event.hash, current)
+        if compiled is not None:
+            # Compiled here before (a canary, a version swapped out, a pinned session's): nothing to
+            # fetch or compile; it was verified when it was first loaded.
+            loaded = LoadedFlow(event.flow, compiled, event.hash, event.generation, self._clock())
+            self.prepared.hold(event.rollout, loaded, event.timeout_s)
+            return self._reply(event, None)
         try:
             loaded = await self.loader.prepare(event)
         except LoadFailure as e:

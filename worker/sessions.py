@@ -4,7 +4,8 @@ The pin is `<ns>:{<flow>}:session:<session_id>` (JSON `{"hash", "generation", "a
 TTL, refreshed by every run). The first run of a session routes as usual (canary bucketing included)
 and writes the pin with SET NX; a replica that loses that race follows the winner's pin. A pin made
 before the release's `unpin_generation` (an `--unpin` activation) is ignored and overwritten, and so is
-a pin whose version can no longer be loaded. Redis unreachable: the run is served unpinned (logged,
+a pin to a version the release record revoked (an aborted canary, a version rolled back automatically)
+or whose version can no longer be loaded. Redis unreachable: the run is served unpinned (logged,
 counted), never failed.
 """
 
@@ -37,6 +38,12 @@ REDIS_TIMEOUT_S = 0.5
 FAILED_RETRY_S = 30.0
 SWEEP_EVERY_S = 60.0
 WARN_EVERY_S = 10.0
+
+
+def honoured(pin: Pin, loaded: LoadedFlow) -> bool:
+    """A pin binds its session unless an `--unpin` release came after it or its version was revoked
+    (an aborted canary, a version rolled back automatically): such sessions move at their next run."""
+    return pin.honoured(loaded.unpin_generation) and pin.hash not in loaded.revoked
 
 
 class SessionPins:
@@ -75,7 +82,7 @@ class SessionPins:
         except (RedisError, OSError, TimeoutError) as e:
             return self._degraded(loaded, choice, e)
         pin = Pin.decode(raw)
-        if pin is not None and pin.honoured(loaded.unpin_generation):
+        if pin is not None and honoured(pin, loaded):
             served = await self.load(loaded, pin)
             if served is not None:
                 self._count(loaded.flow, "followed")
@@ -84,6 +91,8 @@ class SessionPins:
         if overwrite:
             if pin is None:
                 why = "unreadable pin"
+            elif pin.hash in loaded.revoked:
+                why = f"version {pin.hash[:12]} was withdrawn (canary aborted or rolled back automatically)"
             elif pin.honoured(loaded.unpin_generation):
                 why = "its version cannot be loaded"
             else:
@@ -97,7 +106,7 @@ class SessionPins:
             if not written:
                 # Another replica pinned this session first: follow its choice.
                 other = Pin.decode(await self._redis(self.redis.getex(pin_key, px=self.ttl_ms)))
-                if other is not None and other.honoured(loaded.unpin_generation):
+                if other is not None and honoured(other, loaded):
                     served = await self.load(loaded, other)
                     if served is not None:
                         self._count(loaded.flow, "followed")

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from worker.ports import Runnable, Target
+from worker.versions import extras_of
 
 # Failures that come from the version itself: every replica would fail it the same way, so retrying
 # soon is pointless and staying unready for it would take the whole fleet out of the load balancer.
@@ -36,7 +37,9 @@ class CanaryVersion:
 class LoadedFlow:
     """One release, ready to serve: the stable version, and optionally a canary (docs/canary.md).
 
-    `loaded_at` is unix seconds of the swap; session pins made before `unpin_generation` are ignored.
+    `loaded_at` is unix seconds of the swap; session pins made before `unpin_generation` are ignored,
+    and so are pins to a `revoked` version. `stamp` is the release record's `activated_at`: with the
+    generation it names the release (a restored store may hand out a generation twice, never a stamp).
     """
 
     flow: str
@@ -46,11 +49,25 @@ class LoadedFlow:
     loaded_at: float
     canary: CanaryVersion | None = None
     unpin_generation: int = 0
+    stamp: float = 0.0
+    revoked: frozenset[str] = frozenset()
 
     @property
     def epoch(self) -> float:
         """What run counters are grouped by: the canary's start, 0 without a canary."""
         return self.canary.started_at if self.canary else 0.0
+
+    def serves(self, target: Target) -> bool:
+        """True when this is exactly the release `target` names: its generation and stamp, and
+        everything it decides (stable, canary, unpin mark, revoked versions). Equal generations alone
+        prove nothing: after a restore, generation 2 may be another release than the one loaded."""
+        x = extras_of(target)
+        c = self.canary
+        mine = (self.generation, self.hash, self.stamp, self.unpin_generation, self.revoked)
+        theirs = (target.generation, target.hash, x.stamp, x.unpin_generation, x.revoked)
+        canary = None if c is None else (c.hash, c.percent, c.started_at)
+        wanted = None if x.canary_hash is None else (x.canary_hash, x.canary_percent, x.canary_started_at)
+        return mine == theirs and canary == wanted
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -241,6 +258,8 @@ class WorkerState:
                 "last_error": health.last_error.as_dict() if health.last_error else None,
                 "consecutive_failures": health.consecutive_failures,
             }
+            if loaded is not None:
+                flows[flow]["activated_at"] = loaded.stamp  # which release of that generation
             if loaded is not None and loaded.canary is not None:
                 flows[flow]["canary"] = {"hash": loaded.canary.hash, "percent": loaded.canary.percent}
         return flows

@@ -51,6 +51,9 @@ class Timing:
     ping_s: float = 5.0
     backoff_base_s: float = 0.2
     backoff_cap_s: float = 5.0
+    # A subscription must stay up this long before the reconnect backoff starts from the bottom again,
+    # so a server that drops every connection right after the subscribe is not hammered.
+    healthy_s: float = 10.0
 
 
 def backoff_with_jitter(failures: int, timing: Timing, rng: random.Random) -> float:
@@ -90,7 +93,8 @@ class Subscriber:
         self._reconcile_wanted = asyncio.Event()
         self._pending_reason = "subscribe"
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._failures = 0
+        self._failures = 0  # consecutive lost sessions; reset once one stays healthy for `healthy_s`
+        self._subscribed_at: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -144,12 +148,14 @@ class Subscriber:
     async def _session(self) -> None:
         # redis-py's PubSub is untyped; Any keeps mypy --strict honest about that.
         pubsub: Any = self.redis.pubsub()
+        self._subscribed_at = None
         try:
             await pubsub.subscribe(self.channel)
             last_rx = time.monotonic()
             next_ping = last_rx + self.timing.ping_s
             while not self._stop.is_set():
                 now = time.monotonic()
+                self._maybe_healthy(now)
                 wait = min(POLL_S, next_ping - now, last_rx + self.timing.watchdog_s - now)
                 message = await pubsub.get_message(timeout=max(wait, 0.0))
                 now = time.monotonic()
@@ -172,10 +178,19 @@ class Subscriber:
         except (RedisError, OSError, TimeoutError) as e:
             log.info("unsubscribe on shutdown failed (%s); closing the connection anyway", e)
 
+    def _maybe_healthy(self, now: float) -> None:
+        since = self._subscribed_at
+        if self._failures and since is not None and now - since >= self.timing.healthy_s:
+            log.info(
+                "subscriber replica=%s: subscription healthy for %.1fs after %d lost connection(s)",
+                self.state.replica_id, now - since, self._failures,
+            )  # fmt: skip
+            self._failures = 0
+
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "subscribe":
-            self._failures = 0
+            self._subscribed_at = time.monotonic()
             self.connected.set()
             self.metrics.subscriber_connected.set(1)
             log.info("subscriber replica=%s subscribed to %s", self.state.replica_id, self.channel)
@@ -210,17 +225,29 @@ class Subscriber:
         task.add_done_callback(self._task_done)
 
     async def _apply_release(self, event: ReleaseChanged) -> None:
-        """Apply the release record the event points at: it also names the canary and the unpin mark,
-        which the event does not carry (docs/protocol.md, rule 7)."""
+        """Apply the release record the event points at: it also names the canary, the unpin mark and
+        the revoked versions, which the event does not carry (docs/protocol.md, rule 7). The record
+        wins: an event newer than the record read for it is checked once more, then the record is
+        applied whatever the event said (after a restore, an old event may name a lost release)."""
         try:
             record = await self.store.get_release(event.flow)
+            if record is None or record.generation < event.generation:
+                record = await self.store.get_release(event.flow)
         except EXPECTED as e:
             # Fetching the version would fail the same way; the next reconcile reads the record.
             log.warning("reading the release of flow=%s after an event failed (%s)", event.flow, e)
             self.request_reconcile("event")
             return
-        target = record if record is not None and record.generation >= event.generation else event
-        await self.loader.apply(target, triggered_by=f"event:{event.action}", forced=True)
+        if record is None or record.generation < event.generation:
+            log.warning(
+                "release event flow=%s generation=%d hash=%s is newer than its release record (%s); "
+                "following the record", event.flow, event.generation, event.hash[:12],
+                "none" if record is None else f"generation {record.generation}",
+            )  # fmt: skip
+        if record is not None:
+            await self.loader.apply(
+                record, triggered_by=f"event:{event.action}", forced=True, authoritative=True
+            )
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -41,29 +41,37 @@ class VersionRef:
 
 @dataclass(frozen=True)
 class ReleaseExtras:
-    """The canary and unpin fields of a target; a bare change event carries none of them."""
+    """What a target says besides flow, hash and generation; a bare change event carries only `stamp`.
+
+    `stamp` is the release's `activated_at` (an event's `at`): with the generation it identifies one
+    release, even when a restored store hands out a generation a second time (docs/protocol.md).
+    """
 
     canary_hash: str | None = None
     canary_percent: float = 0.0
     canary_started_at: float = 0.0
     unpin_generation: int = 0
+    stamp: float = 0.0
+    revoked: frozenset[str] = frozenset()
 
 
 def extras_of(target: Target) -> ReleaseExtras:
     """Read duck-typed: a `cluster.store.release.Release` has these fields, other targets may not."""
-    canary = getattr(target, "canary_hash", None)
     unpin = getattr(target, "unpin_generation", 0)
-    unpin = unpin if isinstance(unpin, int) else 0
+    unpin = unpin if isinstance(unpin, int) and not isinstance(unpin, bool) else 0
+    stamp = _float(getattr(target, "activated_at", getattr(target, "at", 0.0)))
+    listed = getattr(target, "revoked", ())
+    revoked = frozenset(h for h in listed if isinstance(h, str)) if isinstance(listed, tuple) else frozenset()
+    canary = getattr(target, "canary_hash", None)
     if not isinstance(canary, str) or not canary:
-        return ReleaseExtras(unpin_generation=unpin)
-    percent = getattr(target, "canary_percent", 0.0)
-    started = getattr(target, "canary_started_at", 0.0)
-    return ReleaseExtras(
-        canary,
-        float(percent) if isinstance(percent, int | float) else 0.0,
-        float(started) if isinstance(started, int | float) else 0.0,
-        unpin,
-    )
+        return ReleaseExtras(unpin_generation=unpin, stamp=stamp, revoked=revoked)
+    percent = _float(getattr(target, "canary_percent", 0.0))
+    started = _float(getattr(target, "canary_started_at", 0.0))
+    return ReleaseExtras(canary, percent, started, unpin, stamp, revoked)
+
+
+def _float(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 @dataclass

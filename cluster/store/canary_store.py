@@ -17,7 +17,7 @@ import orjson
 
 from cluster.errors import FlowfleetError, GenerationConflict, VersionNotFound
 from cluster.store.events import release_payload_parts
-from cluster.store.release import Release
+from cluster.store.release import Release, parse_revoked
 from cluster.store.scripts import load
 from cluster.store.store import Store
 
@@ -83,10 +83,12 @@ class CanaryWriter:
             canary_started_at=float(_text(reply[6])) if canary else None,
             canary_by=_text(reply[7]) if canary else None,
             unpin_generation=int(reply[8]),
+            revoked=parse_revoked(_text(reply[9])) if len(reply) > 9 else (),
         )  # fmt: skip
         log.info(
-            "%s flow=%s hash=%s canary=%s percent=%s generation=%d by=%s",
+            "%s flow=%s hash=%s canary=%s percent=%s generation=%d by=%s revoked=%s",
             action, flow, current[:12], (canary or "-")[:12], release.canary_percent, generation, by,
+            ",".join(h[:12] for h in release.revoked) or "-",
         )  # fmt: skip
         return release
 

@@ -7,6 +7,7 @@ member of the replicas ZSET scored by its last heartbeat, so the fleet can be li
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -67,6 +68,27 @@ async def read_statuses(redis: aioredis.Redis | aioredis.RedisCluster, keys: Key
         await redis.zrem(keys.replicas(), *expired)
         log.info("forgot replicas whose status expired: %s", ", ".join(expired))
     return live
+
+
+def serves_release(
+    entry: Mapping[str, Any], digest: str | None, generation: int | None, stamp: float | None = None
+) -> bool:
+    """Pure: does one flow entry of a replica status (`flows.<flow>`) run the release `generation`
+    of version `digest` (and, when given and reported, stamped `stamp`, the record's activated_at)?
+
+    The generation alone is not enough: a store restored from a backup hands out a generation again,
+    for another version, and a replica still running the old one at that number is not current.
+
+    >>> serves_release({"hash": "h3", "generation": 2}, "h2", 2)
+    False
+    """
+    if digest is None or generation is None:
+        return False
+    served = entry.get("generation")
+    if entry.get("hash") != digest or isinstance(served, bool) or served != generation:
+        return False
+    reported = entry.get("activated_at")
+    return stamp is None or not isinstance(reported, int | float) or float(reported) == stamp
 
 
 def _text(value: Any) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from cluster.errors import FlowfleetError
+from cluster.flow.hashing import is_full_hash
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class Release:
     canary_by: str | None = None
     # Session pins made under an earlier generation than this are ignored (`--unpin`).
     unpin_generation: int = 0
+    # Versions sessions may no longer stay pinned to, newest first: an aborted canary, a version rolled
+    # back automatically (docs/canary.md). A version released again (stable or canary) leaves the list.
+    revoked: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -250,7 +254,14 @@ def _canary_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         "canary_started_at": float(fields.get("canary_started_at") or 0.0) if canary else None,
         "canary_by": str(fields.get("canary_by") or "") if canary else None,
         "unpin_generation": int(fields.get("unpin_generation") or 0),
+        "revoked": parse_revoked(fields.get("revoked")),
     }
+
+
+def parse_revoked(value: Any) -> tuple[str, ...]:
+    """The `revoked` field: comma-separated hashes in a record, a JSON list in a history entry."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else []
+    return tuple(item for item in items if isinstance(item, str) and is_full_hash(item))
 
 
 def _text_mapping(raw: RedisHash) -> dict[str, str]:

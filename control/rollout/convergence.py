@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cluster.store.fleet import serves_release
 from cluster.store.release import AUTO_ROLLBACK_ACTOR as AUTO_ROLLBACK_ACTOR
 from control.rollout.acks import live_replicas, prepare_reply
 
@@ -78,14 +79,21 @@ def _int(value: Any) -> int | None:
 
 
 def progress(
-    replica: str, status: Mapping[str, Any], flow: str, digest: str | None, generation: int | None
+    replica: str,
+    status: Mapping[str, Any],
+    flow: str,
+    digest: str | None,
+    generation: int | None,
+    stamp: float | None = None,
 ) -> ReplicaProgress:
+    """Current means the release itself (version and generation, and its stamp when given), not just
+    its generation number, which a restored store may reuse for another version."""
     flows = status.get("flows")
     entry = flows.get(flow) if isinstance(flows, Mapping) else None
     entry = entry if isinstance(entry, Mapping) else {}
     served = entry.get("hash") if isinstance(entry.get("hash"), str) else None
     gen = _int(entry.get("generation"))
-    if generation is not None and gen == generation:
+    if serves_release(entry, digest, generation, stamp):
         return ReplicaProgress(replica, served, gen, "current")
     error = entry.get("last_error")
     if digest is not None and isinstance(error, Mapping) and error.get("hash") == digest:
@@ -102,11 +110,17 @@ def progress(
 
 
 def convergence(
-    flow: str, digest: str | None, generation: int | None, statuses: Iterable[Mapping[str, Any]]
+    flow: str,
+    digest: str | None,
+    generation: int | None,
+    statuses: Iterable[Mapping[str, Any]],
+    *,
+    stamp: float | None = None,
 ) -> Convergence:
-    """Progress of every live (not draining) replica towards release `generation` (hash `digest`)."""
+    """Progress of every live (not draining) replica towards release `generation` (hash `digest`;
+    `stamp`, the record's activated_at, tells two releases of one generation apart after a restore)."""
     live = live_replicas(statuses)
-    rows = tuple(progress(rid, live[rid], flow, digest, generation) for rid in sorted(live))
+    rows = tuple(progress(rid, live[rid], flow, digest, generation, stamp) for rid in sorted(live))
     return Convergence(flow, digest, generation, rows)
 
 

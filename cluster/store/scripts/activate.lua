@@ -9,9 +9,10 @@
 -- ARGV[13] history body: JSON object of the release fields except generation and previous_hash
 -- ARGV[14] '1' to unpin every session of the flow (unpin_generation = the new generation); optional
 --
--- Returns {'ok', generation, previous_hash} | {'conflict', actual generation} | {'missing', generation}
+-- Returns {'ok', generation, previous_hash, unpin_generation, revoked}
+--       | {'conflict', actual generation} | {'missing', generation}
 
-local current = redis.call('HMGET', KEYS[1], 'generation', 'hash', 'unpin_generation')
+local current = redis.call('HMGET', KEYS[1], 'generation', 'hash', 'unpin_generation', 'revoked')
 local generation = tonumber(current[1]) or 0
 local previous = current[2] or ''
 
@@ -26,15 +27,38 @@ local new = string.format('%d', generation + 1)
 -- Session pins older than the newest unpinning release are ignored, so the mark outlives later releases.
 local unpin = ARGV[14] == '1' and new or (current[3] or '0')
 
+-- Versions sessions may no longer stay pinned to (docs/canary.md), newest first, at most 16: the record's
+-- list, plus the version an automatic rollback moves away from (the actor is
+-- cluster.store.release.AUTO_ROLLBACK_ACTOR), minus the version released now.
+local function revoked_after(listed, add, released)
+  local out, seen = {}, {[released] = true, [''] = true}
+  local function push(digest)
+    if not seen[digest] and #out < 16 then
+      seen[digest] = true
+      out[#out + 1] = digest
+    end
+  end
+  push(add)
+  for digest in string.gmatch(listed or '', '[^,]+') do push(digest) end
+  return table.concat(out, ',')
+end
+local auto_rollback = ARGV[6] == 'rollback' and ARGV[4] == 'auto-rollback'
+local revoked = revoked_after(current[4], auto_rollback and previous or '', ARGV[2])
+
 -- The record is exactly one release: fields of an older release (or a running canary) do not linger.
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1],
   'hash', ARGV[2], 'generation', new, 'previous_hash', previous,
   'activated_by', ARGV[4], 'activated_at', ARGV[7], 'reason', ARGV[5], 'action', ARGV[6],
   'unpin_generation', unpin)
+if revoked ~= '' then
+  redis.call('HSET', KEYS[1], 'revoked', revoked)
+end
 
 local entry = '{"generation":' .. new .. ',"previous_hash":' ..
-  (previous == '' and 'null' or cjson.encode(previous)) .. ',' .. string.sub(ARGV[13], 2)
+  (previous == '' and 'null' or cjson.encode(previous)) .. ',' ..
+  (revoked == '' and '' or '"revoked":["' .. (string.gsub(revoked, ',', '","')) .. '"],') ..
+  string.sub(ARGV[13], 2)
 redis.call('LPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[8]) - 1)
 
@@ -44,4 +68,4 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
   'unpin', ARGV[14] == '1' and '1' or '0')
 
 redis.call('PUBLISH', ARGV[10], ARGV[11] .. new .. ARGV[12])
-return {'ok', generation + 1, previous, tonumber(unpin)}
+return {'ok', generation + 1, previous, tonumber(unpin), revoked}

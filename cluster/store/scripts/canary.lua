@@ -10,13 +10,14 @@
 -- ARGV[12], ARGV[13], ARGV[14]: event payload = ARGV[12] .. hash .. ARGV[13] .. generation .. ARGV[14]
 -- ARGV[15] by as a JSON string   ARGV[16] reason as a JSON string
 --
--- Returns {'ok', generation, previous hash, hash, canary hash, percent, started_at, canary_by, unpin_gen}
+-- Returns {'ok', generation, previous hash, hash, canary hash, percent, started_at, canary_by, unpin_gen,
+--         revoked}
 --       | {'conflict', generation} | {'no_release', 0} | {'no_canary', generation}
 --       | {'canary_running', generation, canary hash} | {'missing', generation} | {'is_stable', generation}
 
 local op = ARGV[1]
 local cur = redis.call('HMGET', KEYS[1], 'generation', 'hash', 'canary_hash', 'canary_percent',
-  'canary_started_at', 'canary_by', 'unpin_generation')
+  'canary_started_at', 'canary_by', 'unpin_generation', 'revoked')
 local generation = tonumber(cur[1]) or 0
 local stable = cur[2] or ''
 local canary = cur[3] or ''
@@ -54,6 +55,22 @@ local new = string.format('%d', generation + 1)
 local unpin = cur[7] or '0'
 local action = 'canary_' .. op
 
+-- Versions sessions may no longer stay pinned to (docs/canary.md), newest first, at most 16: the record's
+-- list, plus an aborted canary, minus the versions this release serves.
+local function revoked_after(listed, add, stable_hash, canary_hash)
+  local out, seen = {}, {[stable_hash] = true, [canary_hash] = true, [''] = true}
+  local function push(digest)
+    if not seen[digest] and #out < 16 then
+      seen[digest] = true
+      out[#out + 1] = digest
+    end
+  end
+  push(add)
+  for digest in string.gmatch(listed or '', '[^,]+') do push(digest) end
+  return table.concat(out, ',')
+end
+local revoked = revoked_after(cur[8], op == 'abort' and canary or '', hash, c_hash)
+
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1],
   'hash', hash, 'generation', new, 'previous_hash', stable,
@@ -62,6 +79,9 @@ redis.call('HSET', KEYS[1],
 if c_hash ~= '' then
   redis.call('HSET', KEYS[1], 'canary_hash', c_hash, 'canary_percent', c_percent,
     'canary_started_at', c_started, 'canary_by', c_by)
+end
+if revoked ~= '' then
+  redis.call('HSET', KEYS[1], 'revoked', revoked)
 end
 
 local function json_or_null(text, quoted)
@@ -74,7 +94,8 @@ local entry = '{"generation":' .. new .. ',"previous_hash":' .. cjson.encode(sta
   ',"reason":' .. ARGV[16] .. ',"action":' .. cjson.encode(action) ..
   ',"canary_hash":' .. json_or_null(c_hash, true) .. ',"canary_percent":' .. json_or_null(c_percent) ..
   ',"canary_started_at":' .. json_or_null(c_started) .. ',"canary_by":' .. json_or_null(c_by, true) ..
-  ',"unpin_generation":' .. unpin .. '}'
+  ',"unpin_generation":' .. unpin ..
+  (revoked == '' and '' or ',"revoked":["' .. (string.gsub(revoked, ',', '","')) .. '"]') .. '}'
 redis.call('LPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[9]) - 1)
 
@@ -84,4 +105,4 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*',
   'by', ARGV[6], 'reason', ARGV[7], 'at', ARGV[8])
 
 redis.call('PUBLISH', ARGV[11], ARGV[12] .. hash .. ARGV[13] .. new .. ARGV[14])
-return {'ok', generation + 1, stable, hash, c_hash, c_percent, c_started, c_by, tonumber(unpin)}
+return {'ok', generation + 1, stable, hash, c_hash, c_percent, c_started, c_by, tonumber(unpin), revoked}
