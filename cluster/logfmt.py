@@ -42,3 +42,15 @@ def logging_config(level: str, quiet: tuple[str, ...] = ()) -> dict[str, Any]:
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": loggers,
     }
+
+
+def logfmt_value(value: Any) -> str:
+    """One value of a ``key=value`` line, quoted when it holds a space, a quote, '=' or a newline.
+
+    >>> print(logfmt_value("ab12"), logfmt_value("two words"))
+    ab12 "two words"
+    """
+    text = str(value)
+    if text and not any(c in text for c in ' "=\n'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

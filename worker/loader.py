@@ -18,9 +18,10 @@ from redis.exceptions import RedisError
 
 from cluster.errors import FlowValidationError, MissingSearchProvider, MissingSecret
 from cluster.flow.hashing import sha256_hex
+from cluster.logfmt import logfmt_value
 from worker.metrics import WorkerMetrics
 from worker.ports import Compiler, ReleaseReader, Runnable, Target
-from worker.state import CanaryVersion, LoadedFlow, LoadError, WorkerState
+from worker.state import CanaryVersion, LoadedFlow, LoadError, WorkerState, serving_versions
 from worker.versions import VersionCache, VersionRef, extras_of
 
 log = logging.getLogger(__name__)
@@ -283,23 +284,6 @@ class Loader:
             "replica": self.state.replica_id,
             **failure,
         }
-        line = " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
+        line = " ".join(f"{key}={logfmt_value(value)}" for key, value in fields.items())
         level = logging.INFO if outcome.result == "loaded" else logging.WARNING
         log.log(level, "reload %s", line, extra={"reload": fields})
-
-
-def serving_versions(state: WorkerState) -> set[tuple[str, str]]:
-    """(flow, hash) of every version the snapshot serves as stable or canary (never evicted)."""
-    serving = set()
-    for flow, loaded in state.snapshot.flows.items():
-        serving.add((flow, loaded.hash))
-        if loaded.canary is not None:
-            serving.add((flow, loaded.canary.hash))
-    return serving
-
-
-def _logfmt(value: Any) -> str:
-    text = str(value)
-    if text and not any(c in text for c in ' "=\n'):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

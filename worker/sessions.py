@@ -23,11 +23,11 @@ from redis.exceptions import RedisError
 
 from cluster.store.keys import Keys
 from cluster.traffic.canary import Pin
-from worker.loader import Loader, LoadFailure, serving_versions
+from worker.loader import Loader, LoadFailure
 from worker.metrics import WorkerMetrics
 from worker.ports import Runnable
 from worker.routing import Served, route, variant_of
-from worker.state import LoadedFlow
+from worker.state import LoadedFlow, serving_versions
 
 log = logging.getLogger(__name__)
 

@@ -263,3 +263,13 @@ class WorkerState:
             if loaded is not None and loaded.canary is not None:
                 flows[flow]["canary"] = {"hash": loaded.canary.hash, "percent": loaded.canary.percent}
         return flows
+
+
+def serving_versions(state: WorkerState) -> set[tuple[str, str]]:
+    """(flow, hash) of every version the snapshot serves as stable or canary (never evicted)."""
+    serving = set()
+    for flow, loaded in state.snapshot.flows.items():
+        serving.add((flow, loaded.hash))
+        if loaded.canary is not None:
+            serving.add((flow, loaded.canary.hash))
+    return serving
