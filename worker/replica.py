@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,14 +28,14 @@ from cluster.store.release import Release
 from cluster.traffic.runstats import RunStats
 from worker.api.auth import RunAuth
 from worker.heartbeat import Heartbeat
-from worker.loader import Loader, serving_versions
+from worker.loader import Loader
 from worker.memory import Conversations
 from worker.metrics import WorkerMetrics
 from worker.pick import VersionPicker
 from worker.ports import Compiler, ReleaseReader, Runnable
 from worker.prepared import PreparedVersions, Preparer
 from worker.sessions import SessionPins
-from worker.state import WorkerState
+from worker.state import WorkerState, serving_versions
 from worker.subscriber import Subscriber, Timing
 from worker.versions import VersionCache
 
@@ -194,6 +194,16 @@ class Replica:
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # Runs whose request was answered before they finish (LangFlow's webhook); see in_background.
+        self.background: set[asyncio.Task[Any]] = set()
+
+    def in_background(self, run: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run `run` after its request was answered. Such a run still holds a place in the gate, so
+        stop() waits for it like any run; the ones still running when the grace is over are cancelled."""
+        task = asyncio.create_task(run, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
 
     async def _history(self, flow: str) -> list[Release]:
         history = getattr(self.store, "history", None)
@@ -233,6 +243,9 @@ class Replica:
                 s.shutdown_grace_s,
                 self.gate.in_flight,
             )
+        for task in list(self.background):
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         self.subscriber.stop()
         self.heartbeat.stop()
         if self._flusher is not None:
