@@ -128,8 +128,9 @@ def test_run_bad_timeout_is_a_usage_error(tmp_path: Path, value: str) -> None:
 
 def test_run_missing_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", write(tmp_path, "flow.json", FLOW)]) == 1
-    assert (
-        capsys.readouterr().err == "flowfleet: missing required input(s): input (inputs are: input, system)\n"
+    assert capsys.readouterr().err == (
+        "flowfleet: missing required input(s): input; "
+        "this flow takes input (any, required), system (any, optional)\n"
     )
 
 

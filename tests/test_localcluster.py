@@ -3,6 +3,7 @@ processes (no orphans, even when the parent is killed), SO_REUSEPORT sockets and
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import os
 import signal
@@ -17,12 +18,15 @@ from pathlib import Path
 import pytest
 import redis
 
+from cluster.settings import SettingsError
 from cluster.store.keys import Keys
-from control.cli.up import READY_LINE, render_report, try_commands
-from control.localcluster import acl, bootstrap, children, redis_server
+from control.cli.up import READY_LINE, render_report, render_status, replica_changes, try_commands
+from control.localcluster import acl, bootstrap, children, redis_server, runstate, slots
 from control.localcluster.bootstrap import StartupFailed
 from control.localcluster.cluster import LocalCluster, Report, UpConfig
 from control.localcluster.credentials import Credentials, CredentialsError
+from control.localcluster.environment import child_environment
+from control.localcluster.runstate import ChildStatus, FleetStatus, RunLock
 from tests.redis_server import RedisServer, free_port
 from worker.serve import reuse_port_socket
 
@@ -367,3 +371,70 @@ def test_report_without_a_second_version_or_without_flows() -> None:
     )
     (only,) = try_commands(report([], []))
     assert "publish flows/YOUR_FLOW.json --activate" in only
+
+
+def test_report_names_the_tokens_in_force_the_settings_and_the_commands_of_a_running_fleet(
+    tmp_path: Path,
+) -> None:
+    env = child_environment(
+        {"FLOWFLEET_TOKENS_FILE": "t.json", "FLOWFLEET_RUN_TOKENS_FILE": "r.json", "FLOWFLEET_URL": "x"},
+        tmp_path,
+    )
+    examples = [e for e in bootstrap.read_examples(ROOT / "flows") if e.name == "rag_qa"]
+    released = [bootstrap.Released("rag_qa", "a" * 64, 1, activated_now=True)]
+    text = render_report(dataclasses.replace(report(examples, released), environment=env))
+    assert f"FLOWFLEET_TOKENS_FILE {tmp_path / 't.json'}" in text
+    assert f"FLOWFLEET_RUN_TOKENS_FILE {tmp_path / 'r.json'} (every run needs a token)" in text
+    assert "ignored, up sets them: FLOWFLEET_URL" in text
+    assert "redis-cli --state-dir /repo/.flowfleet SMEMBERS flowfleet:flows" in text
+    assert "up scale N --state-dir /repo/.flowfleet" in text
+    run = [line for line in text.splitlines() if "curl" in line][0]
+    assert '-H "Authorization: Bearer $RUN_TOKEN"' in run
+    plain = render_report(report(examples, released))
+    assert "none: anyone may run flows" in plain and "Bearer $RUN_TOKEN" not in plain
+
+
+def test_the_status_line_counts_serving_replicas_and_restarts() -> None:
+    status = FleetStatus(
+        1, "http://127.0.0.1:8700", "http://127.0.0.1:8000", "127.0.0.1", 6380, 3,
+        (ChildStatus("redis", "redis", 10, "serving", 1),
+         ChildStatus("local-1", "replica", 11, "serving"),
+         ChildStatus("local-2", "replica", 12, "serving", 2),
+         ChildStatus("local-3", "replica", 13, "starting")),
+    )  # fmt: skip
+    assert render_status(status) == (
+        "flowfleet up: 2/3 replicas serving on http://127.0.0.1:8000 · restarts: 3 (redis 1, local-2 2)"
+        " · local-3 starting"
+    )
+    seen = {"local-1": "serving", "local-2": "serving", "local-4": "stopping"}
+    assert replica_changes(seen, status) == ["local-3 starting (pid 13)", "local-4 retired"]
+    assert replica_changes(seen, status) == []
+
+
+# -- refusals before anything starts -----------------------------------------------------------------------
+def test_a_second_up_on_the_same_state_directory_is_refused(tmp_path: Path) -> None:
+    lock = RunLock(tmp_path / "state").acquire()
+    cluster = LocalCluster(UpConfig(state_dir=tmp_path / "state", flows_dir=tmp_path), {})
+    try:
+        with pytest.raises(StartupFailed, match="another flowfleet up"):
+            cluster.start()
+    finally:
+        cluster.stop()
+        lock.release()
+    assert cluster.children == [] and runstate.read_status(tmp_path / "state") is None
+
+
+def test_a_missing_tokens_file_or_a_bad_setting_is_refused(tmp_path: Path) -> None:
+    config = UpConfig(state_dir=tmp_path / "state", flows_dir=tmp_path)
+    with pytest.raises(StartupFailed, match=r"FLOWFLEET_TOKENS_FILE=.*absent.json: no such file"):
+        LocalCluster(config, {"FLOWFLEET_TOKENS_FILE": "absent.json"}, cwd=tmp_path).start()
+    with pytest.raises(SettingsError, match="FLOWFLEET_RUN_TIMEOUT_S"):
+        LocalCluster(config, {"FLOWFLEET_RUN_TIMEOUT_S": "soon"}).start()
+
+
+def test_a_taken_replica_port_is_reported() -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        with pytest.raises(StartupFailed, match="cannot listen on 127.0.0.1:.* for the replicas"):
+            slots.listening_socket("127.0.0.1", squatter.getsockname()[1])

@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "control.cli.worker",
     "control.cli.langflow",
     "control.cli.up",
+    "control.cli.rediscli",
 )
 
 

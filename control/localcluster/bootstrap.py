@@ -122,10 +122,10 @@ def wait_until(
         time.sleep(POLL_S)
 
 
-def http_ok(url: str) -> Callable[[], bool]:
+def http_ok(url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> Callable[[], bool]:
     def check() -> bool:
         try:
-            return httpx.get(url, timeout=REQUEST_TIMEOUT_S).status_code == 200
+            return httpx.get(url, timeout=timeout_s).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -210,19 +210,21 @@ def replicas_converged(
     replica_url: str, expected_ids: set[str], releases: list[Released]
 ) -> Callable[[], bool]:
     """A check that is true once every expected replica, reached through the shared address, has loaded
-    every release. Each probe opens a new connection, so the kernel picks a (possibly different) replica."""
+    every release. Each probe opens a new connection, so a (possibly different) replica answers. It reads
+    `/readyz`, which needs no token even when FLOWFLEET_RUN_TOKENS_FILE protects the run APIs."""
     want = {(r.flow, r.hash, r.generation) for r in releases}
     synced: set[str] = set()
 
     def check() -> bool:
         try:
-            response = httpx.get(f"{replica_url}/v1/flows", timeout=REQUEST_TIMEOUT_S)
+            response = httpx.get(f"{replica_url}/readyz", timeout=REQUEST_TIMEOUT_S)
         except httpx.HTTPError:
             return False
         replica = response.headers.get("x-flowfleet-replica", "")
         if response.status_code != 200 or replica not in expected_ids:
             return False
-        loaded = {(f["flow"], f["hash"], f["generation"]) for f in response.json().get("flows", [])}
+        flows = response.json().get("flows", [])
+        loaded = {(f["flow"], f["loaded_hash"], f["loaded_generation"]) for f in flows}
         if want <= loaded:
             synced.add(replica)
         else:

@@ -25,13 +25,18 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+def _child_setup() -> Callable[[], None]:
+    """What runs in the child between fork and exec: unblock every signal (the supervisor blocks the
+    ones it waits for, and a signal mask survives exec: a replica started by it would ignore SIGTERM),
+    and on Linux ask for SIGTERM when `flowfleet up` dies."""
+    prctl: Callable[..., int] | None = None
+    if sys.platform.startswith("linux"):
+        prctl = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
 
     def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
     return preexec
 
@@ -82,8 +87,16 @@ class Child:
         return self.wait_or_kill(grace_s)
 
 
-def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_dir: Path, cwd: Path) -> Child:
-    """Start `argv` with stdout and stderr appended to `<log_dir>/<name>.log`."""
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_dir: Path,
+    cwd: Path,
+    pass_fds: Sequence[int] = (),
+) -> Child:
+    """Start `argv` with stdout and stderr appended to `<log_dir>/<name>.log`; `pass_fds` stay open in it."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with open(log_path, "ab") as out:
@@ -97,8 +110,9 @@ def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_dir: Pa
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
             # Safe here: `flowfleet up` starts no threads, the one hazard of preexec_fn.
-            preexec_fn=_die_with_parent(),
+            preexec_fn=_child_setup(),
         )
     log.info("started %s pid=%d log=%s", name, proc.pid, log_path)
     return Child(name, proc, log_path)

