@@ -51,8 +51,9 @@ class Settings:
     shutdown_grace_s: float = 30.0
     # Run authentication (off when unset): a tokens file like the control plane's, for the run APIs.
     run_tokens_file: str | None = None
-    # Rollouts.
-    prepare_timeout_s: float = 10.0
+    # Rollouts. The prepare timeout outlasts the replicas' status TTL (10 s), so a replica that dies
+    # during a prepare is seen gone, and no longer waited for, before the rollout would time out.
+    prepare_timeout_s: float = 15.0
     session_ttl_s: float = 1800.0
     # Conversations (chat memory in Redis): sliding TTL after the last turn, messages kept per conversation.
     history_ttl_s: float = 86400.0
@@ -68,6 +69,9 @@ class Settings:
     canary_error_margin: float = 0.05
     canary_min_runs: int = 100
     canary_guard_s: float = 5.0
+    # gc never deletes a version published less than this long ago (a publish whose activation is
+    # still on its way, a version someone is about to canary): 7 days.
+    gc_min_age_s: float = 7 * 86400.0
     # Outbound policy (cluster.egress.policy), the same on the control plane, the CLI and the replicas:
     # the secret names flows may use, the addresses they may reach, an explicit proxy, and the
     # operator's OpenAI-compatible endpoint (used when a node sets no base_url; allowed automatically).
@@ -115,6 +119,7 @@ class Settings:
             "FLOWFLEET_CANARY_ERROR_MARGIN": "canary_error_margin",
             "FLOWFLEET_CANARY_MIN_RUNS": "canary_min_runs",
             "FLOWFLEET_CANARY_GUARD_S": "canary_guard_s",
+            "FLOWFLEET_GC_MIN_AGE_S": "gc_min_age_s",
             "FLOWFLEET_FLOW_SECRETS": "flow_secrets",
             "FLOWFLEET_EGRESS_ALLOW": "egress_allow",
             "FLOWFLEET_EGRESS_PROXY": "egress_proxy",

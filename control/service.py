@@ -33,6 +33,7 @@ from cluster.flow.documents import load_document
 from cluster.flow.hashing import content_address
 from cluster.names import check_flow_name
 from cluster.store.release import NoPreviousRelease, Release, rollback_target
+from cluster.store.rollouts import RolloutInProgress, VersionRemoved
 from cluster.store.store import Store
 from control.metrics import ControlMetrics
 from control.reads import ReadService, release_dict
@@ -49,6 +50,8 @@ FAILURE_LABELS: tuple[tuple[type[Exception], str], ...] = (
     (CorruptBlob, "corrupt"),
     (VersionNotFound, "not_found"),
     (RolloutAborted, "aborted"),
+    (RolloutInProgress, "in_progress"),
+    (VersionRemoved, "not_found"),
 )
 
 
@@ -111,12 +114,15 @@ class ControlService(ReadService):
         policy: OutboundPolicy | None = None,
         cutover: Cutover | None = None,
         metrics: ControlMetrics | None = None,
+        gc_min_age_s: float = 0.0,
     ) -> None:
         super().__init__(store, metrics or ControlMetrics())
         self.registry = registry
         self.limits = limits
         self.policy = policy
         self.cutover: Cutover = cutover or DirectCutover(store)
+        # gc spares versions younger than this (FLOWFLEET_GC_MIN_AGE_S).
+        self.gc_min_age_s = gc_min_age_s
 
     # -- writes -------------------------------------------------------------------------------------
     async def publish(
@@ -221,10 +227,13 @@ class ControlService(ReadService):
         request = CutoverRequest(flow, digest, actor, message, "rollback", expected, unpin=unpin)
         return await self._cutover(request, options)
 
-    async def gc(self, *, actor: str) -> dict[str, Any]:
-        result = await self.store.gc(by=actor)
-        log.info("gc by=%s removed=%d kept=%d", actor, result.removed_count, result.kept)
-        return result.as_dict()
+    async def gc(self, *, actor: str, dry_run: bool = False) -> dict[str, Any]:
+        """Delete the versions nothing may still need (cluster.store.gc), sparing any published less than
+        `gc_min_age_s` ago; `dry_run` lists what would go and deletes nothing."""
+        result = await self.store.gc(by=actor, min_age_s=self.gc_min_age_s, dry_run=dry_run)
+        what = "gc dry run" if dry_run else "gc"
+        log.info("%s by=%s removed=%d kept=%d", what, actor, result.removed_count, result.kept)
+        return {**result.as_dict(), "dry_run": dry_run, "min_age_s": self.gc_min_age_s}
 
     # -- helpers ------------------------------------------------------------------------------------
     async def check_version(self, flow: str, digest: str) -> None:

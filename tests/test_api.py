@@ -43,6 +43,7 @@ def settings(redis_server: RedisServer, namespace: str, tmp_path: Path) -> Setti
         admin_token=ADMIN_TOKEN,
         tokens_file=str(write_tokens_file(tmp_path)),
         max_body_bytes=MAX_BODY,
+        gc_min_age_s=0,  # gc here may delete a version published a moment ago
     )
 
 

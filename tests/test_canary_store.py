@@ -15,7 +15,7 @@ from cluster.flow.hashing import content_address
 from cluster.store.canary_store import CanaryConflict, CanaryWriter
 from cluster.store.events import ReleaseChanged, decode, encode
 from cluster.store.keys import Keys
-from cluster.store.release import Release
+from cluster.store.release import Release, rollback_target
 from cluster.store.store import Store
 
 FLOW = "support_qa"
@@ -35,6 +35,13 @@ async def put(store: Store, n: int) -> str:
     data, digest = content_address({"name": FLOW, "nodes": [{"id": "x", "type": "LLM", "params": {"n": n}}]})
     await store.publish(FLOW, data, digest, author="alice", message=f"v{n}", node_count=1)
     return digest
+
+
+async def roll_back(store: Store, *, reason: str, unpin: bool = False) -> Release:
+    """A default rollback as the control plane makes it: the previous release's version, activated again."""
+    current = await store.get_release(FLOW)
+    target = rollback_target(FLOW, current, await store.history(FLOW))
+    return await store.activate(FLOW, target.hash, by="ci", reason=reason, action="rollback", unpin=unpin)
 
 
 async def events_during(redis: aioredis.Redis, channel: str, action: Any) -> list[bytes]:
@@ -188,7 +195,7 @@ async def test_unpin_generation_is_set_by_unpin_and_outlives_later_releases(
     assert later.unpin_generation == 2
     canary = await writer.change(FLOW, "start", by="ci", reason="", digest=v1, percent=5)
     assert canary.unpin_generation == 2 == (await store.get_release(FLOW)).unpin_generation  # type: ignore[union-attr]
-    rolled = await store.rollback(FLOW, by="ci", reason="back", unpin=True)
+    rolled = await roll_back(store, reason="back", unpin=True)
     assert rolled.unpin_generation == rolled.generation == 5
     entry = (await store.audit(FLOW))[0]
     assert entry["action"] == "rollback" and entry["unpin"] == "1"
@@ -204,6 +211,6 @@ async def test_rollback_after_promote_returns_to_the_old_stable(store: Store, wr
     await store.activate(FLOW, v1, by="ci", reason="first")
     await writer.change(FLOW, "start", by="ci", reason="", digest=v2, percent=5)
     await writer.change(FLOW, "promote", by="ci", reason="")
-    rolled = await store.rollback(FLOW, by="ci", reason="worse")
+    rolled = await roll_back(store, reason="worse")
     assert rolled.hash == v1 and rolled.previous_hash == v2
     assert decode(encode(ReleaseChanged(FLOW, v1, 1, "x", 1.0, "canary_abort"))) is not None

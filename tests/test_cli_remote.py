@@ -36,6 +36,7 @@ def control(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory)
     server = ControlProcess(
         redis_server.url, f"fftest-cli-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("control")
     )
+    server.env["FLOWFLEET_GC_MIN_AGE_S"] = "0"  # gc may delete a version published a moment ago
     server.start()
     yield server
     server.stop()
@@ -186,6 +187,10 @@ def test_gc_needs_admin(cli: Cli, flow: str, tmp_path: Path) -> None:
     cli("publish", str(write(tmp_path / "b.json", dropped)))
     refused = cli("gc")
     assert refused.code == 5 and "admin" in one_error_line(refused)
+    listed = cli("gc", "--dry-run", token=ADMIN_TOKEN)
+    assert listed.code == 0 and listed.out.startswith("would remove "), listed
+    assert digest_of(dropped)[:12] in listed.out
+    assert cli("show", flow, digest_of(dropped)).code == 0, "a dry run deletes nothing"
     done = cli("gc", "-o", "json", token=ADMIN_TOKEN)
     assert done.code == 0 and digest_of(dropped) in done.json()["removed"][flow]
     assert cli("show", flow, digest_of(dropped)).code == 4

@@ -1,9 +1,11 @@
-"""The collector is paused while a flow is validated and compiled, and left as it was afterwards."""
+"""The collector is paused while a flow is validated and compiled on the main thread, and left as it was
+afterwards; from any other thread it is not touched (gc.disable() would stop it for the whole process)."""
 
 from __future__ import annotations
 
 import doctest
 import gc
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -79,6 +81,36 @@ def test_validate_and_compile_run_with_the_collector_paused(collector_enabled: N
     compile_flow(document, registry=registry)
     assert SEEN == [False, False]
     assert gc.isenabled()
+
+
+def test_a_pause_from_another_thread_leaves_the_process_collector_alone(collector_enabled: None) -> None:
+    """A compile handed to a thread (asyncio.to_thread, as the control plane and large reloads do) must
+    not stop collection for the event loop thread serving requests meanwhile."""
+    inside: list[bool] = []
+    loop_thread_saw: list[bool] = []
+    started, release = threading.Event(), threading.Event()
+
+    def compile_in_a_thread() -> None:
+        with paused_gc():
+            inside.append(gc.isenabled())
+            started.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=compile_in_a_thread)
+    worker.start()
+    assert started.wait(5)
+    loop_thread_saw.append(gc.isenabled())
+    release.set()
+    worker.join(5)
+    assert inside == [True] and loop_thread_saw == [True] and gc.isenabled()
+
+    registry = Registry([*builtin_components(), Probe])
+    SEEN.clear()
+    thread = threading.Thread(target=compile_flow, args=({"nodes": [{"id": "p", "type": "Probe"}]},),
+                              kwargs={"registry": registry})  # fmt: skip
+    thread.start()
+    thread.join(10)
+    assert SEEN == [True]
 
 
 def test_module_examples(collector_enabled: None) -> None:

@@ -193,7 +193,9 @@ async def test_control_runs_the_store_but_nothing_dangerous(clients: dict[str, a
     data2, second = content_address({**DOC, "description": "v2"})
     assert (await store.publish(FLOW, data2, second, author="ci", message="v2", node_count=0)).created
     assert (await store.activate(FLOW, second, by="ci", reason="v2", expected_generation=1)).generation == 2
-    rolled = await store.rollback(FLOW, by="ci", reason="undo")
+    rolled = await store.activate(
+        FLOW, first, by="ci", reason="undo", action="rollback", expected_generation=2
+    )
     assert (rolled.hash, rolled.generation) == (first, 3)
     assert [r.generation for r in await store.history(FLOW)] == [3, 2, 1]
     assert len(await store.audit(FLOW)) >= 4
@@ -209,6 +211,36 @@ async def test_control_runs_the_store_but_nothing_dangerous(clients: dict[str, a
     for call in dangerous:
         with pytest.raises(NoPermissionError):
             await call()
+
+
+async def test_guard_lease_rollout_lock_and_gc_pin_scan_use_the_control_grants_only(
+    clients: dict[str, aioredis.Redis],
+) -> None:
+    """The guard lease (`flowfleet:lease:*`), the rollout lock script and gc's SCAN of session pins run with
+    the control user's existing rights (no new key pattern or command); the worker gets NOPERM for each."""
+    from cluster.store import rollouts
+    from cluster.store.lease import Lease
+
+    store, digest = await published(clients["control"])
+    c, w = clients["control"], clients["worker"]
+    assert await Lease(c, KEYS, "rollback-guard", holder="control-a", ttl_s=5).hold()
+    assert not await Lease(c, KEYS, "rollback-guard", holder="control-b", ttl_s=5).hold()
+    record = {"id": "r1", "hash": digest, "by": "ci", "state": "preparing", "timeout_s": 5, "started_at": 1.0}
+    assert await rollouts.begin(c, KEYS, FLOW, digest, record, now=2.0) == 1
+    assert await w.set(KEYS.session(FLOW, "chat-1"), b'{"hash": "%s"}' % digest.encode(), px=60_000, nx=True)
+    assert (await store.gc(dry_run=True)).removed_count == 0
+    refused: dict[str, Callable[[], Awaitable[object]]] = {
+        "take the guard lease": lambda: w.set(KEYS.lease("rollback-guard"), b"worker"),
+        "run the lease script": lambda: Lease(w, KEYS, "rollback-guard", holder="w", ttl_s=5).hold(),
+        "write the rollout record": lambda: w.hset(KEYS.rollout(FLOW), "state", "aborted"),
+        "run the rollout script": lambda: rollouts.begin(w, KEYS, FLOW, digest, record, now=99.0),
+        "scan the keyspace": lambda: w.scan(match=KEYS.session_pattern()),
+    }
+    for what, call in refused.items():
+        with pytest.raises(NoPermissionError):
+            await call()
+            pytest.fail(f"the worker may {what}")
+    assert await c.get(KEYS.lease("rollback-guard")) == b"control-a"
 
 
 async def test_unauthenticated_clients_can_do_nothing(

@@ -19,7 +19,7 @@ from cluster.errors import (
 from cluster.flow.hashing import content_address
 from cluster.store.events import ReleaseChanged, decode, encode
 from cluster.store.keys import Keys
-from cluster.store.release import NoPreviousRelease, Release, ReleaseNotFound
+from cluster.store.release import NoPreviousRelease, Release, ReleaseNotFound, rollback_target
 from cluster.store.store import Store
 
 FLOW = "support_qa"
@@ -233,18 +233,29 @@ async def test_the_published_payload_is_exactly_what_encode_produces(store: Stor
     assert raw == encode(expected)
 
 
+async def roll_back(store: Store, *, to_generation: int | None = None) -> Release:
+    """What the control plane's rollback asks of the store: the earlier release's version, activated again
+    as a rollback, compare-and-set on the generation it was chosen from (control.service)."""
+    current = await store.get_release(FLOW)
+    target = rollback_target(FLOW, current, await store.history(FLOW), to_generation=to_generation)
+    expected = current.generation if current is not None else None
+    return await store.activate(
+        FLOW, target.hash, by="ops", reason="", action="rollback", expected_generation=expected
+    )
+
+
 async def test_rollback_chains_like_rollout_undo(store: Store) -> None:
     v1, v2, v3 = await put(store, 1), await put(store, 2), await put(store, 3)
     for digest in (v1, v2, v3):
         await store.activate(FLOW, digest, by="dev", reason="")
 
-    back = await store.rollback(FLOW, by="ops", reason="v3 broke answers")
+    back = await roll_back(store)
     assert (back.hash, back.generation, back.previous_hash, back.action) == (v2, 4, v3, "rollback")
-    again = await store.rollback(FLOW, by="ops", reason="undo the undo")
+    again = await roll_back(store)
     assert (again.hash, again.generation, again.previous_hash) == (v3, 5, v2)
-    to_gen = await store.rollback(FLOW, by="ops", reason="", to_generation=1)
+    to_gen = await roll_back(store, to_generation=1)
     assert (to_gen.hash, to_gen.generation) == (v1, 6)
-    to_hash = await store.rollback(FLOW, by="ops", reason="", to_hash=v2[:8])
+    to_hash = await store.activate(FLOW, v2[:8], by="ops", reason="", action="rollback")
     assert (to_hash.hash, to_hash.generation) == (v2, 7)
     assert [r.action for r in await store.history(FLOW)] == ["rollback"] * 4 + ["activate"] * 3
     assert (await store.audit(FLOW))[0]["action"] == "rollback"
@@ -254,29 +265,25 @@ async def test_rollback_skips_reactivations_of_the_current_version(store: Store)
     v1, v2 = await put(store, 1), await put(store, 2)
     for digest in (v1, v2, v2):
         await store.activate(FLOW, digest, by="dev", reason="")
-    back = await store.rollback(FLOW, by="ops", reason="")
+    back = await roll_back(store)
     assert (back.hash, back.generation) == (v1, 4)
 
 
 async def test_rollback_errors(store: Store) -> None:
-    with pytest.raises(FlowNotFound):
-        await store.rollback("nobody", by="ops", reason="")
     v1 = await put(store, 1)
     with pytest.raises(NoPreviousRelease):  # published, never activated
-        await store.rollback(FLOW, by="ops", reason="")
+        await roll_back(store)
     await store.activate(FLOW, v1, by="dev", reason="")
     with pytest.raises(NoPreviousRelease):  # only one release
-        await store.rollback(FLOW, by="ops", reason="")
+        await roll_back(store)
     with pytest.raises(ReleaseNotFound):
-        await store.rollback(FLOW, by="ops", reason="", to_generation=9)
+        await roll_back(store, to_generation=9)
     with pytest.raises(VersionNotFound):
-        await store.rollback(FLOW, by="ops", reason="", to_hash=doc(9)[1])
-    with pytest.raises(BadRequest):
-        await store.rollback(FLOW, by="ops", reason="", to_generation=1, to_hash=v1)
+        await store.activate(FLOW, doc(9)[1], by="ops", reason="", action="rollback")
     v2 = await put(store, 2)
     await store.activate(FLOW, v2, by="dev", reason="")
     with pytest.raises(GenerationConflict):
-        await store.rollback(FLOW, by="ops", reason="", expected_generation=1)
+        await store.activate(FLOW, v1, by="ops", reason="", action="rollback", expected_generation=1)
     release = await store.get_release(FLOW)
     assert release is not None and (release.hash, release.generation) == (v2, 2)
 
@@ -291,7 +298,7 @@ async def test_history_keeps_only_the_newest_entries(redis_client: aioredis.Redi
     assert await redis_client.llen(store.keys.history(FLOW)) == 5
     assert [r.generation for r in await store.history(FLOW, limit=2)] == [12, 11]
     with pytest.raises(ReleaseNotFound):  # trimmed away
-        await store.rollback(FLOW, by="ops", reason="", to_generation=3)
+        rollback_target(FLOW, history[0], await store.history(FLOW), to_generation=3)
 
 
 async def test_audit_stream_is_capped(redis_client: aioredis.Redis, namespace: str) -> None:
@@ -363,7 +370,7 @@ async def test_gc_removes_only_unreferenced_versions(store: Store, redis_client:
         assert await store.get_verified_blob(FLOW, kept) and await store.get_meta(FLOW, kept)
     assert (await store.audit())[0]["action"] == "gc"
     # Rolling back to the previous release still works: its blob was referenced by history.
-    assert (await store.rollback(FLOW, by="ops", reason="")).hash == v[0]
+    assert (await roll_back(store)).hash == v[0]
     assert (await store.gc()).removed_count == 0
 
 

@@ -39,7 +39,7 @@ async def test_documented_rules_allow_the_store_and_nothing_outside_the_namespac
             await control.activate("qa", digest, by="ci", reason="")
             await worker.publish_event(Ping(by="worker", at=1.0))
             assert len(await next_messages(pubsub, 2)) == 2
-        await control.rollback("qa", by="ci", reason="", to_hash=digest)
+        await control.activate("qa", digest, by="ci", reason="", action="rollback")
         assert (await control.gc()).removed_count == 0
 
         # What a replica does: read releases and blobs, report its status.

@@ -56,7 +56,9 @@ async def test_store_on_redis_cluster(cluster_server: RedisServer, namespace: st
                 await store.activate(flow, hashes[flow][1], by="ci", reason="", expected_generation=1)
                 with pytest.raises(GenerationConflict):
                     await store.activate(flow, hashes[flow][2], by="ci", reason="", expected_generation=1)
-            back = await store.rollback("alpha", by="ops", reason="")
+            back = await store.activate(
+                "alpha", hashes["alpha"][0], by="ops", reason="", action="rollback", expected_generation=2
+            )
             assert (back.hash, back.generation) == (hashes["alpha"][0], 3)
 
             events = [decode(raw) for raw in await next_messages(pubsub, 5)]

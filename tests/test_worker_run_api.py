@@ -174,7 +174,7 @@ async def test_version_per_call_from_the_release_history(redis_server, namespace
             refused = await ask(version=version)
             assert (refused.status_code, refused.json()["error"]) == (404, "version_not_found"), version
         # A version the guard rolled back is never served again by request.
-        await store.rollback(FLOW, by=AUTO_ROLLBACK_ACTOR, reason="guard")
+        await store.activate(FLOW, v1, by=AUTO_ROLLBACK_ACTOR, reason="guard", action="rollback")
         await wait_for(lambda: serving(client, v1), what="v1 served again")
         refused = await ask(version=v2)
         assert refused.status_code == 403, refused.text

@@ -50,6 +50,10 @@ class Keys:
     def replica_pattern(self) -> str:
         return f"{self.namespace}:replica:*"
 
+    def lease(self, name: str) -> str:
+        """STRING with TTL: the control plane holding the lease `name` (one guard acting at a time)."""
+        return f"{self.namespace}:lease:{name}"
+
     # -- per flow (hash tag = flow name) ----------------------------------------------------------
     def _flow(self, flow: str) -> str:
         return f"{self.namespace}:{{{check_flow_name(flow)}}}"

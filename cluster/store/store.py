@@ -8,6 +8,9 @@ depends on them.
     store = Store(await connect(settings.redis_url), Keys(settings.namespace))
     result = await store.publish("support_qa", data, digest, author="ci", message="fix", node_count=3)
     release = await store.activate("support_qa", result.hash, by="ci", reason="fix")
+
+A rollback is an activation of an earlier version (`action="rollback"`); which one is the control plane's
+decision (control.service.ControlService.rollback).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from cluster.errors import BadRequest, FlowNotFound, GenerationConflict, VersionNotFound
+from cluster.errors import GenerationConflict, VersionNotFound
 from cluster.flow.hashing import is_full_hash
 from cluster.store import audit, fleet, gc
 from cluster.store.events import Event, encode, release_payload_parts
@@ -32,7 +35,6 @@ from cluster.store.release import (
     Release,
     ReleaseNotFound,
     VersionMeta,
-    rollback_target,
 )
 from cluster.store.scripts import load
 from cluster.store.versions import RedisClient, VersionStore, as_text
@@ -132,46 +134,6 @@ class Store(VersionStore):
         return Release(flow, digest, generation, previous, by, now, reason, action,
                        unpin_generation=unpin_generation)  # fmt: skip
 
-    async def rollback(
-        self,
-        flow: str,
-        *,
-        by: str,
-        reason: str,
-        to_generation: int | None = None,
-        to_hash: str | None = None,
-        expected_generation: int | None = None,
-        unpin: bool = False,
-    ) -> Release:
-        """Activate an earlier version as a new generation (default: the release before the current one).
-
-        Without an explicit target, the target depends on what is current, so the activation is
-        compare-and-set against the generation it was computed from even if the caller gave none.
-        """
-        if to_generation is not None and to_hash is not None:
-            raise BadRequest("give either a generation or a hash to roll back to, not both", flow=flow)
-        if to_hash is not None:
-            digest = await self.resolve(flow, to_hash)
-        else:
-            current = await self.get_release(flow)
-            if current is None and not await self.redis.sismember(self.keys.flows(), flow):
-                raise FlowNotFound(flow)
-            target = rollback_target(
-                flow, current, await self.history(flow, self.history_keep), to_generation=to_generation
-            )
-            digest = target.hash
-            if expected_generation is None and to_generation is None and current is not None:
-                expected_generation = current.generation
-        return await self.activate(
-            flow,
-            digest,
-            by=by,
-            reason=reason,
-            expected_generation=expected_generation,
-            action="rollback",
-            unpin=unpin,
-        )
-
     async def history(self, flow: str, limit: int = 100) -> list[Release]:
         """Releases of a flow, newest first (the first one is the current release)."""
         if limit < 1:
@@ -193,16 +155,18 @@ class Store(VersionStore):
         streams = [self.keys.audit()] + [self.keys.flow_audit(f) for f in await self.list_flows()]
         return await audit.read_audit(self.redis, streams, limit)
 
-    async def gc(self, *, by: str = "gc", min_age_s: float = 0.0) -> GcResult:
-        """Delete versions no release record or history entry references, in every flow.
+    async def gc(self, *, by: str = "gc", min_age_s: float = 0.0, dry_run: bool = False) -> GcResult:
+        """Delete versions nothing may still need, in every flow (see cluster.store.gc): not referenced by
+        a release record or history entry, by a rollout in flight or by a live session pin.
 
-        `min_age_s` spares versions published less than that long ago (a publish whose activation is
-        still on its way); references are re-checked inside Redis, atomically with each delete.
+        `min_age_s` spares versions published less than that long ago (the control plane passes
+        FLOWFLEET_GC_MIN_AGE_S); references are re-checked inside Redis, atomically with each delete.
+        `dry_run` reports what would go and deletes nothing.
         """
         flows = await self.list_flows()
         return await gc.collect(
             self.redis, self.keys, self._gc, flows, by=by, now=self.clock(), min_age_s=min_age_s,
-            audit_keep=self.audit_keep,
+            audit_keep=self.audit_keep, dry_run=dry_run,
         )  # fmt: skip
 
     async def write_replica_status(self, replica_id: str, status: dict[str, Any], ttl_s: float) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from cluster.store import rollouts
 from cluster.store.canary_store import CanaryConflict, CanaryWriter
 from cluster.store.release import Release
+from cluster.store.rollouts import RolloutInProgress
 from cluster.traffic.canary import check_percent
 from cluster.traffic.runstats import aggregate, summarize
 from control.canary.verdict import AUTO_ACTOR, judge
@@ -123,14 +125,17 @@ class CanaryService:
     ) -> Release:
         counter = self.service.metrics.canary_changes
         kind = "auto" if actor == AUTO_ACTOR else "user"
+        store = self.service.store
         try:
+            # A canary change waits its turn behind a two-phase rollout of the flow in flight.
+            await rollouts.check_idle(store.redis, store.keys, flow, now=store.clock())
             release = await self.writer.change(
                 flow, op, by=actor, reason=check_message(message), digest=digest, percent=percent,
                 expected_generation=expected_generation,
             )  # fmt: skip
-        except CanaryConflict as e:
+        except (CanaryConflict, RolloutInProgress) as e:
             counter.labels(op, kind, e.code).inc()
-            if e.code == "no_release":
+            if isinstance(e, CanaryConflict) and e.code == "no_release":
                 await self.service.require_flow(flow)  # an unknown flow is a 404, not a 409
             raise
         except Exception:

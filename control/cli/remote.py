@@ -124,8 +124,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     with client_of(args) as api:
-        body = api.post(path("v1", "gc"))
-    text = f"removed {body['removed_count']} version(s), {body['bytes_freed']} bytes; kept {body['kept']}"
+        body = api.post(path("v1", "gc"), params={"dry_run": "true"} if args.dry_run else None)
+    did = "would remove" if body.get("dry_run") else "removed"
+    text = f"{did} {body['removed_count']} version(s), {body['bytes_freed']} bytes; kept {body['kept']}"
     for flow, hashes in sorted(body["removed"].items()):
         text += "\n" + "\n".join(f"  {flow} {render.short(h)}" for h in hashes)
     return emit(args, body, text)
@@ -211,7 +212,8 @@ def register(subparsers: Any) -> None:
     message(p)
     cutover(p)
 
-    add("gc", cmd_gc, "delete versions no release references (admin)")
+    p = add("gc", cmd_gc, "delete old versions nothing references (admin)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
 
     p = add("sync", cmd_sync, "validate a directory of flows, then publish (and activate) what changed")
     p.add_argument("dir", type=Path, metavar="DIR")

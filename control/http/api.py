@@ -29,6 +29,7 @@ from cluster.http import EXCEPTION_HANDLERS, error_response
 from cluster.settings import Settings
 from cluster.store.conversations import ConversationStore
 from cluster.store.keys import Keys
+from cluster.store.lease import holder_id
 from cluster.store.redis_conn import connect, redact
 from cluster.store.store import Store
 from control.canary import routes as canary_routes
@@ -168,7 +169,9 @@ def create_app(
         )
         state.redis = client
         cutover = TwoPhaseCutover(store, metrics, timeout_s=settings.prepare_timeout_s)
-        service = state.service = ControlService(store, policy=policy, metrics=metrics, cutover=cutover)
+        service = state.service = ControlService(
+            store, policy=policy, metrics=metrics, cutover=cutover, gc_min_age_s=settings.gc_min_age_s
+        )
         history = ConversationStore(
             client, keys, max_messages=settings.history_max_messages, ttl_s=settings.history_ttl_s
         )
@@ -177,6 +180,8 @@ def create_app(
             service, margin=settings.canary_error_margin, min_runs=settings.canary_min_runs
         )
         guards: list[PeriodicCheck] = []
+        # Every control plane runs the guards; a lease in Redis lets one of them act at a time.
+        holder = holder_id()
         if settings.guard_interval_s > 0:
             guards.append(
                 RollbackGuard(
@@ -184,10 +189,12 @@ def create_app(
                     interval_s=settings.guard_interval_s,
                     max_failures=settings.auto_rollback_failures,
                     max_replicas=settings.auto_rollback_replicas,
+                    canaries=state.canaries,
+                    holder=holder,
                 )
             )
         if settings.canary_guard_s > 0:
-            guards.append(CanaryGuard(state.canaries, interval_s=settings.canary_guard_s))
+            guards.append(CanaryGuard(state.canaries, interval_s=settings.canary_guard_s, holder=holder))
         guard_tasks = [asyncio.create_task(g.run(), name=g.name) for g in guards]
         log.info(
             "control plane ready redis=%s namespace=%s principals=%d",

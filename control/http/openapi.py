@@ -25,9 +25,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "Missing or invalid bearer token",
         403: "The principal's role may not do this",
         404: "Unknown flow, version, release generation or conversation (`conversation_not_found`)",
-        409: "Generation conflict, ambiguous short hash, corrupt stored version, nothing to roll back, "
-        "a two-phase rollout aborted (`rollout_aborted`, details.failures lists each replica and why), or "
-        "a canary conflict (no_release, no_canary, canary_running, canary_is_stable)",
+        409: "Generation conflict, ambiguous short hash, corrupt stored version, nothing to roll back, a "
+        "two-phase rollout aborted (`rollout_aborted`, details.failures: each replica and why) or in "
+        "progress (`rollout_in_progress`), `version_removed` (by gc, meanwhile), or a canary conflict "
+        "(no_release, no_canary, canary_running, canary_is_stable)",
         413: "Request body larger than the configured limit",
         422: "The flow document is invalid (every problem is listed in details.problems), or a bad "
         "conversation id, principal or user id (`invalid_session_id`, `invalid_request_key`)",
@@ -271,16 +272,13 @@ ROUTES: dict[str, dict[str, Any]] = {
     },
     "/v1/fleet": {"get": _op("Live replicas and what they run", _json(OBJECT, "{replicas, releases, rows}"))},
     "/v1/audit": {
-        "get": _op(
-            "Audit entries, newest first",
-            _json(OBJECT, "{entries}"),
-            400,
-            parameters=[_param("flow", "query", "Only this flow", {"type": "string"}), LIMIT],
-        )
+        "get": _op("Audit entries, newest first", _json(OBJECT, "{entries}"), 400,
+                   parameters=[_param("flow", "query", "Only this flow", {"type": "string"}), LIMIT])
     },
     "/v1/gc": {
-        "post": _op("Delete versions no release or history references", _json(OBJECT, "Removed/kept"),
-                    role="admin"),
+        "post": _op("Delete old versions nothing references (release, history, rollout, session pins)",
+                    _json(OBJECT, "Removed (dry run: would remove) / kept"), 400, role="admin",
+                    parameters=[_param("dry_run", "query", "List only", {"type": "boolean"})]),
     },
 }  # fmt: skip
 

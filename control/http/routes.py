@@ -194,7 +194,8 @@ async def rollback(request: Request, principal: Principal) -> Response:
 
 
 async def gc(request: Request, principal: Principal) -> Response:
-    return JSONResponse(await service_of(request).gc(actor=principal.name))
+    dry_run = query_bool(request, "dry_run")
+    return JSONResponse(await service_of(request).gc(actor=principal.name, dry_run=dry_run))
 
 
 # -- reads --------------------------------------------------------------------------------------------

@@ -1,16 +1,23 @@
 """Two-phase cutover: every live replica prepares (fetch, verify, compile, hold) and ACKs, then commit.
 
+    begin    the rollout record (`preparing`) is written only if no rollout of the flow is in flight and
+             the version's blob still exists, in one script (cluster/store/rollouts.py): rollouts of one
+             flow are serial (RolloutInProgress, 409) and a version gc removed meanwhile is a clean
+             VersionRemoved (409) before any replica hears of it.
     prepare  PUBLISH prepare{flow, hash, rollout, generation}; each live replica answers in its status
-             key (`prepared.<flow>`: ok, or a NACK with reason); the control plane polls those keys.
-    commit   when every live replica is ready: the store's atomic activation (release record + `release`
-             event); replicas swap the version they already compiled, one assignment each.
+             key (`prepared.<flow>`: ok, or a NACK with reason); the control plane follows the answers
+             through the small replicas ZSET (control/rollout/replies.py).
+    commit   when every live replica is ready: the record becomes `committing` (with the `forced` mark)
+             first, then the store's atomic activation (release record + `release` event), compare-and-set
+             on the generation the rollout began at; replicas swap the version they already compiled.
     abort    on a NACK or the timeout: PUBLISH abort{flow, rollout}, nothing switches, and the caller gets
              RolloutAborted listing each replica and why (`force` commits anyway, audited).
 
 Live replicas are those whose status has not expired, that are not draining and that are subscribed to
 the channel (one that is not cannot hear the prepare), read once when the rollout starts; a replica whose
-status expires meanwhile stops being waited for, one that joins later converges on the committed release
-record like any reconciling replica. See docs/rollout.md.
+status expires meanwhile (or that was restarted) stops being waited for, one that joins later converges on
+the committed release record like any reconciling replica. A control plane that dies mid-rollout leaves a
+record in flight, which expires after the timeout (control/rollout/stale.py). See docs/rollout.md.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from cluster.errors import FlowfleetError
@@ -30,6 +38,7 @@ from cluster.store.store import Store
 from control.metrics import ControlMetrics
 from control.rollout.acks import ReplicaFailure, Tally, assess, prepare_targets
 from control.rollout.cutover import CutoverRequest, DirectCutover, with_rollout
+from control.rollout.replies import ReplyWatch
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +52,18 @@ class RolloutAborted(FlowfleetError):
     http_status = 409
     exit_code = 6
 
-    def __init__(self, flow: str, digest: str, rollout: str, failures: Sequence[ReplicaFailure]) -> None:
+    def __init__(
+        self,
+        flow: str,
+        digest: str,
+        rollout: str,
+        failures: Sequence[ReplicaFailure],
+        why: str | None = None,
+    ) -> None:
         listed = "; ".join(str(f) for f in failures)
         super().__init__(
             f"rollout of flow {flow!r} to {digest[:12]} aborted, nothing switched: "
-            f"{len(failures)} replica(s) not ready ({listed})",
+            + (why or f"{len(failures)} replica(s) not ready ({listed})"),
             flow=flow,
             hash=digest,
             rollout=rollout,
@@ -64,7 +80,7 @@ class TwoPhaseCutover:
         store: Store,
         metrics: ControlMetrics,
         *,
-        timeout_s: float = 10.0,
+        timeout_s: float = 15.0,
         poll_s: float = POLL_S,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -79,30 +95,42 @@ class TwoPhaseCutover:
 
     async def __call__(self, request: CutoverRequest) -> Release:
         if not request.prepare:
+            await self._check_idle(request.flow)
             release = await self.direct(request)
             self.metrics.rollouts.labels("direct").inc()
             return with_rollout(release, {"mode": "direct"})
-        live = prepare_targets(await self.store.read_fleet())
+        statuses = await self.store.read_fleet()
+        live = prepare_targets(statuses)
         if not live:
+            await self._check_idle(request.flow)
             release = await self.direct(request)
             self.metrics.rollouts.labels("no_replicas").inc()
             return with_rollout(
                 release,
                 {"mode": "two_phase", "replicas": [], "note": "no live replica: committed directly"},
             )
-        return await self._two_phase(request, live)
+        return await self._two_phase(request, live, statuses)
 
-    async def _two_phase(self, request: CutoverRequest, live: list[str]) -> Release:
+    async def _check_idle(self, flow: str) -> None:
+        """A change that does not prepare still waits its turn behind a two-phase rollout in flight."""
+        await rollouts.check_idle(self.store.redis, self.store.keys, flow, now=self._clock())
+
+    async def _two_phase(
+        self, request: CutoverRequest, live: list[str], statuses: Sequence[Mapping[str, Any]]
+    ) -> Release:
         flow, digest = request.flow, request.digest
-        current = await self.store.get_release(flow)
         rollout_id = uuid.uuid4().hex[:12]
         timeout = self.timeout_s if request.timeout_s is None else request.timeout_s
         record: dict[str, Any] = {
             "id": rollout_id, "flow": flow, "hash": digest, "action": request.action, "by": request.by,
-            "generation": (current.generation if current else 0) + 1, "state": "preparing",
-            "replicas": live, "timeout_s": timeout, "started_at": self._clock(),
+            "state": "preparing", "replicas": live, "timeout_s": timeout, "started_at": self._clock(),
         }  # fmt: skip
-        await self._record(flow, record)
+        base = await rollouts.begin(
+            self.store.redis, self.store.keys, flow, digest, record, now=record["started_at"]
+        )
+        record["generation"] = base + 1
+        # The commit is compare-and-set on the generation the replicas prepared against (or the caller's).
+        expected = base if request.expected_generation is None else request.expected_generation
         started = self._monotonic()
         event = Prepare(flow, digest, rollout_id, record["generation"], request.by, self._clock(), timeout)
         await self.store.publish_event(event)
@@ -111,7 +139,7 @@ class TwoPhaseCutover:
         )
         try:
             tally, waited, timed_out = await self._wait(
-                event, live, started + timeout, stop_on_nack=not request.force
+                event, live, statuses, started + timeout, stop_on_nack=not request.force
             )
         except asyncio.CancelledError:
             # The caller went away (server shutdown): let the replicas drop what they prepared.
@@ -132,8 +160,18 @@ class TwoPhaseCutover:
             await self._abort(record, failures, "not every live replica is ready")
             self.metrics.rollouts.labels("aborted").inc()
             raise RolloutAborted(flow, digest, rollout_id, failures)
+        # The forced mark is written before the commit: a control plane that dies between the commit and
+        # the record's final write leaves `committing` + `forced`, which the rollback guard respects.
+        committing = {
+            **record, "state": "committing", "forced": bool(failures), "failures": summary["failures"],
+        }  # fmt: skip
+        store = self.store
+        if not await rollouts.advance(store.redis, store.keys, flow, rollout_id, "preparing", committing):
+            # Another control plane expired this rollout (it outlived its timeout): it aborted it already.
+            self.metrics.rollouts.labels("aborted").inc()
+            raise RolloutAborted(flow, digest, rollout_id, failures, "the rollout expired before its commit")
         try:
-            release = await self.direct(request)
+            release = await self.direct(replace(request, expected_generation=expected))
         except Exception as e:
             await self._abort(record, failures, f"commit failed: {e}")
             self.metrics.rollouts.labels("aborted").inc()
@@ -142,13 +180,7 @@ class TwoPhaseCutover:
         self.metrics.rollouts.labels(state).inc()
         await self._record(
             flow,
-            {
-                **record,
-                "state": state,
-                "generation": release.generation,
-                "failures": summary["failures"],
-                "finished_at": self._clock(),
-            },
+            {**committing, "state": state, "generation": release.generation, "finished_at": self._clock()},
         )
         if failures:
             log.warning(
@@ -161,13 +193,23 @@ class TwoPhaseCutover:
         return with_rollout(release, summary)
 
     async def _wait(
-        self, event: Prepare, live: list[str], deadline: float, *, stop_on_nack: bool
+        self,
+        event: Prepare,
+        live: list[str],
+        initial: Sequence[Mapping[str, Any]],
+        deadline: float,
+        *,
+        stop_on_nack: bool,
     ) -> tuple[Tally, float, bool]:
-        """Poll the replicas' status keys until all answered, one NACKs (unless forcing), or the deadline.
+        """Follow the replicas' answers until all answered, one NACKs (unless forcing), or the deadline.
         Returns the tally, the seconds waited and whether the deadline ended the wait."""
         started = self._monotonic()
+        watch = ReplyWatch(
+            self.store.redis, self.store.keys, live, initial, event.flow, event.rollout,
+            monotonic=self._monotonic,
+        )  # fmt: skip
         while True:
-            statuses = await self.store.read_fleet()
+            statuses = await watch.poll()
             tally = assess(event.flow, event.rollout, event.hash, live, statuses)
             now = self._monotonic()
             if tally.done or (stop_on_nack and tally.nacked):
