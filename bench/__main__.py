@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 # The order of the sections in docs/benchmarks.md; modules not listed run last, by name.
-ORDER = ("cutover", "hotreload", "overhead", "reload", "memory", "scale", "engine")
+ORDER = ("cutover", "hotreload", "overhead", "openai", "reload", "memory", "scale", "engine")
 
 
 def modules() -> list[str]:

@@ -127,11 +127,11 @@ async def test_unknown_top_level_fields_are_refused(redis_server, namespace, sto
     digest = await release(store, chat_doc("v1"))
     async with replica(redis_server.url, namespace) as client:
         await wait_for(lambda: serving(client, digest), what="v1 served")
-        body = {"inputs": {"question": "hi"}, "input_value": "hi", "tweaks": {}}
+        body = {"inputs": {"question": "hi"}, "input_value": "hi", "output_type": "chat"}
         r = await client.post(f"/v1/flows/{FLOW}/run", json=body)
         assert r.status_code == 400, r.text
         assert r.json()["error"] == "bad_request"
-        assert r.json()["details"]["unknown"] == ["input_value", "tweaks"]
+        assert r.json()["details"]["unknown"] == ["input_value", "output_type"]
         null = await client.post(f"/v1/flows/{FLOW}/run", json={"inputs": None})
         assert (
             null.status_code == 422 and null.json()["message"] == "'inputs' must be a JSON object, not null"
@@ -261,3 +261,33 @@ def test_a_bad_run_tokens_file_stops_the_replica_at_start(
     settings = Settings.from_env({}, redis_url="redis://127.0.0.1:1/0", run_tokens_file=str(path))
     with pytest.raises(RunAuthConfigError, match=message):
         create_app(settings)
+
+
+async def test_tweaks_only_within_the_flows_allow_list(redis_server, namespace, store):
+    doc = chat_doc("v1")
+    doc["api"] = {"tweaks": {"prompt": ["template"]}}
+    digest = await release(store, doc)
+    async with replica(redis_server.url, namespace) as client:
+        await wait_for(lambda: serving(client, digest), what="v1 served")
+        url = f"/v1/flows/{FLOW}/run"
+        tweaked = {"prompt": {"template": "Tweaked: {question} {tone} {history}"}}
+        r = await client.post(url, json={"inputs": {"question": "q"}, "tweaks": tweaked})
+        assert r.status_code == 200, r.text
+        assert "Tweaked: q plain" in r.json()["outputs"]["answer"] and r.json()["version"] == digest
+        plain = await client.post(url, json={"inputs": {"question": "q"}})
+        assert "Tweaked" not in plain.json()["outputs"]["answer"]
+        for tweaks in ({"llm": {"base_url": "http://169.254.169.254/"}}, {"prompt": {"description": "x"}}):
+            refused = await client.post(url, json={"inputs": {"question": "q"}, "tweaks": tweaks})
+            assert (refused.status_code, refused.json()["error"]) == (422, "tweak_not_allowed"), refused.text
+        shape = await client.post(url, json={"inputs": {"question": "q"}, "tweaks": ["prompt"]})
+        assert (shape.status_code, shape.json()["details"]) == (400, {"field": "tweaks"})
+
+
+async def test_tweaks_are_off_without_an_allow_list(redis_server, namespace, store):
+    digest = await release(store, chat_doc("v1"))
+    async with replica(redis_server.url, namespace) as client:
+        await wait_for(lambda: serving(client, digest), what="v1 served")
+        tweaks = {"prompt": {"template": "{question}"}}
+        r = await client.post(f"/v1/flows/{FLOW}/run", json={"inputs": {"question": "q"}, "tweaks": tweaks})
+        assert (r.status_code, r.json()["error"]) == (422, "tweak_not_allowed"), r.text
+        assert "off" in r.json()["message"]

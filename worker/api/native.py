@@ -14,16 +14,24 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from cluster.errors import BadRequest, FlowfleetError, RunInputError, json_type
-from cluster.http import FastJSONResponse, JSONResponse, read_json_object
+from cluster.http import (
+    FastJSONResponse,
+    JSONResponse,
+    handle_flowfleet_error,
+    handle_http_exception,
+    read_json_object,
+)
+from cluster.names import InvalidName, check_flow_name, check_raw_flow_name, unrouted_flow_name
 from worker.api.errors import run_error_response
 from worker.replica import Replica
 from worker.routing import run_keys
 from worker.runs import RunCall, admit, not_loaded, run_payload, version_headers
 from worker.stream import NativeFraming, StreamedRun, wants_stream
 
-RUN_FIELDS = frozenset({"inputs", "trace", "stream", "session_id", "user_id", "version"})
+RUN_FIELDS = frozenset({"inputs", "trace", "stream", "session_id", "user_id", "version", "tweaks"})
 NATIVE = NativeFraming()
 
 
@@ -56,6 +64,9 @@ def parse_run(request: Request, name: str, body: dict[str, Any], principal: str)
     version = body.get("version")
     if version is not None and not isinstance(version, str):
         raise BadRequest("'version' must be a version hash or prefix", field="version")
+    tweaks = body.get("tweaks")
+    if tweaks is not None and not isinstance(tweaks, dict):
+        raise BadRequest("'tweaks' must be an object of node id -> {param: value}", field="tweaks")
     keys = run_keys(request.headers, body)
     user_id = body.get("user_id")
     call = RunCall(
@@ -67,6 +78,7 @@ def parse_run(request: Request, name: str, body: dict[str, Any], principal: str)
         principal=principal,
         trace=trace,
         version=version,
+        tweaks=tweaks,
     )
     return call, stream
 
@@ -75,6 +87,7 @@ async def run_flow(request: Request) -> Response:
     replica = replica_of(request)
     name = request.path_params["name"]
     caller = replica.run_auth.authenticate(request.headers)
+    check_raw_flow_name(request.scope.get("raw_path"))
     caller.may_run(name)
     body = await read_json_object(request, replica.settings.max_body_bytes)
     call, stream = parse_run(request, name, body, caller.name)
@@ -118,7 +131,9 @@ async def show_flow(request: Request) -> Response:
     """One flow as this replica serves it, with the inputs its versions take."""
     replica = replica_of(request)
     name = request.path_params["name"]
-    replica.run_auth.authenticate(request.headers).may_run(name)
+    caller = replica.run_auth.authenticate(request.headers)
+    check_raw_flow_name(request.scope.get("raw_path"))
+    caller.may_run(name)
     loaded = replica.state.snapshot.get(name)
     if loaded is None:
         raise not_loaded(replica, name)
@@ -126,3 +141,20 @@ async def show_flow(request: Request) -> Response:
     if loaded.canary is not None:
         shown["canary"] = {**shown["canary"], **describe(loaded.canary.compiled)}
     return JSONResponse(shown)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """The app's 404 handler: a path that a flow route would match if the name could hold `/`
+    (`/v1/flows/a%2Fb/run`) is a 400 invalid_name naming the rule, not a bare 404."""
+    templates = [
+        route.path
+        for route in request.app.routes
+        if isinstance(route, Route) and (route.methods is None or request.method in route.methods)
+    ]
+    name = unrouted_flow_name(request.scope["path"], templates)
+    try:
+        if name is not None:
+            check_flow_name(name)
+    except InvalidName as e:
+        return await handle_flowfleet_error(request, e)
+    return await handle_http_exception(request, exc)

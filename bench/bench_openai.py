@@ -1,0 +1,192 @@
+"""The OpenAI API's cost: throughput and latency of `POST /v1/chat/completions` against the native
+`POST /v1/flows/{flow}/run`, the same flow on the same replica, side by side in one run.
+
+    python -m bench.bench_openai [--duration 5] [--rounds 5] [--concurrency 1 32] [--quick]
+
+One replica process (`flowfleet worker --reuse-port`); the load generator (bench/loadgen.py) in its own
+process, keep-alive connections, closed loop. The two endpoints alternate round by round so drift in the
+machine's load hits both alike (more, shorter rounds than bench_overhead's: the two differ by a few per
+cent, less than a shared machine drifts in 8 s); each figure pools all rounds of one endpoint. Both
+answer the same text (checked first); the OpenAI request carries one user message, the native one the
+same text as its input. Next to throughput, the replica's own CPU time per request (user + system, from
+/proc): other processes on a shared machine move throughput much more than what a request costs.
+Target: the OpenAI endpoint keeps at least 0.95 of the native throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.harness import FLOW, Fleet, qa_doc
+from bench.loadgen import Record, finish_process, is_error, per_second, summarise
+from bench.report import load
+from bench.script import bench_args, header, save, start_results
+from bench.stats import dist, fmt
+
+COMMAND = "python -m bench.bench_openai"
+TEXT = "the quarterly report"
+TARGET = 0.95
+NATIVE_BODY = {"inputs": {"input": TEXT}}
+OPENAI_BODY = {"model": FLOW, "messages": [{"role": "user", "content": TEXT}]}
+
+
+async def start_load(url: str, body: bytes, duration: float, concurrency: int, out: str) -> Any:
+    """bench/loadgen.py as a child process with this request body; returns once its connections are open."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.loadgen", url, "--duration", str(duration),
+        "--concurrency", str(concurrency), "--body", body.decode(), "--out", out,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+    if line.strip() != b"started":
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"load generator failed to start (exit {proc.returncode})")
+    return proc
+
+
+async def load_once(url: str, body: bytes, duration: float, concurrency: int) -> list[Record]:
+    out = str(Path(tempfile.mkdtemp(prefix="flowfleet-load-")) / "records.json")
+    proc = await start_load(url, body, duration, concurrency, out)
+    records = await finish_process(proc, out, timeout=duration + 60)
+    shutil.rmtree(Path(out).parent, ignore_errors=True)
+    return records
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def same_answer(native_url: str, openai_url: str) -> bool:
+    async with httpx.AsyncClient() as client:
+        native = (await client.post(native_url, json=NATIVE_BODY)).json()["outputs"]["answer"]
+        chat = (await client.post(openai_url, json=OPENAI_BODY)).json()["choices"][0]["message"]["content"]
+    return bool(native == chat)
+
+
+async def measure(duration: float, rounds: int, concurrencies: list[int]) -> dict[str, Any]:
+    async with Fleet(1, shared_port=True) as fleet:
+        first = await fleet.activate(await fleet.publish(qa_doc("a")))
+        await fleet.wait_swapped(first.generation)
+        targets = {
+            "native": (f"{fleet.url}/v1/flows/{FLOW}/run", orjson.dumps(NATIVE_BODY)),
+            "openai": (f"{fleet.url}/v1/chat/completions", orjson.dumps(OPENAI_BODY)),
+        }
+        assert await same_answer(targets["native"][0], targets["openai"][0]), "the two endpoints differ"
+        for url, body in targets.values():
+            await load_once(url, body, min(duration, 2.0), 4)  # warm-up, discarded
+        runs = []
+        pid = fleet.workers[0].pid
+        for concurrency in concurrencies:
+            pooled: dict[str, list[Record]] = {name: [] for name in targets}
+            seconds: dict[str, list[float]] = {name: [] for name in targets}
+            cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
+            for _ in range(rounds):
+                for name, (url, body) in targets.items():
+                    before = cpu_seconds(pid)
+                    records = await load_once(url, body, duration, concurrency)
+                    cpu[name] += cpu_seconds(pid) - before
+                    pooled[name] += records
+                    seconds[name] += per_second([r for r in records if not is_error(r)])
+            row: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds, "duration_s": duration}
+            for name, records in pooled.items():
+                row[name] = summarise(records, duration * rounds)
+                row[name]["per_second_rps"] = dist(seconds[name])
+                row[name]["replica_cpu_us_per_request"] = round(cpu[name] / max(len(records), 1) * 1e6, 1)
+            o, n = row["openai"], row["native"]
+            row["throughput_ratio"] = round(o["throughput_rps"] / max(n["throughput_rps"], 1e-9), 3)
+            row["p50_ratio"] = round(o["latency_ms"]["p50"] / max(n["latency_ms"]["p50"], 1e-9), 3)
+            row["p99_ratio"] = round(o["latency_ms"]["p99"] / max(n["latency_ms"]["p99"], 1e-9), 3)
+            cost = o["replica_cpu_us_per_request"] / max(n["replica_cpu_us_per_request"], 1e-9)
+            row["replica_cpu_ratio"] = round(cost, 3)
+            row["meets_target"] = row["throughput_ratio"] >= TARGET
+            runs.append(row)
+            print(
+                f"concurrency {concurrency}: openai {o['throughput_rps']:.0f} runs/s p50 "
+                f"{o['latency_ms']['p50']:.2f} ms, native {n['throughput_rps']:.0f} runs/s p50 "
+                f"{n['latency_ms']['p50']:.2f} ms (throughput ratio {row['throughput_ratio']}, "
+                f"target >= {TARGET}); replica CPU per request {o['replica_cpu_us_per_request']} µs "
+                f"against {n['replica_cpu_us_per_request']} µs",
+                flush=True,
+            )
+        return {"runs": runs, "target_throughput_ratio": TARGET}
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "## The OpenAI API's cost",
+        "",
+        header(results),
+        "",
+        "`POST /v1/chat/completions` (one user message) against `POST /v1/flows/{flow}/run` (the same text "
+        "as the input) on the 3-node flow PromptTemplate -> LLM(echo) -> ChatOutput, one `flowfleet worker "
+        "--reuse-port` replica. Load: `bench/loadgen.py` in its own process, keep-alive connections, closed "
+        "loop; the endpoints alternate round by round. Errors count every non-2xx and transport failure. "
+        "Replica CPU is the replica process's user + system time over a round divided by its requests: "
+        "what one request costs it, which other work on the machine moves much less than throughput. "
+        f"Target: a throughput ratio OpenAI / native of at least {TARGET}.",
+        "",
+        "| connections | endpoint | requests | errors | runs/s | runs/s second by second (min / max) "
+        "| p50 ms | p99 ms | replica CPU µs / request |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    ratios = [
+        "",
+        "| connections | throughput OpenAI / native | p50 OpenAI / native | p99 OpenAI / native "
+        "| replica CPU OpenAI / native |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["runs"]:
+        for name in ("openai", "native"):
+            s = row[name]
+            spread = s.get("per_second_rps") or {}
+            second = f"{spread['min']:.0f} / {spread['max']:.0f}" if spread.get("n") else "–"
+            lines.append(
+                f"| {row['concurrency']} | {name} | {s['requests']} | {s['errors']} "
+                f"| {s['throughput_rps']:.0f} | {second} | {fmt(s['latency_ms'])} "
+                f"| {fmt(s['latency_ms'], 'p99')} | {s['replica_cpu_us_per_request']:.0f} |"
+            )
+        ratios.append(
+            f"| {row['concurrency']} | {row['throughput_ratio']:.2f} | {row['p50_ratio']:.2f} "
+            f"| {row['p99_ratio']:.2f} | {row['replica_cpu_ratio']:.2f} |"
+        )
+    return "\n".join([*lines, *ratios])
+
+
+async def run(args: Any) -> dict[str, Any]:
+    results = start_results(COMMAND, args)
+    if args.quick:
+        results.update(await measure(1.0, 1, [2]))
+    else:
+        results.update(await measure(args.duration, args.rounds, args.concurrency))
+    results["load_after"] = load()
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = bench_args(
+        argv,
+        __doc__,
+        duration={"type": float, "default": 5.0},
+        rounds={"type": int, "default": 5},
+        concurrency={"type": int, "nargs": "+", "default": [1, 32]},
+    )
+    results = asyncio.run(run(args))
+    save("openai", results, _markdown(results), args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
