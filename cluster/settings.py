@@ -30,6 +30,15 @@ def default_replica_id() -> str:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
+    # Redis topology (cluster.store.topology): the sentinels' own user, if they require one; the command
+    # timeout on request paths (the control API answers 503 within about that); the Redis replicas that
+    # must acknowledge a release change ("auto": 1 behind Sentinel or Cluster, 0 on one node) and how long
+    # the WAIT for them may take (docs/operations.md, "High availability").
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_timeout_s: float = 1.5
+    redis_min_replicas: str = "auto"
+    redis_wait_ms: int = 500
     namespace: str = "flowfleet"
     # Control plane.
     control_url: str = "http://127.0.0.1:8700"
@@ -91,6 +100,11 @@ class Settings:
     ENV: Mapping[str, str] = field(
         default_factory=lambda: {
             "FLOWFLEET_REDIS_URL": "redis_url",
+            "FLOWFLEET_REDIS_SENTINEL_USERNAME": "redis_sentinel_username",
+            "FLOWFLEET_REDIS_SENTINEL_PASSWORD": "redis_sentinel_password",
+            "FLOWFLEET_REDIS_TIMEOUT_S": "redis_timeout_s",
+            "FLOWFLEET_REDIS_MIN_REPLICAS": "redis_min_replicas",
+            "FLOWFLEET_REDIS_WAIT_MS": "redis_wait_ms",
             "FLOWFLEET_NAMESPACE": "namespace",
             "FLOWFLEET_URL": "control_url",
             "FLOWFLEET_TOKEN": "token",

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Makes every secret the compose deployment needs, once, with random values:
-#   compose/.env                           Redis passwords and the control plane's admin token
+#   compose/.env                           Redis passwords (the HA users' too) and the control plane's admin
+#                                          token
 #   compose/secrets/prometheus-token       viewer token Prometheus uses to scrape the control plane
 #   compose/secrets/tokens.json            the control plane's token table: sha256 of that token only
 #   compose/secrets/grafana-admin-password Grafana's admin password
@@ -20,6 +21,13 @@ if [ ! -e .env ]; then
     } > .env
     echo "wrote compose/.env"
 fi
+# The high-availability users (profile `sentinel`): added to an .env made before they existed, too.
+for name in REDIS_REPLICATION_PASSWORD REDIS_SENTINEL_PASSWORD REDIS_SENTINEL_CLIENT_PASSWORD; do
+    if ! grep -q "^$name=." .env; then
+        echo "$name=$(random)" >> .env
+        echo "added $name to compose/.env"
+    fi
+done
 
 mkdir -p secrets
 if [ ! -e secrets/prometheus-token ]; then

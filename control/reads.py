@@ -13,11 +13,11 @@ import orjson
 from cluster.errors import BadRequest, CorruptBlob, FlowNotFound
 from cluster.flow.hashing import is_hash_prefix
 from cluster.names import check_flow_name
-from cluster.store import rollouts
+from cluster.store import fleet, rollouts
 from cluster.store.release import Release
 from cluster.store.store import Store
 from control.diff import diff_documents
-from control.fleetview import fleet_rows
+from control.fleetview import fleet_rows, gone, presence, with_presence
 from control.metrics import ControlMetrics
 from control.rollout.convergence import convergence, replicas_per_generation
 from control.rollout.stale import present
@@ -76,11 +76,17 @@ class ReadService:
         return {"flow": flow, "from": old_hash, "to": new_hash, "diff": diff_documents(old, new).as_dict()}
 
     async def fleet(self) -> dict[str, Any]:
-        statuses = await self.store.read_fleet()
+        """Every listed replica's status and presence (live, draining, stale, gone; control.fleetview)
+        and one row per replica and flow. `replicas` holds the statuses still in Redis."""
+        now = self.store.clock()
+        roster = await fleet.read_roster(self.store.redis, self.store.keys, now=now)
         releases = await self.store.list_releases()
-        rows = fleet_rows(statuses, releases)
+        rows = fleet_rows(roster.statuses, releases, now=now, expired=roster.gone)
+        presences = [presence(s, now) for s in roster.statuses]
+        presences += [gone(r, last, now) for r, last in roster.gone.items()]
         return {
-            "replicas": statuses,
+            "replicas": roster.statuses,
+            "presence": [p.as_dict() for p in sorted(presences, key=lambda p: p.replica)],
             "releases": {f: release_dict(r) for f, r in releases.items()},
             "rows": [r.as_dict() for r in rows],
         }
@@ -90,7 +96,9 @@ class ReadService:
         release = await self.store.get_release(flow)
         if release is None:
             await self.require_flow(flow)
-        statuses = await self.store.read_fleet()
+        now = self.store.clock()
+        roster = await fleet.read_roster(self.store.redis, self.store.keys, now=now)
+        statuses = roster.statuses
         state = convergence(
             flow,
             release.hash if release else None,
@@ -98,11 +106,20 @@ class ReadService:
             statuses,
             stamp=release.activated_at if release else None,
         )
+        # A replica whose heartbeat is late is not current whatever it last said (control.fleetview).
+        seen = {p.replica: p for p in (presence(s, now) for s in statuses)}
+        state = with_presence(state, seen)
         self.metrics.set_replicas(replicas_per_generation(statuses))
         record = await rollouts.read_record(self.store.redis, self.store.keys, flow)
         # A record its control plane left in flight shows as it ended (control/rollout/stale.py).
-        record = present(record, release, self.store.clock())
-        return {"release": release_dict(release), "rollout": record, **state.as_dict()}
+        record = present(record, release, now)
+        body = state.as_dict()
+        for row in body["replicas"]:
+            row["age_s"] = seen[row["replica"]].age_s if row["replica"] in seen else None
+        departed = [p for p in seen.values() if p.state == "gone"]
+        departed += [gone(r, last, now) for r, last in roster.gone.items()]
+        body["gone"] = [p.as_dict() for p in sorted(departed, key=lambda p: p.replica)]
+        return {"release": release_dict(release), "rollout": record, **body}
 
     async def refresh_metrics(self) -> None:
         """Update the gauges that describe the fleet (replicas per flow generation)."""

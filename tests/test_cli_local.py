@@ -189,3 +189,25 @@ def test_a_reader_that_goes_away_is_exit_141_without_a_traceback(tmp_path: Path)
         os.close(write_end)
     assert done.returncode == 141
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [(["validate"], 1), (["run"], 1), (["publish"], 2), (["sync"], 1), (["import", "langflow"], 1)],
+)
+def test_a_malformed_json_file_is_reported_once(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    code: int,
+) -> None:
+    # Nothing reaches a control plane: the file is refused first.
+    monkeypatch.setenv("FLOWFLEET_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("FLOWFLEET_TOKEN", "unused")
+    broken = write(tmp_path, "broken.json", b'{"nodes": [')
+    target = str(tmp_path) if command == ["sync"] else broken
+    assert main([*command, target]) == code
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert said.count("not valid JSON") == 1 and "broken.json" in said, said

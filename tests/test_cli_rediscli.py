@@ -127,3 +127,15 @@ def test_redis_cli_runs_against_the_url_and_the_state_dir(
 def test_help_is_ours(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["redis-cli", "--help"]) == 0
     assert "REDISCLI_AUTH" in capsys.readouterr().out
+
+
+def test_a_cluster_url_opens_its_first_seed_node_following_redirections() -> None:
+    target = url_target("redis+cluster://control:pw@10.0.0.7:7000,10.0.0.8:7001/")
+    assert (target.host, target.port, target.user, target.password, target.cluster) == (
+        "10.0.0.7", 7000, "control", "pw", True,
+    )  # fmt: skip
+    argv, env = command(BINARY, target, ["GET", "k"], {})
+    assert argv == [str(BINARY), "-h", "10.0.0.7", "-p", "7000", "--user", "control", "-c", "GET", "k"]
+    assert env["REDISCLI_AUTH"] == "pw"
+    with pytest.raises(NoRedis, match="a Redis Cluster has only database 0"):
+        url_target("redis+cluster://10.0.0.7:7000/2")

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from cluster.flow.hashing import content_address
+from cluster.store import fleet
 from cluster.store.keys import Keys
 from cluster.store.store import Store
 from tests.control_support import (
@@ -158,18 +159,27 @@ async def test_status_shows_the_fleet(
     cli("publish", str(write(tmp_path / "f.json", doc)), "--activate")
     store = Store(redis_client, Keys(control.namespace))
     replica = f"web-{flow}"
-    status = {"flows": {flow: {"hash": digest_of(doc), "generation": 1, "last_error": None}}}
+    status = {
+        "host": "box-1", "pid": 4711, "heartbeat_s": 30.0, "ttl_s": 60.0,
+        "flows": {flow: {"hash": digest_of(doc), "generation": 1, "last_error": None}},
+    }  # fmt: skip
     await store.write_replica_status(replica, status, ttl_s=60)
     table = cli("status", flow)
     assert table.code == 0
     header, row = table.out.strip().splitlines()
-    assert header.split() == ["REPLICA", "FLOW", "GEN", "HASH", "CURRENT", "STATE", "ERROR"]
-    assert row.split() == [replica, flow, "1", digest_of(doc)[:12], "1", "current", "-"]
+    assert header.split() == [
+        "REPLICA", "HOST", "PID", "FLOW", "GEN", "HASH", "CURRENT", "STATE", "AGE", "ERROR",
+    ]  # fmt: skip
+    cells = row.split()
+    short = digest_of(doc)[:12]
+    assert cells[:8] + cells[9:] == [replica, "box-1", "4711", flow, "1", short, "1", "current", "-"]
+    assert cells[8].endswith("s")  # the age of its last heartbeat, e.g. 0.3s
     rows = cli("status", flow, "-o", "json").json()["rows"]
-    assert [(r["replica"], r["state"]) for r in rows] == [(replica, "current")]
+    found = [(r["replica"], r["state"], r["host"], r["pid"]) for r in rows]
+    assert found == [(replica, "current", "box-1", 4711)]
     assert "no live replica reports flow other" in cli("status", "other").out
     # A fake replica that never answers a prepare would hold up later two-phase activations here.
-    await redis_client.delete(Keys(control.namespace).replica(replica))
+    await fleet.deregister(redis_client, Keys(control.namespace), replica)
 
 
 def test_audit(cli: Cli, flow: str, tmp_path: Path) -> None:

@@ -148,3 +148,67 @@ def test_init_secrets_makes_every_secret_once(tmp_path: Path) -> None:
     second = subprocess.run(script, capture_output=True, text=True, check=True)
     assert second.stdout == ""
     assert {p.name: p.read_bytes() for p in [compose / ".env", *secrets.iterdir()]} == before
+
+
+def test_the_sentinel_profile_scripts_bring_up_a_monitored_primary(
+    entrypoint_shim: Path, tmp_path: Path
+) -> None:
+    """start.sh with the HA passwords adds the `replication` and `sentinel` users and the replication
+    credentials; sentinel-start.sh renders a sentinel that monitors it as those users and lets flowfleet
+    in as `flowfleet` (docs/operations.md, "High availability")."""
+    require_redis_7()
+    port, sentinel_port = free_port(), free_port()
+    passwords = {name: name[:3] + "-" + os.urandom(8).hex() for name in
+                 ("worker", "control", "replication", "sentinel", "client")}  # fmt: skip
+    env = {
+        "REDIS_WORKER_PASSWORD": passwords["worker"], "REDIS_CONTROL_PASSWORD": passwords["control"],
+        "REDIS_REPLICATION_PASSWORD": passwords["replication"],
+        "REDIS_SENTINEL_PASSWORD": passwords["sentinel"],
+        "HA_ACL_TEMPLATE": str(COMPOSE / "redis" / "ha-users.acl"),
+    }  # fmt: skip
+    data_dir, sentinel_dir = tmp_path / "data", tmp_path / "sentinel"
+    data_dir.mkdir()
+    sentinel_dir.mkdir()
+    server = run_start(
+        entrypoint_shim, data_dir, env, "--port", str(port), "--bind", "127.0.0.1", "--save", ""
+    )
+    sentinel = subprocess.Popen(
+        ["sh", str(COMPOSE / "redis" / "sentinel-start.sh"), "--port", str(sentinel_port),
+         "--bind", "127.0.0.1"],
+        env={
+            "PATH": f"{entrypoint_shim}:{os.environ['PATH']}",
+            "SENTINEL_TEMPLATE": str(COMPOSE / "redis" / "sentinel-auth.conf"),
+            "SENTINEL_DATA_DIR": str(sentinel_dir), "SENTINEL_PRIMARY": "127.0.0.1",
+            "SENTINEL_PRIMARY_PORT": str(port), "REDIS_SENTINEL_PASSWORD": passwords["sentinel"],
+            "REDIS_SENTINEL_CLIENT_PASSWORD": passwords["client"],
+        },
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        client = redis.Redis(port=sentinel_port, username="flowfleet", password=passwords["client"])
+        deadline = time.monotonic() + 10
+        while True:  # the sentinel logged in to the primary as `sentinel` and sees it up
+            assert sentinel.poll() is None and server.poll() is None, (
+                sentinel.communicate(),
+                server.communicate(),
+            )
+            try:
+                state = client.sentinel_master("flowfleet")
+                if state["flags"] == "master" and int(state["port"]) == port:
+                    break
+            except redis.RedisError:
+                pass
+            assert time.monotonic() < deadline, "the sentinel never saw the primary up"
+            time.sleep(0.05)
+        client.close()
+        rendered = (data_dir / "users.acl").read_text() + (sentinel_dir / "sentinel.conf").read_text()
+        assert "user replication on #" in rendered and "user sentinel on #" in rendered
+        assert (
+            passwords["client"] not in rendered
+            and passwords["replication"] not in (data_dir / "users.acl").read_text()
+        )
+        assert "masteruser replication" in (data_dir / "redis.conf").read_text()
+    finally:
+        for proc in (sentinel, server):
+            proc.terminate()
+            proc.communicate(timeout=10)

@@ -54,7 +54,14 @@ def arg_after(argv: list[str], flag: str) -> str:
 # -- compose ------------------------------------------------------------------------------------------
 def test_compose_has_the_whole_stack() -> None:
     s = services()
-    assert set(s) == {"redis", "control", "worker", "lb", "prometheus", "grafana"}
+    assert {n for n, svc in s.items() if "profiles" not in svc} == {
+        "redis", "control", "worker", "lb", "prometheus", "grafana",
+    }  # fmt: skip
+    # `docker compose --profile sentinel`: two replicas of `redis` and three sentinels (operations.md).
+    assert {n: svc["profiles"] for n, svc in s.items() if "profiles" in svc} == {
+        "redis-replica": ["sentinel"], "sentinel": ["sentinel"],
+    }  # fmt: skip
+    assert s["redis-replica"]["deploy"]["replicas"] == 2 and s["sentinel"]["deploy"]["replicas"] == 3
     assert s["worker"]["deploy"]["replicas"] == 3
     assert s["worker"]["command"][0] == "worker" and s["control"]["command"][0] == "control"
     major = int(re.match(r"redis:(\d+)", s["redis"]["image"]).group(1))  # type: ignore[union-attr]
@@ -89,7 +96,8 @@ def test_services_log_in_to_redis_as_their_own_acl_user() -> None:
     for service, user in (("worker", "worker"), ("control", "control")):
         url = s[service]["environment"]["FLOWFLEET_REDIS_URL"]
         var = f"REDIS_{user.upper()}_PASSWORD"
-        assert url == f"redis://{user}:${{{var}:-}}@redis:6379/0"
+        # The `redis` service unless compose/.env names a Sentinel URL (CONTROL_REDIS_URL, WORKER_REDIS_URL).
+        assert url == f"${{{user.upper()}_REDIS_URL:-redis://{user}:${{{var}:-}}@redis:6379/0}}"
         assert s["redis"]["environment"][var] == f"${{{var}:-}}"
 
 

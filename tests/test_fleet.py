@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis.asyncio as aioredis
 
 from cluster.names import InvalidName
+from cluster.store import fleet as fleet_store
 from cluster.store.keys import Keys
 from cluster.store.store import Store
 
@@ -44,8 +46,15 @@ async def test_expired_status_disappears_and_is_pruned(store: Store, redis_clien
     fleet = await store.read_fleet()
 
     assert [s["replica_id"] for s in fleet] == ["stays"]
+    # Still listed (shown as gone, cluster.store.fleet.GONE_KEPT_S) until its last heartbeat is old.
     members = await redis_client.zrange(store.keys.replicas(), 0, -1)
-    assert members == [b"stays"]
+    assert sorted(members) == [b"leaves", b"stays"]
+    roster = await fleet_store.read_roster(redis_client, store.keys, now=time.time())
+    assert list(roster.gone) == ["leaves"]
+    later = time.time() + fleet_store.GONE_KEPT_S + 1
+    roster = await fleet_store.read_roster(redis_client, store.keys, now=later)
+    assert roster.gone == {} and [s["replica_id"] for s in roster.statuses] == ["stays"]
+    assert await redis_client.zrange(store.keys.replicas(), 0, -1) == [b"stays"]
 
 
 async def test_a_heartbeat_renews_the_ttl(store: Store, redis_client: aioredis.Redis) -> None:

@@ -15,16 +15,20 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from cluster.flow.hashing import content_address
 from cluster.settings import Settings
+from cluster.store import fleet
 from cluster.store.events import ReleaseChanged, decode
 from cluster.store.keys import Keys
 from cluster.store.store import Store
 from control.localcluster import acl
 from tests.acl_support import require_redis_7
 from tests.redis_server import RedisServer
+from tests.redis_topologies import SERVICE, SentinelProcess, acl_file, ha_passwords
 from worker.replica import Replica
 
 KEYS = Keys()  # the template is written for the default namespace
@@ -85,6 +89,10 @@ async def test_worker_reads_releases_and_blobs_and_writes_only_its_status(
     assert [r.generation for r in await worker.history(FLOW)] == [1]
     await worker.write_replica_status("web-1", {"flows": {FLOW: {"hash": digest}}}, ttl_s=30)
     assert [s["replica_id"] for s in await control_store.read_fleet()] == ["web-1"]
+    # A replica that stops deregisters: ZREM from the list, PEXPIRE 0 of its status (it has no DEL).
+    await fleet.deregister(clients["worker"], KEYS, "web-1")
+    assert await control_store.read_fleet() == []
+    assert await clients["control"].zrange(KEYS.replicas(), 0, -1) == []
     # Session pins: SET NX with a TTL, then GETEX to read and refresh it.
     pin = KEYS.session(FLOW, "chat-1")
     assert await clients["worker"].set(pin, b"{}", px=60_000, nx=True)
@@ -105,6 +113,9 @@ async def test_worker_cannot_change_what_runs(clients: dict[str, aioredis.Redis]
         "refresh a release key with GETEX": lambda: w.getex(KEYS.release(FLOW), px=1000),
         "delete a key": lambda: w.delete(KEYS.blob(FLOW, digest)),
         "delete its own status": lambda: w.delete(KEYS.replica("web-1")),
+        "remove a version with ZREM": lambda: w.zrem(KEYS.versions(FLOW), digest),
+        "expire a release key": lambda: w.pexpire(KEYS.release(FLOW), 0),
+        "expire a blob": lambda: w.pexpire(KEYS.blob(FLOW, digest), 0),
         "publish a release event": lambda: w.publish(KEYS.channel(), b'{"v": 1, "type": "release"}'),
         "publish anywhere": lambda: w.publish("other:events", b"x"),
         "flushall": lambda: w.flushall(),
@@ -246,14 +257,17 @@ async def test_guard_lease_rollout_lock_and_gc_pin_scan_use_the_control_grants_o
 async def test_unauthenticated_clients_can_do_nothing(
     acl_server: AclServer, clients: dict[str, aioredis.Redis]
 ) -> None:
-    anonymous = clients["default"]
+    # No retries: redis-py's default policy retries a refused login with backoff (3.3 s each).
+    anonymous = aioredis.Redis(host="127.0.0.1", port=acl_server.server.port, retry=Retry(NoBackoff(), 0))
     for call in (anonymous.ping, lambda: anonymous.get(KEYS.release(FLOW))):
         with pytest.raises(AuthenticationError):
             await call()
+    await anonymous.aclose()
     for user, password in (("default", ""), ("default", "anything"), ("worker", "not-the-password")):
         client = aioredis.Redis(
-            host="127.0.0.1", port=acl_server.server.port, username=user, password=password
-        )
+            host="127.0.0.1", port=acl_server.server.port, username=user, password=password,
+            retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
         try:
             with pytest.raises(AuthenticationError):
                 await client.ping()
@@ -347,3 +361,95 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+# -- high availability: Cluster, Sentinel, replication -------------------------------------------------
+async def test_failover_grants_are_the_few_commands_it_needs(clients: dict[str, aioredis.Redis]) -> None:
+    """The worker reads the slot map (CLUSTER SLOTS) and the command table (COMMAND) redis-py's cluster
+    client loads; the control plane reads the slot map and runs WAIT after an activation. Nothing that
+    changes a cluster or a replication topology, no shard channel, no server introspection."""
+    w, c = clients["worker"], clients["control"]
+    for client in (w, c):  # allowed: this single node answers that it is no cluster, not NOPERM
+        with pytest.raises(ResponseError, match="cluster support disabled"):
+            await client.execute_command("CLUSTER", "SLOTS")
+    assert await w.command_count() > 100
+    assert await c.execute_command("WAIT", 0, 0) == 0
+    topology_changes = [
+        ("CLUSTER", "MEET", "127.0.0.1", "1"), ("CLUSTER", "SETSLOT", "1", "STABLE"), ("CLUSTER", "FAILOVER"),
+        ("CLUSTER", "RESET"), ("CLUSTER", "FORGET", "x"), ("CLUSTER", "ADDSLOTS", "1"),
+        ("CLUSTER", "REPLICATE", "x"), ("CLUSTER", "NODES"), ("CLUSTER", "INFO"), ("REPLICAOF", "NO", "ONE"),
+        ("FAILOVER",), ("INFO",), ("ROLE",), ("SPUBLISH", KEYS.flow_prefix(FLOW) + "events", "x"),
+    ]  # fmt: skip
+    refused = {"worker": [("WAIT", 0, 0), ("CLUSTER", "SHARDS"), ("READONLY",), *topology_changes]}
+    refused["control"] = topology_changes
+    for user, commands in refused.items():
+        for command in commands:
+            with pytest.raises(NoPermissionError):
+                await clients[user].execute_command(*command)
+                pytest.fail(f"{user} may run {' '.join(command)}")
+
+
+@pytest.fixture
+def ha_acl_server(make_redis_server: Callable[..., RedisServer], tmp_path: Path) -> tuple[RedisServer, dict]:
+    require_redis_7()
+    passwords = ha_passwords()
+    return make_redis_server("--aclfile", str(acl_file(tmp_path, passwords))), passwords
+
+
+async def test_replication_and_sentinel_users_read_no_flowfleet_key(
+    ha_acl_server: tuple[RedisServer, dict[str, str]],
+) -> None:
+    """compose/redis/ha-users.acl: replicas replicate (PSYNC, REPLCONF) and sentinels monitor and
+    reconfigure (INFO, SLAVEOF, CONFIG REWRITE, their hello channel); neither may touch a key."""
+    server, passwords = ha_acl_server
+    users = {u: aioredis.Redis(port=server.port, username=u, password=passwords[u]) for u in acl.HA_USERS}
+    control = aioredis.Redis(port=server.port, username="control", password=passwords["control"])
+    try:
+        await published(control)
+        sentinel = users["sentinel"]
+        assert "redis_version" in await sentinel.info("server")
+        assert await sentinel.publish("__sentinel__:hello", b"x") == 0
+        assert await users["replication"].ping()
+        for user, client in users.items():
+            for command in [("GET", KEYS.release(FLOW)), ("HGETALL", KEYS.release(FLOW)), ("SET", "k", "v"),
+                            ("DEL", KEYS.blob(FLOW, "0" * 64)), ("KEYS", "*"), ("EVAL", "return 1", "0"),
+                            ("CONFIG", "GET", "*"), ("CONFIG", "SET", "maxmemory", "1"), ("ACL", "LIST"),
+                            ("FLUSHALL",), ("PUBLISH", KEYS.channel(), "x"), ("SHUTDOWN",)]:  # fmt: skip
+                with pytest.raises(NoPermissionError):
+                    await client.execute_command(*command)
+                    pytest.fail(f"{user} may run {command[0]}")
+        with pytest.raises(NoPermissionError):
+            await users["replication"].info()
+    finally:
+        for client in [*users.values(), control]:
+            await client.aclose()
+
+
+async def test_sentinels_let_flowfleet_find_the_primary_and_nothing_else(
+    make_redis_server: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    """compose/redis/sentinel-auth.conf: the sentinels' `flowfleet` user asks where the primary is (what
+    redis-py's Sentinel client does); it cannot reconfigure, fail over or stop the sentinel."""
+    require_redis_7()
+    passwords = ha_passwords()
+    primary = make_redis_server("--aclfile", str(acl_file(tmp_path, passwords)))
+    sentinel = SentinelProcess(tmp_path, primary.port, passwords).start()
+    client = aioredis.Redis(port=sentinel.port, username="flowfleet", password=passwords["client"])
+    try:
+        assert SERVICE in await client.sentinel_masters()
+        assert await client.sentinel_get_master_addr_by_name(SERVICE) == (b"127.0.0.1", primary.port)
+        for command in [("SENTINEL", "SET", SERVICE, "quorum", "1"), ("SENTINEL", "FAILOVER", SERVICE),
+                        ("SENTINEL", "RESET", "*"), ("SENTINEL", "REMOVE", SERVICE),
+                        ("SENTINEL", "MONITOR", "x", "127.0.0.1", "1", "1"), ("SENTINEL", "FLUSHCONFIG"),
+                        ("SENTINEL", "CONFIG", "SET", "resolve-hostnames", "yes"), ("ACL", "LIST"),
+                        ("SHUTDOWN",), ("INFO",), ("SUBSCRIBE", "+switch-master")]:  # fmt: skip
+            with pytest.raises(NoPermissionError):
+                await client.execute_command(*command)
+                pytest.fail(f"the flowfleet user may run {' '.join(command)} on a sentinel")
+        anonymous = aioredis.Redis(port=sentinel.port, retry=Retry(NoBackoff(), 0))
+        with pytest.raises(AuthenticationError):
+            await anonymous.ping()
+        await anonymous.aclose()
+    finally:
+        await client.aclose()
+        sentinel.stop()

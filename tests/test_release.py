@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import orjson
 import pytest
 
 from cluster.store.release import (
@@ -45,6 +46,15 @@ def test_history_entries_round_trip_and_bad_ones_are_skipped() -> None:
     assert Release.from_json("qa", r.to_json()) == r
     for bad in (b"{", b"[]", b'{"hash": "x"}', b'{"hash": "x", "generation": "two"}', b"null"):
         assert Release.from_json("qa", bad) is None
+
+
+def test_no_previous_release_reads_the_same_however_it_was_written() -> None:
+    record = {b"hash": A.encode(), b"generation": b"1", b"previous_hash": b"", b"activated_at": b"5.0"}
+    from_record = Release.from_hash("qa", record)
+    assert from_record is not None and from_record.previous_hash is None
+    entry = {"hash": A, "generation": 1, "activated_at": 5.0}
+    for written in ({"previous_hash": ""}, {"previous_hash": None}, {}, {"previous_hash": 7}):
+        assert Release.from_json("qa", orjson.dumps(entry | written)) == from_record
 
 
 def test_version_meta_round_trip() -> None:

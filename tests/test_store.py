@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -430,3 +431,24 @@ async def test_one_bad_index_entry_or_record_does_not_hide_the_other_releases(
     assert list(releases) == [FLOW]
     assert releases[FLOW].hash == digest
     assert "broken" in await store.list_flows()
+
+
+async def test_the_first_release_writes_previous_hash_the_same_in_record_history_and_audit(
+    store: Store, redis_client: aioredis.Redis
+) -> None:
+    """A Redis hash has no null: the record says "" for "no previous release", and so do the first history
+    entry (it said null) and the audit entry; the reader takes all of them as None."""
+    v1 = await put(store, 1)
+    await store.activate(FLOW, v1, by="alice", reason="first")
+    record = await redis_client.hgetall(store.keys.release(FLOW))
+    [entry] = await redis_client.lrange(store.keys.history(FLOW), 0, -1)
+    entries = await redis_client.xrange(store.keys.flow_audit(FLOW))
+    [audit] = [fields for _, fields in entries if fields[b"action"] == b"activate"]
+    assert record[b"previous_hash"] == b"" and audit[b"previous_hash"] == b""
+    assert orjson.loads(entry)["previous_hash"] == ""
+    current, [first] = await store.get_release(FLOW), await store.history(FLOW)
+    assert current is not None and current.previous_hash is None and first.previous_hash is None
+    assert current == first
+    # An entry written before (null) reads the same.
+    older = orjson.loads(entry) | {"previous_hash": None}
+    assert Release.from_json(FLOW, orjson.dumps(older)) == first

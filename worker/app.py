@@ -9,9 +9,11 @@ the loaded version from the current snapshot, so a swap during the run never cha
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,8 +23,14 @@ from cluster.egress.runtime import Runtime
 from cluster.http import EXCEPTION_HANDLERS, JSONResponse, error_response
 from cluster.settings import Settings
 from worker.api import native
+from worker.api.langflow.routes import ROUTES as LANGFLOW_ROUTES
+from worker.api.openai import ROUTES as OPENAI_ROUTES
 from worker.ports import Compiler
 from worker.replica import Replica, StoreFactory
+
+
+# The hot route, served by ReplicaHeader before the router (its Route stays in the list, first).
+RUN_PREFIX, RUN_SUFFIX = "/v1/flows/", "/run"
 
 
 def _replica(request: Request) -> Replica:
@@ -53,6 +61,8 @@ async def readyz(request: Request) -> Response:
         "synced": state.synced,
         "draining": state.draining,
         "subscribed": replica.subscriber.connected.is_set(),
+        # Serving never waits on Redis: "unreachable" is information, not a reason to be unready.
+        "redis": "ok" if replica.subscriber.redis_reachable() else "unreachable",
         "flows": flows,
     }
     if state.is_ready():
@@ -73,11 +83,30 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 class ReplicaHeader:
-    """Adds X-Flowfleet-Replica to every response, errors included, so a client knows who answered."""
+    """Adds X-Flowfleet-Replica to every response, errors included, so a client knows who answered.
 
-    def __init__(self, app: ASGIApp, replica_id: str) -> None:
+    It also serves the hot route, `POST /v1/flows/{name}/run`, without the router: the same endpoint,
+    path params and exception handlers the router would use (an unhandled exception still reaches
+    Starlette's server-error middleware), minus route matching and two exception-handling wrappers
+    per request. Any other path, or a name the route's `{name}` would not match, goes to the app.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        replica_id: str,
+        run: Callable[[Request], Awaitable[Response]] | None = None,
+        handlers: Mapping[Any, Any] | None = None,
+    ) -> None:
         self.app = app
         self.header = (b"x-flowfleet-replica", replica_id.encode())
+        self.run = run
+        handlers = handlers or {}
+        # What Starlette's ExceptionMiddleware holds: 500 / Exception go to the server-error middleware.
+        self.status_handlers = {k: v for k, v in handlers.items() if isinstance(k, int) and k != 500}
+        self.exception_handlers = {
+            k: v for k, v in handlers.items() if isinstance(k, type) and k is not Exception
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,14 +114,61 @@ class ReplicaHeader:
             return
 
         header = self.header
+        started = False
 
         def send_with_header(message: Message) -> Awaitable[None]:
             # A plain function handing back send's awaitable: no coroutine of its own per message.
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", ()), header]
             return send(message)
 
-        await self.app(scope, receive, send_with_header)
+        name = run_route_name(scope) if self.run is not None else None
+        if name is None:
+            await self.app(scope, receive, send_with_header)
+            return
+        scope["path_params"] = {"name": name}
+        request = Request(scope, receive, send_with_header)
+        try:
+            response = await self.run(request)  # type: ignore[misc]
+            await response(scope, receive, send_with_header)
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None:
+                raise
+            if started:
+                raise RuntimeError("Caught handled exception, but response already started.") from exc
+            response = await handler(request, exc)
+            await response(scope, receive, send_with_header)
+
+    def _handler(self, exc: Exception) -> Any:
+        """The handler Starlette's ExceptionMiddleware would pick for `exc`, or None."""
+        if isinstance(exc, HTTPException):
+            handler = self.status_handlers.get(exc.status_code)
+            if handler is not None:
+                return handler
+        for cls in type(exc).__mro__:
+            if cls in self.exception_handlers:
+                return self.exception_handlers[cls]
+        return None
+
+
+def run_route_name(scope: Scope) -> str | None:
+    """The flow name of a `POST /v1/flows/{name}/run` request, else None (`{name}` matches `[^/]+`).
+
+    >>> run_route_name({"method": "POST", "path": "/v1/flows/qa/run", "root_path": ""})
+    'qa'
+    >>> run_route_name({"method": "POST", "path": "/v1/flows/a/b/run", "root_path": ""}) is None
+    True
+    """
+    if scope["method"] != "POST" or scope.get("root_path"):
+        return None
+    path: str = scope["path"]
+    if not (path.startswith(RUN_PREFIX) and path.endswith(RUN_SUFFIX)):
+        return None
+    name = path[len(RUN_PREFIX) : -len(RUN_SUFFIX)]
+    return name if name and "/" not in name else None
 
 
 def create_app(
@@ -118,15 +194,19 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/v1/flows/{name}/run", native.run_flow, methods=["POST"]),
+            *OPENAI_ROUTES,  # the run routes first: the router tries routes in order
             Route("/v1/flows/{name}", native.show_flow, methods=["GET"]),
             Route("/v1/flows", native.list_flows, methods=["GET"]),
+            *LANGFLOW_ROUTES,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, 404: native.not_found},
         lifespan=lifespan,
     )
     app.state.replica = replica
-    app.add_middleware(ReplicaHeader, replica_id=settings.replica_id)
+    app.add_middleware(
+        ReplicaHeader, replica_id=settings.replica_id, run=native.run_flow, handlers=app.exception_handlers
+    )
     return app

@@ -1,7 +1,8 @@
 """The replica's status, written to Redis every `heartbeat_s` with a TTL so dead replicas disappear.
 
 Status JSON (documented in docs/worker.md):
-    {"id", "host", "pid", "started_at", "heartbeat_at", "ready", "subscribed", "state",
+    {"id", "host", "pid", "started_at", "heartbeat_at", "heartbeat_s", "ttl_s", "ready", "subscribed",
+     "state",
      "flows": {flow: {"hash", "generation", "activated_at", "loaded_at", "last_error",
                       "consecutive_failures"}},   (activated_at: the served release's stamp)
      "last_error", "consecutive_failures",
@@ -102,6 +103,8 @@ class Heartbeat:
             now=self.clock(),
             runs=self.runs(),
         )
+        # Readers judge from these whether the heartbeat is late (control/fleetview.py).
+        status.update(heartbeat_s=self.interval_s, ttl_s=self.ttl_s)
         status.update(self.extra())
         return status
 

@@ -1,7 +1,8 @@
 """One replica's moving parts and their lifecycle: Redis clients, loader, subscriber, heartbeat, run gate.
 
 `Replica.start()` runs inside the server's lifespan; `Replica.stop()` drains: not ready, in-flight runs
-finish (bounded by `shutdown_grace_s`), then the subscriber unsubscribes and Redis is closed.
+finish (bounded by `shutdown_grace_s`), then the subscriber unsubscribes, the replica deregisters from
+the fleet and Redis is closed.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from cluster.egress.policy import OutboundPolicy
 from cluster.egress.runtime import Runtime
 from cluster.names import REPLICA_ID, InvalidName
 from cluster.settings import Settings
+from cluster.store import fleet
 from cluster.store.conversations import ConversationStore
 from cluster.store.keys import Keys
-from cluster.store.redis_conn import connect, redact
+from cluster.store.redis_conn import RedisClient, connect
 from cluster.store.release import Release
+from cluster.store.topology import describe, parse
 from cluster.traffic.runstats import RunStats
 from worker.api.auth import RunAuth
 from worker.heartbeat import Heartbeat
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
 
-StoreFactory = Callable[[aioredis.Redis, Keys, Settings], ReleaseReader]
+StoreFactory = Callable[[RedisClient, Keys, Settings], ReleaseReader]
 
 
 def engine_compiler(runtime: Runtime) -> Compiler:
@@ -66,7 +67,7 @@ def engine_compiler(runtime: Runtime) -> Compiler:
     return compile_bytes
 
 
-def store_from_redis(redis: aioredis.Redis, keys: Keys, settings: Settings) -> ReleaseReader:
+def store_from_redis(redis: RedisClient, keys: Keys, settings: Settings) -> ReleaseReader:
     from cluster.store.store import Store
 
     return Store(redis, keys, history_keep=settings.history_keep, audit_keep=settings.audit_keep)
@@ -102,18 +103,25 @@ class RunGate:
 
 
 def redis_client(
-    url: str, *, retries: int, name: str | None = None, health_check_s: int = 15
-) -> aioredis.Redis:
-    """A client that fails fast (short timeouts, `retries` immediate retries) so callers own backoff."""
-    client = connect(
+    url: str,
+    *,
+    retries: int,
+    name: str | None = None,
+    health_check_s: int = 15,
+    settings: Settings | None = None,
+) -> RedisClient:
+    """A client that fails fast (short timeouts, `retries` immediate retries of a lost connection) so
+    callers own backoff; a single node, Sentinel or Cluster as the URL says (cluster.store.redis_conn)."""
+    return connect(
         url,
         connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
         health_check_interval=health_check_s,
         client_name=name,
+        retries=retries,
+        sentinel_username=settings.redis_sentinel_username if settings else None,
+        sentinel_password=settings.redis_sentinel_password if settings else None,
     )
-    client.set_retry(Retry(NoBackoff(), retries))
-    return client
 
 
 class Replica:
@@ -145,11 +153,11 @@ class Replica:
         self.gate = RunGate(max(1, s.max_concurrent_runs))
         self.run_stats = RunStats()
         self.started_at = time.time()
-        redis = redis_client(s.redis_url, retries=1, name=f"flowfleet-worker:{s.replica_id}")
+        redis = redis_client(s.redis_url, retries=1, name=f"flowfleet-worker:{s.replica_id}", settings=s)
         # The subscriber's connection never retries or health-checks on its own: the subscriber owns
         # reconnecting and its PING watchdog is the health check.
         sub_redis = redis_client(
-            s.redis_url, retries=0, name=f"flowfleet-worker-sub:{s.replica_id}", health_check_s=0
+            s.redis_url, retries=0, name=f"flowfleet-worker-sub:{s.replica_id}", health_check_s=0, settings=s
         )
         self._clients = [redis, sub_redis]
         self.store = (store_factory or store_from_redis)(redis, self.keys, s)
@@ -220,7 +228,7 @@ class Replica:
         log.info(
             "replica=%s starting: redis=%s namespace=%s channel=%s",
             s.replica_id,
-            redact(s.redis_url),
+            describe(parse(s.redis_url)),
             s.namespace,
             self.keys.channel(),
         )
@@ -264,10 +272,14 @@ class Replica:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            # Last word: "draining", expiring with the TTL; never worth delaying the exit for.
-            await asyncio.wait_for(self.heartbeat.beat(), timeout=2.0)
-        except TimeoutError:
-            pass
+            # Leave the fleet now rather than linger as "draining" until the status TTL runs out; the
+            # heartbeat task is over, so no later beat writes the status again. Never worth delaying the
+            # exit for: if Redis is away the status simply expires.
+            await asyncio.wait_for(fleet.deregister(self._clients[0], self.keys, s.replica_id), 2.0)
+        except (TimeoutError, RedisError, OSError) as e:
+            log.warning(
+                "replica=%s could not deregister (%s); its status expires on its own", s.replica_id, e
+            )
         await self.loader.cache.aclose()
         for client in self._clients:
             await client.aclose()

@@ -51,7 +51,7 @@ class SessionPins:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: aioredis.Redis | aioredis.RedisCluster,
         keys: Keys,
         loader: Loader,
         metrics: WorkerMetrics,

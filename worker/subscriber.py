@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from cluster.names import FLOW_NAME
+from cluster.store import redis_conn
 from cluster.store.events import Abort, Ping, Prepare, ReleaseChanged, decode
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
@@ -40,8 +40,8 @@ class ChannelSilent(Exception):
     """Nothing at all (event, ping or pong) arrived for longer than the watchdog allows."""
 
 
-# Failures that are part of life (Redis restarts, network cuts); anything else is logged with a traceback.
-EXPECTED = (RedisError, OSError, ChannelSilent)
+# Failures that are part of life (restarts, failovers, network cuts); anything else gets a traceback.
+EXPECTED = (RedisError, RedisClusterException, OSError, ChannelSilent)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Subscriber:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: redis_conn.RedisClient,
         channel: str,
         store: ReleaseReader,
         loader: Loader,
@@ -95,6 +95,9 @@ class Subscriber:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failures = 0  # consecutive lost sessions; reset once one stays healthy for `healthy_s`
         self._subscribed_at: float | None = None
+        self._last_rx = 0.0  # monotonic time anything (event, pong) last arrived on the subscription
+        # Sessions so far, from a random start: on a Cluster each one subscribes at the next node.
+        self._sessions = self.rng.randrange(1 << 16)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -147,7 +150,8 @@ class Subscriber:
     # -- one connection -----------------------------------------------------------------------------
     async def _session(self) -> None:
         # redis-py's PubSub is untyped; Any keeps mypy --strict honest about that.
-        pubsub: Any = self.redis.pubsub()
+        self._sessions += 1
+        pubsub: Any = await redis_conn.open_pubsub(self.redis, self._sessions)
         self._subscribed_at = None
         try:
             await pubsub.subscribe(self.channel)
@@ -160,7 +164,7 @@ class Subscriber:
                 message = await pubsub.get_message(timeout=max(wait, 0.0))
                 now = time.monotonic()
                 if message is not None:
-                    last_rx = now
+                    last_rx = self._last_rx = now
                     self.metrics.mark_event()
                     self._handle(message)
                 if now - last_rx > self.timing.watchdog_s:
@@ -178,6 +182,12 @@ class Subscriber:
         except (RedisError, OSError, TimeoutError) as e:
             log.info("unsubscribe on shutdown failed (%s); closing the connection anyway", e)
 
+    def redis_reachable(self) -> bool:
+        """Subscribed, and something (an event, the answer to our last PING) arrived within a ping
+        interval and a margin: a dead or frozen Redis reads False within about `ping_s` + 1.5 s."""
+        quiet = time.monotonic() - self._last_rx
+        return self.connected.is_set() and quiet <= self.timing.ping_s + POLL_S + 1.0
+
     def _maybe_healthy(self, now: float) -> None:
         since = self._subscribed_at
         if self._failures and since is not None and now - since >= self.timing.healthy_s:
@@ -190,7 +200,7 @@ class Subscriber:
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "subscribe":
-            self._subscribed_at = time.monotonic()
+            self._subscribed_at = self._last_rx = time.monotonic()
             self.connected.set()
             self.metrics.subscriber_connected.set(1)
             log.info("subscriber replica=%s subscribed to %s", self.state.replica_id, self.channel)

@@ -18,6 +18,7 @@ import orjson
 from cluster.errors import FlowfleetError, GenerationConflict, VersionNotFound
 from cluster.store.events import release_payload_parts
 from cluster.store.release import Release, parse_revoked
+from cluster.store.replication import run_script
 from cluster.store.scripts import load
 from cluster.store.store import Store
 
@@ -65,12 +66,14 @@ class CanaryWriter:
         head, tail = release_payload_parts(flow=flow, hash=_SENTINEL, by=by, at=now, action=action)
         before, after = head.split(_SENTINEL.encode(), 1)
         at_text = orjson.dumps(now).decode()
-        reply = await self._script(
-            keys=[k.release(flow), k.history(flow), k.blob(flow, digest), k.flow_audit(flow)],
-            args=[op, flow, digest, "" if percent is None else repr(float(percent)),
-                  "" if expected_generation is None else expected_generation, by, reason, at_text,
-                  store.history_keep, store.audit_keep, k.channel(), before, after, tail,
-                  orjson.dumps(by), orjson.dumps(reason)],
+        reply, acknowledged = await run_script(
+            store.redis, self._script,
+            [k.release(flow), k.history(flow), k.blob(flow, digest), k.flow_audit(flow)],
+            [op, flow, digest, "" if percent is None else repr(float(percent)),
+             "" if expected_generation is None else expected_generation, by, reason, at_text,
+             store.history_keep, store.audit_keep, k.channel(), before, after, tail,
+             orjson.dumps(by), orjson.dumps(reason)],
+            store.replica_wait,
         )  # fmt: skip
         status, generation = _text(reply[0]), int(reply[1])
         if status != "ok":
@@ -90,6 +93,7 @@ class CanaryWriter:
             action, flow, current[:12], (canary or "-")[:12], release.canary_percent, generation, by,
             ",".join(h[:12] for h in release.revoked) or "-",
         )  # fmt: skip
+        store.replica_wait.check(acknowledged, flow=flow, generation=generation)
         return release
 
 

@@ -61,7 +61,9 @@ def decode(raw: bytes | str) -> ChatMessage | None:
 
 
 class ConversationStore:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, max_messages: int, ttl_s: float) -> None:
+    def __init__(
+        self, redis: aioredis.Redis | aioredis.RedisCluster, keys: Keys, *, max_messages: int, ttl_s: float
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.max_messages = max_messages

@@ -1,13 +1,17 @@
-"""Replica heartbeats: each replica's status in Redis, and the list of live replicas.
+"""Replica heartbeats: each replica's status in Redis, and the list of replicas.
 
-A replica's status is a JSON STRING with a TTL (it disappears when the replica stops heartbeating) plus a
-member of the replicas ZSET scored by its last heartbeat, so the fleet can be listed without SCAN.
+A replica's status is a JSON STRING with a TTL (the replica counts as live while it exists) plus a member
+of the replicas ZSET scored by its last heartbeat, so the fleet can be listed without SCAN. A replica
+that stops cleanly deregisters: both go at once. One that dies leaves its member behind when its status
+expires; readers list it as gone, with the time of its last heartbeat, for `GONE_KEPT_S`, then prune it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,9 +22,23 @@ from cluster.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
+# How long a replica that died (status expired, never deregistered) stays listed as gone.
+GONE_KEPT_S = 300.0
+
+RedisClient = aioredis.Redis | aioredis.RedisCluster
+
+
+@dataclass(frozen=True)
+class Roster:
+    """Every listed replica: `statuses` of those whose status key exists (sorted by id), and `gone`,
+    those whose status expired, mapped to their last heartbeat (unix seconds, their ZSET score)."""
+
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    gone: dict[str, float] = field(default_factory=dict)
+
 
 async def write_status(
-    redis: aioredis.Redis | aioredis.RedisCluster,
+    redis: RedisClient,
     keys: Keys,
     replica_id: str,
     status: dict[str, Any],
@@ -40,20 +58,37 @@ async def write_status(
         await pipe.execute()
 
 
-async def read_statuses(redis: aioredis.Redis | aioredis.RedisCluster, keys: Keys) -> list[dict[str, Any]]:
-    members = sorted(_text(m) for m in await redis.zrange(keys.replicas(), 0, -1))
+async def deregister(redis: RedisClient, keys: Keys, replica_id: str) -> None:
+    """A replica that stops: it leaves the list and its status goes now, not when its TTL runs out."""
+    # The member first: a reader in between sees an unlisted status (ignored), never a "gone" replica.
+    # PEXPIRE 0 deletes the key at once, within the worker's ACL grant (PEXPIRE, never DEL).
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrem(keys.replicas(), replica_id)
+        pipe.pexpire(keys.replica(replica_id), 0)
+        await pipe.execute()
+
+
+async def read_roster(redis: RedisClient, keys: Keys, *, now: float | None = None) -> Roster:
+    """The listed replicas, with the status of each one still live. Members whose status expired more
+    than `GONE_KEPT_S` after their last heartbeat (by `now`, default the local clock) are pruned."""
+    now = time.time() if now is None else now
+    scored: Any = await redis.zrange(keys.replicas(), 0, -1, withscores=True)
+    members = sorted((_text(m), float(score)) for m, score in scored)
     if not members:
-        return []
+        return Roster()
     # One GET per replica rather than MGET: the keys are in different Cluster slots.
     async with redis.pipeline(transaction=False) as pipe:
-        for replica_id in members:
+        for replica_id, _ in members:
             pipe.get(keys.replica(replica_id))
         replies = await pipe.execute()
-    live: list[dict[str, Any]] = []
-    expired: list[str] = []
-    for replica_id, raw in zip(members, replies, strict=True):
+    roster = Roster()
+    pruned: list[str] = []
+    for (replica_id, last), raw in zip(members, replies, strict=True):
         if raw is None:
-            expired.append(replica_id)
+            if now - last > GONE_KEPT_S:
+                pruned.append(replica_id)
+            else:
+                roster.gone[replica_id] = last
             continue
         try:
             status = orjson.loads(raw)
@@ -63,11 +98,16 @@ async def read_statuses(redis: aioredis.Redis | aioredis.RedisCluster, keys: Key
             log.warning("ignoring unreadable status of replica %s: %.200r", replica_id, raw)
             continue
         status["replica_id"] = replica_id
-        live.append(status)
-    if expired:
-        await redis.zrem(keys.replicas(), *expired)
-        log.info("forgot replicas whose status expired: %s", ", ".join(expired))
-    return live
+        roster.statuses.append(status)
+    if pruned:
+        await redis.zrem(keys.replicas(), *pruned)
+        log.info("forgot replicas gone for more than %.0fs: %s", GONE_KEPT_S, ", ".join(pruned))
+    return roster
+
+
+async def read_statuses(redis: RedisClient, keys: Keys) -> list[dict[str, Any]]:
+    """The status of every live replica (its status key exists), sorted by id."""
+    return (await read_roster(redis, keys)).statuses
 
 
 def serves_release(

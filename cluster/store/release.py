@@ -106,7 +106,7 @@ class Release:
                 flow=flow,
                 hash=fields["hash"],
                 generation=int(fields["generation"]),
-                previous_hash=fields.get("previous_hash") or None,
+                previous_hash=previous_hash(fields.get("previous_hash")),
                 activated_by=fields.get("activated_by", ""),
                 activated_at=float(fields.get("activated_at") or 0.0),
                 reason=fields.get("reason", ""),
@@ -125,7 +125,7 @@ class Release:
                 flow=flow,
                 hash=str(entry["hash"]),
                 generation=int(entry["generation"]),
-                previous_hash=entry.get("previous_hash") or None,
+                previous_hash=previous_hash(entry.get("previous_hash")),
                 activated_by=str(entry.get("activated_by", "")),
                 activated_at=float(entry.get("activated_at") or 0.0),
                 reason=str(entry.get("reason", "")),
@@ -256,6 +256,16 @@ def _canary_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         "unpin_generation": int(fields.get("unpin_generation") or 0),
         "revoked": parse_revoked(fields.get("revoked")),
     }
+
+
+def previous_hash(value: Any) -> str | None:
+    """The `previous_hash` field of a record or history entry: "" (how the scripts write "none", as a
+    Redis hash has no null), a JSON null (entries written before) and a missing field all mean None.
+
+    >>> [previous_hash(v) for v in ("", None, "ab12")]
+    [None, None, 'ab12']
+    """
+    return value if isinstance(value, str) and value else None
 
 
 def parse_revoked(value: Any) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ from cluster.store.release import (
     ReleaseNotFound,
     VersionMeta,
 )
+from cluster.store.replication import NO_WAIT, ReplicaWait, run_script
 from cluster.store.scripts import load
 from cluster.store.versions import RedisClient, VersionStore, as_text
 
@@ -58,8 +59,11 @@ class Store(VersionStore):
         history_keep: int = 100,
         audit_keep: int = 10_000,
         clock: Callable[[], float] = time.time,
+        replica_wait: ReplicaWait = NO_WAIT,
     ) -> None:
         super().__init__(redis, keys, history_keep=history_keep, audit_keep=audit_keep, clock=clock)
+        # Release changes wait for this many Redis replicas (cluster.store.replication).
+        self.replica_wait = replica_wait
         self._activate = redis.register_script(load("activate"))
         self._gc = redis.register_script(load("gc"))
 
@@ -112,11 +116,13 @@ class Store(VersionStore):
             {"hash": digest, "activated_by": by, "activated_at": now, "reason": reason, "action": action}
         )
         k = self.keys
-        reply = await self._activate(
-            keys=[k.release(flow), k.history(flow), k.blob(flow, digest), k.flow_audit(flow)],
-            args=[flow, digest, "" if expected_generation is None else expected_generation, by, reason,
-                  action, repr(now), self.history_keep, self.audit_keep, k.channel(), head, tail, body,
-                  "1" if unpin else "0"],
+        reply, acknowledged = await run_script(
+            self.redis, self._activate,
+            [k.release(flow), k.history(flow), k.blob(flow, digest), k.flow_audit(flow)],
+            [flow, digest, "" if expected_generation is None else expected_generation, by, reason,
+             action, repr(now), self.history_keep, self.audit_keep, k.channel(), head, tail, body,
+             "1" if unpin else "0"],
+            self.replica_wait,
         )  # fmt: skip
         status, generation = as_text(reply[0]), int(reply[1])
         if status == "conflict":
@@ -130,6 +136,7 @@ class Store(VersionStore):
             "%s flow=%s hash=%s generation=%d previous=%s by=%s",
             action, flow, digest[:12], generation, (previous or "-")[:12], by,
         )  # fmt: skip
+        self.replica_wait.check(acknowledged, flow=flow, hash=digest, generation=generation)
         unpin_generation = int(reply[3]) if len(reply) > 3 else 0
         return Release(flow, digest, generation, previous, by, now, reason, action,
                        unpin_generation=unpin_generation)  # fmt: skip

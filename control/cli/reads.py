@@ -75,15 +75,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             return waiter.run()
     with client_of(args) as api:
         body = api.get(path("v1", "fleet"))
-    rows = [r for r in body["rows"] if args.flow is None or r["flow"] == args.flow]
+    # A gone replica whose status expired has no flow: it may have served this one, so it stays listed.
+    rows = [r for r in body["rows"] if args.flow is None or r["flow"] in (args.flow, None)]
     if args.output == "json":
         return emit(args, {**body, "rows": rows}, "")
     table = [
-        [r["replica"], r["flow"], r["generation"], render.short(r["hash"]), r["current_generation"],
-         r["state"], r["error"]]
+        [r["replica"], r.get("host"), r.get("pid"), r["flow"], r["generation"], render.short(r["hash"]),
+         r["current_generation"], r["state"], render.age(r.get("age_s")), r["error"]]
         for r in rows
     ]  # fmt: skip
-    text = render.table(["REPLICA", "FLOW", "GEN", "HASH", "CURRENT", "STATE", "ERROR"], table)
+    headers = ["REPLICA", "HOST", "PID", "FLOW", "GEN", "HASH", "CURRENT", "STATE", "AGE", "ERROR"]
+    text = render.table(headers, table)
     if not rows:
         text = "no live replica reports " + (f"flow {args.flow}" if args.flow else "any flow")
     return emit(args, body, text)
@@ -117,7 +119,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
 
-    p = add("status", cmd_status, "which replica runs which version")
+    p = add("status", cmd_status, "which replica runs which version, and whether it is still there")
     p.add_argument("flow", metavar="FLOW", nargs="?")
     p.add_argument(
         "--wait", action="store_true", help="wait until every live replica runs FLOW's release (exit 6/7)"

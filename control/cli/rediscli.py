@@ -8,7 +8,9 @@ Which Redis: the local fleet's when its state directory exists (default ./.flowf
 `flowfleet up` recorded, the `control` user, the password from `redis-control-password`), otherwise
 the one FLOWFLEET_REDIS_URL names, as the user it names. Never a default localhost:6379: a bare
 `redis-cli` there reads whatever unrelated Redis happens to run. The password reaches redis-cli
-through its environment (REDISCLI_AUTH), never its command line, where `ps` would show it.
+through its environment (REDISCLI_AUTH), never its command line, where `ps` would show it. A
+`redis+cluster://` URL opens its first seed node with `-c` (redis-cli follows MOVED), a
+`redis+sentinel://` URL the primary the sentinels name now; `up --redis-url` keeps its URL for this.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from redis.exceptions import RedisError
+from redis.sentinel import Sentinel
+
 from cluster.errors import FlowfleetError
-from control.localcluster import credentials, redis_server, runstate
+from cluster.store import topology
+from control.localcluster import credentials, external, redis_server, runstate
 
 DEFAULT_STATE_DIR = Path(".flowfleet")
 DEFAULT_ADDRESS = ("127.0.0.1", 6380)  # `flowfleet up`'s defaults, for a state directory without up.json
@@ -46,10 +53,16 @@ class Target:
     tls: bool = False
     cacert: str | None = None
     state_dir: Path | None = None  # the local fleet's
+    cluster: bool = False  # redis-cli -c: follow the Cluster's redirections
 
 
 def local_target(state_dir: Path) -> Target | None:
-    """The local fleet's Redis as the control user, if `state_dir` holds a fleet's secrets."""
+    """The local fleet's Redis as the control user, if `state_dir` holds a fleet's secrets (or the Redis
+    its `up --redis-url` runs against, as the user the URL names)."""
+    url = external.remembered(state_dir)
+    if url is not None:
+        found = url_target(url, os.environ, source=f"the local fleet in {state_dir} (--redis-url)")
+        return dataclass_replace(found, state_dir=state_dir)
     password_file = credentials.path_of(state_dir, "control_password")
     if not password_file.is_file():
         return None
@@ -59,8 +72,21 @@ def local_target(state_dir: Path) -> Target | None:
     return Target(host, port, "control", password, f"the local fleet in {state_dir}", state_dir=state_dir)
 
 
-def url_target(url: str) -> Target:
-    """`redis[s]://[user[:password]@]host[:port][/db][?ssl_ca_certs=path]`, as the replicas read it."""
+def url_target(
+    url: str, environ: Mapping[str, str] | None = None, source: str = "FLOWFLEET_REDIS_URL"
+) -> Target:
+    """`redis[s]://[user[:password]@]host[:port][/db][?ssl_ca_certs=path]`, as the replicas read it; a
+    Cluster URL opens its first seed node with `-c`, a Sentinel URL the primary the sentinels name."""
+    if url.partition("://")[0].lower() in topology.HA_SCHEMES:
+        try:
+            found = topology.parse(url)
+        except topology.InvalidRedisUrl as e:
+            raise NoRedis(str(e)) from e
+        host, port = found.nodes[0] if found.kind == "cluster" else _primary(found, environ or {})
+        return Target(
+            host, port, found.username, found.password, source, db=found.db, tls=found.tls,
+            cacert=found.options.get("ssl_ca_certs"), cluster=found.kind == "cluster",
+        )  # fmt: skip
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise NoRedis(f"FLOWFLEET_REDIS_URL must be a redis:// or rediss:// URL, not {parts.scheme}://")
@@ -74,7 +100,7 @@ def url_target(url: str) -> Target:
         port=parts.port or 6379,
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
-        source="FLOWFLEET_REDIS_URL",
+        source=source,
         db=db,
         tls=parts.scheme == "rediss",
         cacert=cacert,
@@ -94,7 +120,22 @@ def resolve(state_dir: Path | None, environ: Mapping[str, str]) -> Target:
             f"no local fleet in ./{DEFAULT_STATE_DIR} and FLOWFLEET_REDIS_URL is not set: run it where "
             "you ran `flowfleet up` (or pass --state-dir), or set FLOWFLEET_REDIS_URL"
         )
-    return url_target(url)
+    return url_target(url, environ)
+
+
+def _primary(found: topology.Target, environ: Mapping[str, str]) -> tuple[str, int]:
+    """The primary the sentinels name now (FLOWFLEET_REDIS_SENTINEL_USERNAME / _PASSWORD, if set)."""
+    auth = {
+        "username": environ.get("FLOWFLEET_REDIS_SENTINEL_USERNAME") or None,
+        "password": environ.get("FLOWFLEET_REDIS_SENTINEL_PASSWORD") or None,
+    }
+    tls = {"ssl": True, "ssl_ca_certs": found.options.get("ssl_ca_certs")} if found.tls else {}
+    sentinels = Sentinel(list(found.nodes), sentinel_kwargs={"socket_timeout": 1.0, **auth, **tls})
+    try:
+        host, port = sentinels.discover_master(str(found.service))
+    except RedisError as e:
+        raise NoRedis(f"no primary for Sentinel service {found.service!r}: {e}") from e
+    return str(host), int(port)
 
 
 def command(
@@ -106,6 +147,8 @@ def command(
         argv += ["--user", target.user]
     if target.db:
         argv += ["-n", str(target.db)]
+    if target.cluster:
+        argv.append("-c")
     if target.tls:
         argv += ["--tls", *(["--cacert", target.cacert] if target.cacert else [])]
     env = {k: v for k, v in environ.items() if k != "REDISCLI_AUTH"}

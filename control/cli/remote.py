@@ -64,7 +64,8 @@ def prepare(file: Path, data: bytes, explicit: str | None) -> tuple[str, bytes]:
         document = load_document(data, name=explicit)
     except FlowValidationError as e:
         if [p.code for p in e.problems] == ["invalid_json"]:
-            raise BadRequest(f"{file} is not valid JSON: {e.problems[0].message}") from e
+            # The problem's message already says "not valid JSON: …"; say it once.
+            raise BadRequest(f"{file}: {e.problems[0].message}") from e
         raise
     # The canonical bytes are sent: the same content, and a LangFlow export arrives already converted.
     data = canonical_bytes(document)

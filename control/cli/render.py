@@ -21,6 +21,24 @@ def when(ts: Any) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def age(seconds: Any) -> str:
+    """How long ago, for people: tenths under 10 s, then whole seconds, minutes, hours.
+
+    >>> [age(x) for x in (0.42, 12.6, 125, 7300, None)]
+    ['0.4s', '13s', '2m05s', '2h01m', '-']
+    """
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
 def cell(value: Any) -> str:
     text = "-" if value is None or value == "" else str(value)
     # One row per record, always: a newline in a message would break the column layout.

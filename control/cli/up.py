@@ -60,6 +60,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--port", type=_port, default=8000, help="the replicas' shared port (default 8000)")
     parser.add_argument("--control-port", type=_port, default=8700, help="control API port (default 8700)")
     parser.add_argument("--redis-port", type=_port, default=6380, help="Redis port (default 6380)")
+    parser.add_argument(
+        "--redis-url", metavar="URL",
+        help="run against this Redis instead of starting one: redis://, rediss://, redis+sentinel:// or "
+        "redis+cluster:// (docs/operations.md); the control plane and replicas log in as its user",
+    )  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="address everything binds (default 127.0.0.1)")
     parser.add_argument("--flows", type=Path, default=Path("flows"), help="example flows (default ./flows)")
     parser.add_argument(
@@ -105,6 +110,7 @@ def handle(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         flows_dir=args.flows,
         startup_timeout_s=args.timeout,
+        redis_url=args.redis_url,
     )
     # SIGTERM during start-up unwinds like Ctrl-C, so the children are stopped either way.
     signal.signal(signal.SIGTERM, _raise_interrupt)

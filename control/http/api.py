@@ -14,8 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -25,13 +24,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cluster.egress.policy import OutboundPolicy
 from cluster.errors import Unauthorized
-from cluster.http import EXCEPTION_HANDLERS, error_response
+from cluster.http import EXCEPTION_HANDLERS, error_response, handle_flowfleet_error, handle_http_exception
+from cluster.names import InvalidName, check_flow_name, check_raw_flow_name, unrouted_flow_name
 from cluster.settings import Settings
 from cluster.store.conversations import ConversationStore
 from cluster.store.keys import Keys
 from cluster.store.lease import holder_id
-from cluster.store.redis_conn import connect, redact
+from cluster.store.redis_conn import RedisClient, from_settings
+from cluster.store.replication import ReplicaWait
 from cluster.store.store import Store
+from cluster.store.topology import describe, parse
 from control.canary import routes as canary_routes
 from control.canary.guard import CanaryGuard
 from control.canary.service import CanaryService
@@ -63,6 +65,7 @@ def authenticated(role: Role, handler: Handler) -> Callable[[Request], Awaitable
                 e.http_status, e.code, e.message, e.details, headers={"WWW-Authenticate": WWW_AUTHENTICATE}
             )
         principal.require(role)
+        check_raw_flow_name(request.scope.get("raw_path"))
         request.state.principal = principal
         return await handler(request, principal)
 
@@ -99,11 +102,30 @@ class MetricsMiddleware:
 
 
 async def redis_unavailable(request: Request, exc: Exception) -> Response:
-    """Redis down or unreachable is the service being unavailable (503, retry later), not a bug (500)."""
-    log.warning("redis error on %s %s: %s", request.method, request.url.path, exc)
+    """Redis down or unreachable is the service being unavailable (503, retry later), not a bug (500).
+    Request-path commands time out after FLOWFLEET_REDIS_TIMEOUT_S, so this answers within about that."""
+    log.warning("redis error on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
     return error_response(
-        503, "redis_unavailable", "the version store (Redis) is unavailable; retry later", {}
-    )
+        503, "redis_unavailable", "the version store (Redis) is unavailable; retry later", {},
+        headers={"Retry-After": "1"},
+    )  # fmt: skip
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """No route: a path that a flow route would match if the name could hold `/` (`POST
+    /v1/flows/a/b/activate`, `GET /v1/flows/a%2Fb`) is a 400 invalid_name naming the rule."""
+    templates = [
+        route.path
+        for route in request.app.routes
+        if isinstance(route, Route) and (route.methods is None or request.method in route.methods)
+    ]
+    name = unrouted_flow_name(request.scope["path"], templates)
+    try:
+        if name is not None:
+            check_flow_name(name)
+    except InvalidName as e:
+        return await handle_flowfleet_error(request, e)
+    return await handle_http_exception(request, exc)
 
 
 def build_routes() -> list[BaseRoute]:
@@ -142,7 +164,7 @@ def build_routes() -> list[BaseRoute]:
 def create_app(
     settings: Settings,
     *,
-    redis: aioredis.Redis | None = None,
+    redis: RedisClient | None = None,
 ) -> Starlette:
     """The control-plane app. With `redis`, the caller owns that client; otherwise the app makes one from
     `settings.redis_url` and its lifespan closes it. Flows are checked against the operator's outbound
@@ -154,8 +176,9 @@ def create_app(
     tokens = TokenTable.from_settings(settings)
     policy = OutboundPolicy.from_settings(settings)
     keys = Keys(settings.namespace)
-    # No I/O yet: connect() only checks the URL; connections open on first use inside the event loop.
-    client = redis if redis is not None else connect(settings.redis_url, client_name="flowfleet-control")
+    replica_wait = ReplicaWait.from_settings(settings)
+    # No I/O yet: the factory only checks the URL; connections open on first use inside the event loop.
+    client = redis if redis is not None else from_settings(settings, client_name="flowfleet-control")
     metrics = ControlMetrics()
     state = ControlState(settings=settings, tokens=tokens, metrics=metrics)
 
@@ -166,6 +189,7 @@ def create_app(
             keys,
             history_keep=settings.history_keep,
             audit_keep=settings.audit_keep,
+            replica_wait=replica_wait,
         )
         state.redis = client
         cutover = TwoPhaseCutover(store, metrics, timeout_s=settings.prepare_timeout_s)
@@ -198,7 +222,7 @@ def create_app(
         guard_tasks = [asyncio.create_task(g.run(), name=g.name) for g in guards]
         log.info(
             "control plane ready redis=%s namespace=%s principals=%d",
-            redact(settings.redis_url) if redis is None else "<given>",
+            describe(parse(settings.redis_url)) if redis is None else "<given>",
             settings.namespace,
             len(tokens.entries),
         )
@@ -218,8 +242,11 @@ def create_app(
     app = Starlette(
         routes=build_routes(),
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
-        exception_handlers={**EXCEPTION_HANDLERS, RedisError: redis_unavailable},
+        exception_handlers={
+            **EXCEPTION_HANDLERS, RedisError: redis_unavailable, RedisClusterException: redis_unavailable,
+        },  # fmt: skip
         lifespan=lifespan,
     )
     app.state.control = state
+    app.add_exception_handler(404, not_found)
     return app

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
 from starlette.requests import Request
 
 from cluster.settings import Settings
+from cluster.store.redis_conn import RedisClient
 from control.http.auth import TokenTable
 from control.metrics import ControlMetrics
 from control.service import ControlService
@@ -25,7 +25,7 @@ class ControlState:
     tokens: TokenTable
     metrics: ControlMetrics
     service: ControlService | None = None
-    redis: aioredis.Redis | None = None
+    redis: RedisClient | None = None
     canaries: CanaryService | None = None
 
 

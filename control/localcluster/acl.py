@@ -23,12 +23,16 @@ from urllib.parse import quote
 from cluster.errors import FlowfleetError
 
 USERS = ("worker", "control")
-PLACEHOLDERS = {user: f"__{user.upper()}_PASSWORD_SHA256__" for user in USERS}
+# The data nodes' users of a Sentinel or Cluster deployment (compose/redis/ha-users.acl): replicas
+# replicating from their primary, sentinels monitoring and reconfiguring the nodes.
+HA_USERS = ("replication", "sentinel")
+PLACEHOLDERS = {user: f"__{user.upper()}_PASSWORD_SHA256__" for user in (*USERS, *HA_USERS)}
 # Key selectors with explicit permissions (%R~, %W~, %RW~) exist since Redis 7.0.
 SELECTOR = re.compile(r"%(?:R|W|RW)~")
 LEFTOVER = re.compile(r"__[A-Z_]+_PASSWORD_SHA256__")
 # The template sits next to the deployment files, two levels above this package.
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "compose" / "redis" / "users.acl"
+HA_TEMPLATE = DEFAULT_TEMPLATE.with_name("ha-users.acl")
 
 
 class AclError(FlowfleetError):
@@ -42,15 +46,19 @@ def password_sha256(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def render(template: str, passwords: Mapping[str, str], *, selectors: bool = True) -> str:
+def render(
+    template: str, passwords: Mapping[str, str], *, selectors: bool = True, users: tuple[str, ...] = USERS
+) -> str:
     """The template with each user's password hash filled in.
 
     `selectors=False` is for Redis < 7, which knows no read-only key patterns: `%R~pattern` becomes
     `~pattern`, so the worker may then also write flowfleet keys with the commands it is allowed
-    (SET, GETEX, ZADD). Replicas still verify every blob's hash, but the separation is weaker; callers warn.
+    (SET, GETEX, ZADD, ZREM, PEXPIRE …). Replicas still verify every blob's hash, but the separation is
+    weaker; callers warn.
     """
     text = template
-    for user, placeholder in PLACEHOLDERS.items():
+    for user in users:
+        placeholder = PLACEHOLDERS[user]
         password = passwords.get(user, "")
         if not password:
             raise AclError(f"no password for Redis user {user!r}", user=user)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cluster.settings import Settings
 from cluster.store.keys import Keys
-from control.localcluster import acl, bootstrap, redis_server, runstate, slots
+from control.localcluster import acl, bootstrap, external, redis_server, runstate, slots
 from control.localcluster.bootstrap import ExampleFlow, Released, StartupFailed
 from control.localcluster.children import Child
 from control.localcluster.credentials import Credentials
@@ -47,6 +47,8 @@ class UpConfig:
     flows_dir: Path = Path("flows")
     acl_template: Path = acl.DEFAULT_TEMPLATE
     startup_timeout_s: float = 60.0
+    # A Redis, Sentinel or Cluster that runs already (`--redis-url`): `up` starts no redis-server then.
+    redis_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,19 +120,14 @@ class LocalCluster:
             log.warning("ignoring %s from your environment: %s", name, why)
         self.listener = slots.listening_socket(c.host, c.port)
         self.creds = creds = Credentials.load_or_create(self.state_dir)
-        binary = redis_server.find_redis_server()
-        version = redis_server.server_version(binary)
-        selectors = redis_server.supports_selectors(version)
-        if not selectors:
-            log.warning(
-                "redis-server %s is older than 7.0: replicas get a reduced ACL (read-only key patterns need "
-                "Redis 7), so they could also overwrite flowfleet keys with SET/ZADD; install Redis 7 for "
-                "the full least-privilege setup",
-                ".".join(map(str, version)),
-            )
+        external.remember(self.state_dir, c.redis_url)
+        if c.redis_url is None:
+            redis_address, redis_version, acl_mode = self._own_redis(creds)
+        else:
+            redis_address, redis_version = external.probe(c.redis_url, self.env.base)
+            acl_mode = "the user --redis-url names, for the control plane and every replica"
         api_url = f"http://{c.host}:{c.control_port}"
         replica_url = f"http://{c.host}:{c.port}"
-        self._start(self._redis_slot(binary, creds, selectors), f"redis-server on port {c.redis_port}", 20.0)
         self._start(self._control_slot(creds, api_url), f"the control plane on {api_url}", 30.0)
         self.fleet.scale(c.replicas)
         api = bootstrap.ControlApi(api_url, creds.admin_token)
@@ -152,9 +149,9 @@ class LocalCluster:
         return Report(
             api_url=api_url,
             replica_url=replica_url,
-            redis_address=f"{c.host}:{c.redis_port}",
-            redis_version=".".join(map(str, version)),
-            acl_mode="users worker + control (Redis 7 key selectors)" if selectors else "reduced (Redis < 7)",
+            redis_address=redis_address,
+            redis_version=redis_version,
+            acl_mode=acl_mode,
             admin_token_file=self.state_dir / "admin-token",
             state_dir=self.state_dir,
             log_dir=self.log_dir,
@@ -187,6 +184,23 @@ class LocalCluster:
         bootstrap.wait_until(what, lambda: slot.ready(child), self.dead_child, timeout_s)
         slot.state = "serving"
 
+    def _own_redis(self, creds: Credentials) -> tuple[str, str, str]:
+        """Start the fleet's own redis-server (AOF, the ACL users): its address, version and ACL mode."""
+        c = self.config
+        binary = redis_server.find_redis_server()
+        version = redis_server.server_version(binary)
+        selectors = redis_server.supports_selectors(version)
+        if not selectors:
+            log.warning(
+                "redis-server %s is older than 7.0: replicas get a reduced ACL (read-only key patterns need "
+                "Redis 7), so they could also overwrite flowfleet keys with SET/ZADD; install Redis 7 for "
+                "the full least-privilege setup",
+                ".".join(map(str, version)),
+            )
+        self._start(self._redis_slot(binary, creds, selectors), f"redis-server on port {c.redis_port}", 20.0)
+        acl_mode = "users worker + control (Redis 7 key selectors)" if selectors else "reduced (Redis < 7)"
+        return f"{c.host}:{c.redis_port}", ".".join(map(str, version)), acl_mode
+
     def _redis_slot(self, binary: Path, creds: Credentials, selectors: bool) -> Slot:
         c = self.config
         data_dir = self.state_dir / "redis"
@@ -204,7 +218,7 @@ class LocalCluster:
         c = self.config
         return {
             **self.env.base,
-            "FLOWFLEET_REDIS_URL": acl.redis_url(c.host, c.redis_port, user, password),
+            "FLOWFLEET_REDIS_URL": c.redis_url or acl.redis_url(c.host, c.redis_port, user, password),
             "FLOWFLEET_NAMESPACE": NAMESPACE,
             **extra,
         }

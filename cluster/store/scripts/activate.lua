@@ -55,8 +55,8 @@ if revoked ~= '' then
   redis.call('HSET', KEYS[1], 'revoked', revoked)
 end
 
-local entry = '{"generation":' .. new .. ',"previous_hash":' ..
-  (previous == '' and 'null' or cjson.encode(previous)) .. ',' ..
+-- previous_hash as the record holds it: '' before the first release (a Redis hash has no null).
+local entry = '{"generation":' .. new .. ',"previous_hash":' .. cjson.encode(previous) .. ',' ..
   (revoked == '' and '' or '"revoked":["' .. (string.gsub(revoked, ',', '","')) .. '"],') ..
   string.sub(ARGV[13], 2)
 redis.call('LPUSH', KEYS[2], entry)
