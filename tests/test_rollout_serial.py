@@ -27,6 +27,7 @@ from cluster.settings import Settings
 from cluster.store import rollouts
 from cluster.store.events import Abort, Prepare, decode
 from cluster.store.keys import Keys
+from cluster.store.replication import RedisUnreplicated, ReplicaWait
 from cluster.store.store import Store
 from control.http.api import create_app
 from control.metrics import ControlMetrics
@@ -307,3 +308,21 @@ async def test_a_replica_restarted_during_the_prepare_is_not_waited_for(
     assert isinstance(release, CutoverRelease) and release.rollout is not None
     assert (release.rollout["ready"], release.rollout["gone"]) == (["a"], ["b"])
     assert release.generation == 2
+
+
+async def test_a_commit_too_few_redis_replicas_acknowledged_is_committed_not_aborted(
+    redis_client: aioredis.Redis, namespace: str, redis_server: RedisServer
+) -> None:
+    # One Redis node, yet one replica must acknowledge: WAIT times out after the release record moved.
+    store = Store(redis_client, Keys(namespace), replica_wait=ReplicaWait(1, 50))
+    v1 = await stored(store, "v1 {input}")
+    v2 = await stored(store, "v2 {input}")
+    await Store(redis_client, Keys(namespace)).activate(FLOW, v1, by="t", reason="first")
+    async with scripted(store, redis_server.url, "web-1") as replica:
+        cutover = TwoPhaseCutover(store, ControlMetrics(), timeout_s=5)
+        with pytest.raises(RedisUnreplicated):
+            await cutover(CutoverRequest(FLOW, v2, "ci", "go"))
+        assert (await store.get_release(FLOW)).hash == v2  # type: ignore[union-attr]
+        record = await rollouts.read_record(store.redis, store.keys, FLOW)
+        assert record is not None and record["state"] == "committed" and record["unreplicated"] is True
+        assert not [e for e in replica.seen if isinstance(e, Abort)], "a commit that happened is not aborted"

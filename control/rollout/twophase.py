@@ -34,6 +34,7 @@ from cluster.errors import FlowfleetError
 from cluster.store import rollouts
 from cluster.store.events import Abort, Prepare
 from cluster.store.release import Release
+from cluster.store.replication import RedisUnreplicated
 from cluster.store.store import Store
 from control.metrics import ControlMetrics
 from control.rollout.acks import ReplicaFailure, Tally, assess, prepare_targets
@@ -170,13 +171,20 @@ class TwoPhaseCutover:
             # Another control plane expired this rollout (it outlived its timeout): it aborted it already.
             self.metrics.rollouts.labels("aborted").inc()
             raise RolloutAborted(flow, digest, rollout_id, failures, "the rollout expired before its commit")
+        state = "forced" if failures else "committed"
         try:
             release = await self.direct(replace(request, expected_generation=expected))
+        except RedisUnreplicated:
+            # The release record moved on the primary (and replicas heard of it); only too few Redis
+            # replicas acknowledged it. The rollout committed: no abort, the caller gets the 503.
+            self.metrics.rollouts.labels(state).inc()
+            done = {**committing, "state": state, "unreplicated": True, "finished_at": self._clock()}
+            await self._record(flow, done)
+            raise
         except Exception as e:
             await self._abort(record, failures, f"commit failed: {e}")
             self.metrics.rollouts.labels("aborted").inc()
             raise
-        state = "forced" if failures else "committed"
         self.metrics.rollouts.labels(state).inc()
         await self._record(
             flow,
