@@ -99,6 +99,7 @@ def stream_chunks(body: dict[str, Any], include_usage: bool = False) -> list[dic
 class Recorded:
     headers: dict[str, str]
     body: Any
+    client_port: int | None = None  # the caller's port: one per upstream connection
 
 
 class FakeOpenAI:
@@ -110,7 +111,8 @@ class FakeOpenAI:
 
     async def completions(self, request: Request) -> Response:
         raw = await request.body()
-        self.requests.append(Recorded(dict(request.headers), orjson.loads(raw)))
+        port = request.client.port if request.client is not None else None
+        self.requests.append(Recorded(dict(request.headers), orjson.loads(raw), port))
         reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if reply == HANG:
             await self.release.wait()  # longer than any client timeout; released at teardown

@@ -170,3 +170,17 @@ def test_flowfleet_run_stream_prints_tokens_then_the_outputs(
     text, _, outputs = out.partition("\n")
     assert text == "[echo-1] hi there"
     assert orjson.loads(outputs) == {"llm": "[echo-1] hi there"}
+
+
+async def test_streamed_calls_reuse_one_upstream_connection(
+    fake: FakeOpenAI, provider: OpenAIProvider
+) -> None:
+    # The body is read to its end after `data: [DONE]`, so the connection goes back to the pool: no new
+    # TCP (and, upstream, TLS) handshake per run.
+    fake.script = [Reply(body=completion(f"answer {i}")) for i in range(3)] + [Reply()]
+    for i in range(3):
+        pieces: list[str] = []
+        reply = await provider.chat([{"role": "user", "content": "hi"}], no_deadline, on_delta=pieces.append)
+        assert "".join(pieces) == reply.content == f"answer {i}"
+    ports = {r.client_port for r in fake.requests}
+    assert len(fake.requests) == 3 and len(ports) == 1, ports

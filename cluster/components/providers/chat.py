@@ -95,7 +95,7 @@ def parse_reply(body: bytes) -> ChatReply:
     return ChatReply(content, calls, _usage(data.get("usage")))
 
 
-def _chunk(data: str) -> dict[str, Any]:
+def _chunk(data: bytes) -> dict[str, Any]:
     """One event's JSON; raises ComponentError for an error event or one that is not a JSON object."""
     try:
         chunk = orjson.loads(data)
@@ -135,18 +135,53 @@ def _assembled(calls: dict[int, dict[str, str]]) -> tuple[ToolCall, ...]:
     return tuple(assembled)
 
 
-async def read_stream(lines: AsyncIterator[str], sent: Callable[[str], None]) -> ChatReply:
-    """The reply an OpenAI chat-completions event stream (its lines) carries, its text handed to `sent`
-    piece by piece; tool call fragments are assembled by index and the usage chunk is read. Raises
-    ComponentError for an error event or a reply with neither text nor tool calls."""
+async def event_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The lines of an event stream's body, read as it arrives (bytes, without their line ends).
+
+    Lines end with LF, CRLF or CR, as the SSE format allows. A CRLF split between two chunks reads as
+    one more, empty, line: an event boundary, which is all a blank line is to `read_stream`.
+
+    >>> async def body():
+    ...     for chunk in (b"data: a\\n\\nda", b"ta: b\\r\\n", b": ping\\r", b"data: c"):
+    ...         yield chunk
+    >>> async def lines():
+    ...     return [line async for line in event_lines(body())]
+    >>> import asyncio; asyncio.run(lines())
+    [b'data: a', b'', b'data: b', b': ping', b'data: c']
+    """
+    parts: list[bytes] = []  # the start of a line not ended yet, kept as pieces: no quadratic joins
+    async for chunk in chunks:
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n" not in chunk:
+            if chunk:
+                parts.append(chunk)
+            continue
+        lines = chunk.split(b"\n")
+        if parts:
+            parts.append(lines[0])
+            lines[0] = b"".join(parts)
+        rest = lines.pop()
+        parts = [rest] if rest else []
+        for line in lines:
+            yield line
+    if parts:
+        yield b"".join(parts)
+
+
+async def read_stream(lines: AsyncIterator[bytes], sent: Callable[[str], None]) -> ChatReply:
+    """The reply an OpenAI chat-completions event stream (its lines, `event_lines`) carries, its text
+    handed to `sent` piece by piece; tool call fragments are assembled by index and the usage chunk is
+    read. Stops at `data: [DONE]`. Raises ComponentError for an error event or a reply with neither text
+    nor tool calls."""
     parts: list[str] = []
     calls: dict[int, dict[str, str]] = {}
     usage: dict[str, int] = {}
     async for line in lines:
-        if not line.startswith("data:"):
+        if not line.startswith(b"data:"):
             continue  # blank separators, comments (keepalives), `event:` / `id:` lines
         data = line[5:].strip()
-        if data == "[DONE]":
+        if data == b"[DONE]":
             break
         chunk = _chunk(data)
         usage.update(_usage(chunk.get("usage")))

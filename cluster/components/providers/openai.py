@@ -21,11 +21,12 @@ pieces is caught only in the final text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,7 +34,8 @@ import httpx
 import orjson
 
 from cluster.components.providers import OnDelta, Remaining
-from cluster.components.providers.chat import ChatReply, Message, parse_reply, read_stream
+from cluster.components.providers.chat import ChatReply, Message, event_lines, parse_reply, read_stream
+from cluster.components.providers.usage import count_tokens
 from cluster.errors import ComponentError
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ logger = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 MAX_BACKOFF_S = 30.0
 DETAIL_CHARS = 300
+# After `data: [DONE]`: how long, and how many lines, the end of a streamed body is waited for.
+DRAIN_S = 0.5
+DRAIN_LINES = 16
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,11 @@ class OpenAIProvider:
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        # A streamed request is built once here, but for its body and timeout: the headers the client would
+        # add (its defaults, then ours) and the URL, so that no call merges or parses them again.
+        self._stream_url = httpx.URL(config.url)
+        self._stream_headers = client.headers.copy()
+        self._stream_headers.update({**self._headers, "Accept": "text/event-stream"})
 
     def _body(self, messages: list[Message], extra: Mapping[str, Any]) -> bytes:
         body: dict[str, Any] = {"model": self.config.model, "messages": messages}
@@ -164,11 +174,15 @@ class OpenAIProvider:
     ) -> tuple[ChatReply | None, str, float | None]:
         """`_attempt`, streamed: pieces of text go to `on_delta` as they arrive."""
         sent = _Sent(on_delta, self._redact)
-        headers = {**self._headers, "Accept": "text/event-stream"}
+        request = httpx.Request(
+            "POST",
+            self._stream_url,
+            content=body,
+            headers=self._stream_headers,
+            extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+        )
         try:
-            async with self._client.stream(
-                "POST", self.config.url, content=body, headers=headers, timeout=timeout
-            ) as response:
+            async with contextlib.aclosing(await self._client.send(request, stream=True)) as response:
                 status = response.status_code
                 if not 200 <= status < 300:
                     await response.aread()
@@ -177,7 +191,9 @@ class OpenAIProvider:
                     if status not in RETRYABLE_STATUS:
                         raise ComponentError(why, status=status)
                     return None, why, retry_after_seconds(response.headers.get("retry-after"))
-                reply = await read_stream(response.aiter_lines(), sent)
+                lines = event_lines(response.aiter_bytes())
+                reply = await read_stream(lines, sent)
+                await _read_to_the_end(lines)
         except httpx.TimeoutException:
             why = f"upstream timed out after {timeout:g}s"
         except httpx.TransportError as e:
@@ -226,6 +242,7 @@ class OpenAIProvider:
             else:
                 reply, why, retry_after = await self._attempt_stream(body, timeout, on_delta)
             if reply is not None:
+                count_tokens(reply.usage)
                 return reply
             if attempt + 1 == attempts:
                 break
@@ -242,6 +259,19 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def _read_to_the_end(lines: AsyncIterator[bytes]) -> None:
+    """Read what follows `[DONE]`, normally nothing but the end of the body, so that the connection goes
+    back to the pool: a response closed before its end closes its connection, and the next run of the node
+    would pay for a new TCP (and TLS) handshake before its first token. An upstream that goes on talking
+    (more than DRAIN_LINES lines, or for DRAIN_S) keeps the old behaviour: its connection is closed."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            for _ in range(DRAIN_LINES):
+                await anext(lines)
+    except (StopAsyncIteration, TimeoutError, httpx.HTTPError):
+        pass  # the reply is complete whatever the rest of the body does
 
 
 class _Sent:
