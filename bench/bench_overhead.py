@@ -22,7 +22,7 @@ import httpx
 
 from bench.harness import FLOW, Fleet, qa_doc
 from bench.loadgen import Record, finish_process, is_error, per_second, start_process, summarise
-from bench.report import load
+from bench.report import load, stack, stack_line
 from bench.script import bench_args, header, save, start_results
 from bench.stats import dist, fmt
 from tests.redis_server import free_port
@@ -87,6 +87,7 @@ async def same_answer(flowfleet_url: str, bare_url: str) -> bool:
 
 
 async def measure(duration: float, rounds: int, concurrencies: list[int]) -> dict[str, Any]:
+    print(stack_line(), flush=True)  # both targets run on it: same environment, same uvicorn settings
     async with Fleet(1, shared_port=True) as fleet, BareServer() as bare:
         first = await fleet.activate(await fleet.publish(qa_doc("a")))
         await fleet.wait_swapped(first.generation)
@@ -121,21 +122,67 @@ async def measure(duration: float, rounds: int, concurrencies: list[int]) -> dic
                 f"{b['latency_ms']['p50']:.2f} ms (throughput ratio {row['throughput_ratio']})",
                 flush=True,
             )
-        return {"runs": runs}
+        return {"runs": runs, "stack": stack()}
 
 
 # The request path before and after it was trimmed, measured in one session (this benchmark, default
 # settings), kept here because the section is rewritten on every run.
 HISTORY = (
-    "Against the previous request path (both measured with this benchmark in one session on 2026-11-26): "
-    "the throughput ratio went from 0.79 to 0.82 at 1 connection and from 0.72 to 0.80 at 32, the p50 "
-    "ratio from 1.29 to 1.27 at 1 connection and from 1.42 to 1.24 at 32. In process (the Starlette app "
-    "driven directly, no sockets) a run went from about 44 to 28 µs, against 10 µs for the bare app. "
-    "The gains: chains run without the scheduler's ready queue and with a lighter time budget (see the "
-    "engine section), the run metrics' label children are cached per (flow, version, outcome) instead "
-    "of `labels()` on every run, the body is read straight off the ASGI messages, the run response is "
-    "rendered with its headers already encoded, the replica header no longer wraps each message in a "
-    "coroutine, and the per-version run counters find their latency bucket by bisection."
+    "Against the previous request path, both on the fast stack and measured with this benchmark in one "
+    "session on 2026-12-05 (8 s x 3 rounds each, one after the other): at 1 connection the replica went "
+    "from 3,659 to 3,957 runs/s (bare 4,333 and 4,452), the throughput ratio from 0.84 to 0.89; at 32 "
+    "connections from 8,514 to 9,719 runs/s (bare 11,694 and 11,834), the ratio from 0.73 to 0.82. The "
+    "0.9 target is not reached yet at either. (A shorter run of the old path earlier that session, with "
+    "the machine busier, gave 0.82 and 0.93: the 32-connection figure moves most with the machine's "
+    "load.) The trim before that (2026-11-26, on the stack installed then): 0.79 to 0.82 at 1 connection, "
+    "0.72 to 0.80 at 32. "
+    "In process (the ASGI app called directly, no sockets, uvloop) a run went from 60.4 to 48.3 µs "
+    "against 17.8 µs for the bare app: what flowfleet adds fell from 42.6 to 30.5 µs per run (-28%)."
+)
+
+# Where a run's time goes, before and after (cProfile of the in-process loop above, 20,000 runs; the
+# profiler's own cost inflates every figure about 2.5-fold, so read the shares, not the absolutes).
+REQUEST_PATH = "\n".join(
+    [
+        "### Request path",
+        "",
+        "Profile of `POST /v1/flows/{flow}/run` in process (cProfile, 20,000 runs of the ASGI app, self "
+        "time grouped by part, µs per run under the profiler):",
+        "",
+        "```text",
+        "part                                         before   after",
+        "Starlette (middleware, router, request)        29.0    12.8   hot route served before the router",
+        "replica request path (parse, admit, render)    40.6    44.8   now includes the fast path itself",
+        "engine (compiler.run, budget, scheduler)       26.1    26.9",
+        "metrics + run stats                             8.7     2.6   no lock per observation",
+        "components (the same work as the bare app)     15.9    16.7",
+        "builtins and other                             26.1    24.3",
+        "total                                         145.0   128.1",
+        "",
+        "top self time, before                 top self time, after",
+        " 5.4% native.run_flow                  6.3% native.run_flow",
+        " 3.5% native.parse_run                 4.1% scheduler._sequential (inlined node calls)",
+        " 3.1% echo._reply (component)          3.8% echo._reply (component)",
+        " 2.6% budget.within                    3.7% native.parse_run",
+        " 2.6% scheduler._sequential            3.3% budget.within",
+        " 2.6% scheduler._inputs (3 per run)    3.1% compiler.run",
+        " 2.6% compiler.run                     3.0% scheduler._inputs (3 per run)",
+        " 2.4% http.read_body                   2.7% llm.run (component)",
+        " 2.3% llm.run (component)              2.7% http.read_body",
+        " 2.2% starlette Headers.__getitem__    2.5% starlette Headers.__getitem__",
+        "```",
+        "",
+        "What went: the router and two exception-handling wrappers on the hot route (`worker/app.py` "
+        "serves `POST /v1/flows/{name}/run` itself, with the router's endpoint, path params and "
+        "exception handlers; the route stays in the list), the lock per run-metric observation (the "
+        "cached label children's values are added to directly; multiprocess mode keeps the API), the "
+        "version headers encoded per response (once per loaded version now), a coroutine per node in "
+        "chains, a syscall per run for the run id, and the unknown-field check's set and sort on valid "
+        "bodies. Left, in order of size: the run budget's timer and the engine's three frames per run, "
+        "the run's frozen records (RunCall, Served, Run, RunResult, Finished: about 4 µs together), "
+        "header lookups through Starlette's `Headers`, and the inputs being checked twice (by "
+        "`Run.prepare` and again by `CompiledFlow.run`).",
+    ]
 )
 
 
@@ -144,6 +191,8 @@ def _markdown(results: dict[str, Any]) -> str:
         "## Request-path overhead",
         "",
         header(results),
+        "",
+        stack_line(results.get("stack") or results["machine"].get("stack")),
         "",
         "`POST /v1/flows/{flow}/run` of the 3-node flow PromptTemplate -> LLM(echo) -> ChatOutput on one "
         "`flowfleet worker --reuse-port` replica, against a bare Starlette endpoint (`bench/bare_app.py`) "
@@ -175,7 +224,7 @@ def _markdown(results: dict[str, Any]) -> str:
             f"| {row['concurrency']} | {row['throughput_ratio']:.2f} | {row['p50_ratio']:.2f} "
             f"| {row['p99_ratio']:.2f} |"
         )
-    return "\n".join([*lines, *ratios, "", HISTORY])
+    return "\n".join([*lines, *ratios, "", HISTORY, "", REQUEST_PATH])
 
 
 def _spread(summary: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
+from bench.report import stack_line
 from cluster.store.keys import Keys
 from cluster.store.store import Store
 from tests.control_support import DEPLOYER_TOKEN, ControlProcess, bearer
@@ -135,6 +136,7 @@ class Fleet:
             if self.shared_port is None:
                 await wait_ready(self.http, self.workers, timeout=60.0)
             await self.wait_registered(self.replicas)
+            print(stack_line(), flush=True)  # which stack the replicas run on, in every fleet bench's output
         except BaseException:
             await self.close()
             raise

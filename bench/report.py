@@ -37,7 +37,35 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "redis_server": redis.group(1) if redis else "not found",
         "system": f"{platform.system()} {platform.release()}",
+        "stack": stack(),
     }
+
+
+def stack() -> dict[str, Any]:
+    """The server stack this environment runs replicas and the control plane on: what uvicorn's
+    `loop="auto"` and `http="auto"` pick (uvloop and httptools when installed, else asyncio and h11),
+    and whether redis-py parses replies with hiredis."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    def version(module: str) -> str | None:
+        try:
+            return str(__import__(module).__version__)
+        except (ImportError, AttributeError):
+            return None
+
+    uvloop, httptools = version("uvloop"), version("httptools")
+    return {
+        "loop": f"uvloop {uvloop}" if uvloop else "asyncio",
+        "http": f"httptools {httptools}" if httptools else "h11",
+        "hiredis": bool(HIREDIS_AVAILABLE),
+    }
+
+
+def stack_line(facts: dict[str, Any] | None = None) -> str:
+    """One sentence naming the stack, for a benchmark's output and its docs section."""
+    s = facts or stack()
+    hiredis = "with hiredis" if s["hiredis"] else "without hiredis"
+    return f"Stack: uvicorn on {s['loop']}, HTTP parser {s['http']}, redis-py {hiredis}."
 
 
 def _output(command: list[str]) -> str:

@@ -28,7 +28,6 @@ from worker.api.openai import ROUTES as OPENAI_ROUTES
 from worker.ports import Compiler
 from worker.replica import Replica, StoreFactory
 
-
 # The hot route, served by ReplicaHeader before the router (its Route stays in the list, first).
 RUN_PREFIX, RUN_SUFFIX = "/v1/flows/", "/run"
 

@@ -6,11 +6,13 @@ Names follow the reload metrics users already chart; see docs/worker.md for ever
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.values import MutexValue
 
 from worker.agent_metrics import AgentMetrics
 
@@ -110,30 +112,49 @@ class WorkerMetrics:
         )
         # Tool calls, model rounds and tokens: what components report through the runtime's meter.
         self.agents = AgentMetrics(r)
-        # (flow, version, outcome) -> (runs_total child, run_duration child): `labels()` validates and
-        # joins its arguments on every call, too much for once per run.
-        self._run_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # (flow, version, outcome) -> (runs_total child, run_duration child, their raw values, see
+        # count_run): `labels()` validates and joins its arguments on every call, too much per run.
+        self._run_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
     def count_run(self, flow: str, version: str, outcome: str, seconds: float | None = None) -> None:
         """One run of `flow` at `version` ended with `outcome`; `seconds` (if given) is its duration.
 
         Same as `runs_total.labels(flow, version, outcome).inc()` and
-        `run_duration.labels(flow, version).observe(seconds)`, with the label children cached.
+        `run_duration.labels(flow, version).observe(seconds)`, with the label children cached and, in
+        the usual single-process mode, their values added to directly: a child's `inc` takes a lock per
+        call to guard against other threads, and only the event loop's thread ever counts a run.
         """
         key = (flow, version, outcome)
         children = self._run_children.get(key)
         if children is None:
             children = self._run_children_for(key)
-        children[0].inc()
+        raw = children[2]
+        if raw is None:  # multiprocess mode: the values live in shared files, go through the API
+            children[0].inc()
+            if seconds is not None:
+                children[1].observe(seconds)
+            return
+        runs, total, buckets, bounds = raw
+        runs._value += 1.0
         if seconds is not None:
-            children[1].observe(seconds)
+            total._value += seconds
+            # The first bucket whose bound is >= seconds, as Histogram.observe picks it (the last is +Inf).
+            buckets[bisect_left(bounds, seconds)]._value += 1.0
 
-    def _run_children_for(self, key: tuple[str, str, str]) -> tuple[Any, Any]:
+    def _run_children_for(self, key: tuple[str, str, str]) -> tuple[Any, Any, Any]:
         cache = self._run_children
         while len(cache) >= RUN_CHILDREN_CACHED:
             del cache[next(iter(cache))]  # the oldest entry; its metric values stay in the registry
         flow, version, outcome = key
-        children = (self.runs_total.labels(flow, version, outcome), self.run_duration.labels(flow, version))
+        runs, duration = (
+            self.runs_total.labels(flow, version, outcome),
+            self.run_duration.labels(flow, version),
+        )
+        values = [runs._value, duration._sum, *duration._buckets]
+        raw = None
+        if all(type(value) is MutexValue for value in values):
+            raw = (runs._value, duration._sum, duration._buckets, duration._upper_bounds)
+        children = (runs, duration, raw)
         cache[key] = children
         return children
 

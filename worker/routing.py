@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.traffic.canary import BUCKETS, bucket, check_request_key, check_session_id, threshold
@@ -31,6 +31,8 @@ class Served:
     generation: int
     variant: str
     pinned: bool = False
+    # The response headers naming hash and variant, when precomputed for the version (worker.state).
+    headers: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,8 @@ def route(loaded: LoadedFlow, key: str | None, rng: random.Random | None = None)
     if canary is not None:
         spot = bucket(loaded.flow, key) if key is not None else (rng or random).randrange(BUCKETS)
         if spot < threshold(canary.percent):
-            return Served(canary.compiled, canary.hash, loaded.generation, "canary")
-    return Served(loaded.compiled, loaded.hash, loaded.generation, "stable")
+            return Served(canary.compiled, canary.hash, loaded.generation, "canary", False, canary.headers)
+    return Served(loaded.compiled, loaded.hash, loaded.generation, "stable", False, loaded.headers)
 
 
 def variant_of(loaded: LoadedFlow, digest: str) -> str:

@@ -33,7 +33,7 @@ from worker.disconnect import unless_disconnected
 from worker.ports import Runnable, RunOutcome
 from worker.replica import Replica
 from worker.routing import Served, route
-from worker.state import LoadedFlow
+from worker.state import LoadedFlow, version_header_pairs
 
 Sink = Callable[[dict[str, Any]], None]
 
@@ -210,7 +210,6 @@ def run_payload(call: RunCall, finished: Finished) -> dict[str, Any]:
 
 
 def version_headers(served: Served) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"x-flowfleet-version", served.hash.encode()),
-        (b"x-flowfleet-variant", served.variant.encode()),
-    ]
+    """X-Flowfleet-Version and -Variant: encoded once per version when routing chose it (a fresh list
+    each call, as callers extend it)."""
+    return list(served.headers or version_header_pairs(served.hash, served.variant))

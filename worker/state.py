@@ -23,6 +23,11 @@ BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0
 
 
+def version_header_pairs(digest: str, variant: str) -> tuple[tuple[bytes, bytes], ...]:
+    """The X-Flowfleet-Version / -Variant headers of a run response, encoded for ASGI."""
+    return ((b"x-flowfleet-version", digest.encode()), (b"x-flowfleet-variant", variant.encode()))
+
+
 @dataclass(frozen=True)
 class CanaryVersion:
     """A canary served next to the stable version for `percent` of the request keys."""
@@ -31,6 +36,11 @@ class CanaryVersion:
     compiled: Runnable
     percent: float
     started_at: float
+    # What a response served by this version says about it, encoded once per version, not per run.
+    headers: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", version_header_pairs(self.hash, "canary"))
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,11 @@ class LoadedFlow:
     unpin_generation: int = 0
     stamp: float = 0.0
     revoked: frozenset[str] = frozenset()
+    # The stable version's response headers, encoded once per version (see version_header_pairs).
+    headers: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", version_header_pairs(self.hash, "stable"))
 
     @property
     def epoch(self) -> float:

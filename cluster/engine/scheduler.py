@@ -77,6 +77,7 @@ class Execution:
         needed, and cancelling the run cancels the one step in progress."""
         steps = self.steps
         results = self.results
+        ctx = self.ctx
         tracing = self.trace is not None
         for index in order:
             step = steps[index]
@@ -85,6 +86,16 @@ class Execution:
                     self._record(index, "skipped", time.perf_counter())
             elif tracing:
                 await self._run_step(step)
+            elif step.timeout_s is None:
+                # _call inlined for the usual node (no budget of its own): no coroutine of ours per node.
+                try:
+                    produced = await step.component.run(self._inputs(step), ctx)
+                except Exception as e:
+                    failure = node_failure(step, e, None)
+                    if failure is None:
+                        raise
+                    raise failure from e
+                results[index] = checked(step, produced)
             else:  # _run_step without the trace bookkeeping, one coroutine fewer per node
                 results[index] = await self._call(step, self._inputs(step))
 
@@ -205,34 +216,19 @@ class Execution:
 
     async def _call(self, step: Step, inputs: dict[str, Any]) -> Mapping[str, Any]:
         timeout = step.timeout_s
+        budget: asyncio.Timeout | None = None
         try:
             if timeout is None:
                 produced = await step.component.run(inputs, self.ctx)
             else:
                 async with asyncio.timeout(timeout) as budget:
                     produced = await step.component.run(inputs, self.ctx)
-        except TimeoutError as e:
-            if timeout is not None and budget.expired():
-                message = f"node {step.node_id!r} exceeded its timeout of {timeout:g}s"
-                raise RunTimeout(message, node_id=step.node_id, timeout_s=timeout) from e
-            raise NodeFailed(step.node_id, f"TimeoutError: {e}") from e
-        except ComponentError as e:
-            raise NodeFailed(step.node_id, str(e)) from e
-        except FlowfleetError:
-            raise  # already says what went wrong (e.g. RunInputError from an input node)
         except Exception as e:
-            logger.warning("node %s (%s) raised unexpectedly", step.node_id, step.type_name, exc_info=True)
-            raise NodeFailed(step.node_id, f"{type(e).__name__}: {e}") from e
-        if type(produced) is not dict and not isinstance(produced, Mapping):  # skip the ABC check for dicts
-            raise NodeFailed(
-                step.node_id, f"returned {type(produced).__name__}, not a mapping of output ports"
-            )
-        if not step.outputs.issuperset(produced):
-            unknown = produced.keys() - step.outputs
-            raise NodeFailed(
-                step.node_id, f"returned unknown output port(s): {', '.join(sorted(map(str, unknown)))}"
-            )
-        return produced
+            failure = node_failure(step, e, budget)
+            if failure is None:
+                raise
+            raise failure from e
+        return checked(step, produced)
 
     def _record(self, index: int, status: str, started: float, *, error: str | None = None) -> None:
         assert self.trace is not None
@@ -251,6 +247,35 @@ class Execution:
         if error is not None:
             entry["error"] = error
         self.trace.append(entry)
+
+
+def node_failure(step: Step, error: Exception, budget: asyncio.Timeout | None) -> FlowfleetError | None:
+    """What a node's exception fails the run with; None when it already says what went wrong (a
+    FlowfleetError such as RunInputError from an input node) and is raised as it is."""
+    if isinstance(error, TimeoutError):
+        timeout = step.timeout_s
+        if timeout is not None and budget is not None and budget.expired():
+            message = f"node {step.node_id!r} exceeded its timeout of {timeout:g}s"
+            return RunTimeout(message, node_id=step.node_id, timeout_s=timeout)
+        return NodeFailed(step.node_id, f"TimeoutError: {error}")
+    if isinstance(error, ComponentError):
+        return NodeFailed(step.node_id, str(error))
+    if isinstance(error, FlowfleetError):
+        return None
+    logger.warning("node %s (%s) raised unexpectedly", step.node_id, step.type_name, exc_info=error)
+    return NodeFailed(step.node_id, f"{type(error).__name__}: {error}")
+
+
+def checked(step: Step, produced: Any) -> Mapping[str, Any]:
+    """A node's result, refused (NodeFailed) unless it is a mapping of the node's own output ports."""
+    if type(produced) is not dict and not isinstance(produced, Mapping):  # skip the ABC check for dicts
+        raise NodeFailed(step.node_id, f"returned {type(produced).__name__}, not a mapping of output ports")
+    if not step.outputs.issuperset(produced):
+        unknown = produced.keys() - step.outputs
+        raise NodeFailed(
+            step.node_id, f"returned unknown output port(s): {', '.join(sorted(map(str, unknown)))}"
+        )
+    return produced
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

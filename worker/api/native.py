@@ -48,8 +48,8 @@ def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
 
 
 def parse_run(request: Request, name: str, body: dict[str, Any], principal: str) -> tuple[RunCall, bool]:
-    unknown = sorted(set(body) - RUN_FIELDS)
-    if unknown:
+    if not RUN_FIELDS.issuperset(body):
+        unknown = sorted(set(body) - RUN_FIELDS)
         raise BadRequest(
             f"unknown field(s) {', '.join(map(repr, unknown))}; a run takes {', '.join(sorted(RUN_FIELDS))}",
             unknown=unknown,
@@ -60,7 +60,7 @@ def parse_run(request: Request, name: str, body: dict[str, Any], principal: str)
         raise RunInputError(f"'inputs' must be a JSON object, not {json_type(inputs)}", field="inputs")
     trace = _flag(body, "trace", False)
     # An explicit `stream` in the body wins over the Accept header.
-    stream = _flag(body, "stream", wants_stream(request.headers.get("accept")))
+    stream = _flag(body, "stream", False) if "stream" in body else wants_stream(request.headers.get("accept"))
     version = body.get("version")
     if version is not None and not isinstance(version, str):
         raise BadRequest("'version' must be a version hash or prefix", field="version")
