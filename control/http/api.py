@@ -243,7 +243,9 @@ def create_app(
         routes=build_routes(),
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
         exception_handlers={
-            **EXCEPTION_HANDLERS, RedisError: redis_unavailable, RedisClusterException: redis_unavailable,
+            **EXCEPTION_HANDLERS,
+            RedisError: redis_unavailable,
+            RedisClusterException: redis_unavailable,
         },  # fmt: skip
         lifespan=lifespan,
     )
