@@ -96,8 +96,12 @@ class ReplicaHeader:
         replica_id: str,
         run: Callable[[Request], Awaitable[Response]] | None = None,
         handlers: Mapping[Any, Any] | None = None,
+        direct: Mapping[str, ASGIApp] | None = None,
     ) -> None:
         self.app = app
+        # POST routes whose endpoint is an ASGI app answering every error itself (the OpenAI API's run
+        # routes): served without the router too.
+        self.direct = dict(direct or {})
         self.header = (b"x-flowfleet-replica", replica_id.encode())
         self.run = run
         handlers = handlers or {}
@@ -125,7 +129,12 @@ class ReplicaHeader:
 
         name = run_route_name(scope) if self.run is not None else None
         if name is None:
-            await self.app(scope, receive, send_with_header)
+            endpoint = self.direct.get(scope["path"]) if scope["method"] == "POST" else None
+            if endpoint is None or scope.get("root_path"):
+                await self.app(scope, receive, send_with_header)
+                return
+            scope["path_params"] = {}
+            await endpoint(scope, receive, send_with_header)
             return
         scope["path_params"] = {"name": name}
         request = Request(scope, receive, send_with_header)
@@ -205,7 +214,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.replica = replica
+    direct = {route.path: route.endpoint for route in OPENAI_ROUTES if route.methods == {"POST"}}
     app.add_middleware(
-        ReplicaHeader, replica_id=settings.replica_id, run=native.run_flow, handlers=app.exception_handlers
+        ReplicaHeader,
+        replica_id=settings.replica_id,
+        run=native.run_flow,
+        handlers=app.exception_handlers,
+        direct=direct,
     )
     return app
