@@ -316,6 +316,7 @@ async def test_a_chat_completion(redis_server: Any, namespace: str) -> None:
         assert r.status_code == 200, r.text
         body = r.json()
         digest = r.headers["x-flowfleet-version"]
+        assert r.headers["x-flowfleet-replica"]  # served before the router, still named
         assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
         assert (body["model"], body["system_fingerprint"]) == ("chat", "fp_" + digest[:12])
         assert body["choices"][0]["message"]["content"] == "[echo-1] hello"
@@ -335,6 +336,7 @@ async def test_a_chat_completion(redis_server: Any, namespace: str) -> None:
         for request, status, code in refusals:
             r = await http.post("/chat/completions", json=request)
             assert (r.status_code, r.json()["error"]["code"]) == (status, code), (request, r.text)
+            assert r.headers["x-flowfleet-replica"]
             assert set(r.json()["error"]) == {"message", "type", "code", "param"}
         bad = await http.post(
             "/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
