@@ -262,3 +262,27 @@ async def test_backoff_keeps_growing_when_every_connection_dies_right_after_its_
         assert sub._failures == 5, "a subscribe that did not last is not a recovery"
         await wait_for(lambda: sub.connected.is_set(), what="subscribed again")
         await wait_for(lambda: sub._failures == 0, timeout=5, what="reset after a healthy spell")
+
+
+async def test_a_failed_reconcile_is_tried_again_long_before_the_next_period(
+    redis_server, namespace, redis_client
+):
+    """The reconcile a subscribe asks for fails once (a Redis read timing out on a half-open connection):
+    it is tried again within seconds, not after the 60 s period."""
+    store = Store(redis_client, Keys(namespace))
+    d1, _ = await publish_activate(store, "qa", "v1")
+    async with running_subscriber(redis_server.url, namespace, SLOW) as (sub, state, _):
+        real = sub.store.list_releases
+        failures = []
+
+        async def flaky():  # type: ignore[no-untyped-def]
+            if not failures:
+                failures.append(1)
+                raise TimeoutError("Timeout reading from redis")
+            return await real()
+
+        sub.store.list_releases = flaky  # type: ignore[method-assign]
+        await wait_for(
+            lambda: state.synced and served(state, "qa") == d1, timeout=5, what="load after a retry"
+        )
+        assert failures == [1]

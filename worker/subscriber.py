@@ -1,13 +1,11 @@
 """Change events from Redis pub/sub, treated as hints; the release records are the truth.
 
-The subscriber owns its reconnect loop (redis-py's own retries are switched off on its connection):
-subscribe → on every subscribe confirmation re-read every release record → apply events as they come.
-Liveness: every `ping_s` the replica sends PING on its own subscribed connection; the PONG travels the
-same socket as the events, so a half-open connection shows up as silence, and after `watchdog_s` with
-nothing received the subscriber drops the connection and subscribes again. A reconcile pass also runs
-every `reconcile_s` (with jitter) whatever the connection does. Errors back off exponentially with full
-jitter, so a fleet never reconnects in lockstep. Serving never depends on any of this.
-"""
+The subscriber owns its reconnect loop (redis-py's retries are off on its connection): subscribe → on
+every subscribe confirmation re-read every release record → apply events as they come. Liveness: PING
+every `ping_s` on the subscribed connection itself, so a half-open one shows up as silence and is
+dropped after `watchdog_s`. A reconcile pass also runs every `reconcile_s` (jittered; a failed pass is
+retried sooner). Errors back off with full jitter, so a fleet never reconnects in lockstep. Serving
+never depends on any of this."""
 
 from __future__ import annotations
 
@@ -34,6 +32,10 @@ log = logging.getLogger(__name__)
 PING_TOKEN = b"flowfleet-watchdog"
 # Upper bound for one wait on the socket, so stop() and the ping timer are honoured promptly.
 POLL_S = 0.5
+
+
+# A failed reconcile pass (say, a Redis timeout) is tried again this soon, doubling up to the period.
+RECONCILE_RETRY_S = 0.5
 
 
 class ChannelSilent(Exception):
@@ -268,8 +270,11 @@ class Subscriber:
     async def _reconcile_loop(self) -> None:
         # No pass before the first subscribe confirmation: subscribing first, then reading, means nothing
         # activated in between can be missed. If subscribing keeps failing, the timer still reads.
+        failed = 0  # passes failed in a row: the next one comes sooner than the period, with backoff
         while True:
             interval = self.timing.reconcile_s * self.rng.uniform(0.75, 1.0)
+            if failed:
+                interval = min(interval, RECONCILE_RETRY_S * 2 ** (failed - 1) * self.rng.uniform(0.5, 1.0))
             try:
                 await asyncio.wait_for(self._reconcile_wanted.wait(), timeout=interval)
                 reason = self._pending_reason
@@ -278,15 +283,13 @@ class Subscriber:
             self._reconcile_wanted.clear()
             try:
                 await self.reconcile(reason)
+                failed = 0
             except Exception as e:  # the periodic pass must survive anything, or convergence stops
-                log.log(
-                    logging.WARNING if isinstance(e, EXPECTED) else logging.ERROR,
-                    "reconcile replica=%s failed (%s: %s); serving what is loaded",
-                    self.state.replica_id,
-                    type(e).__name__,
-                    e,
-                    exc_info=not isinstance(e, EXPECTED),
-                )
+                failed += 1
+                expected = isinstance(e, EXPECTED)
+                log.log(logging.WARNING if expected else logging.ERROR,
+                        "reconcile replica=%s failed (%s: %s); serving what is loaded",
+                        self.state.replica_id, type(e).__name__, e, exc_info=not expected)  # fmt: skip
 
     async def reconcile(self, triggered_by: str) -> None:
         """Read every release record and bring each flow to it."""
