@@ -156,8 +156,21 @@ def fleet(
             worker.stop()
 
 
+OPENED: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    """Each test's SDK clients are closed at its end: their pooled sockets must not outlive it."""
+    yield
+    while OPENED:
+        OPENED.pop().close()
+
+
 def client(worker: WorkerProcess, api_key: str = "unused") -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{worker.url}/v1", api_key=api_key, max_retries=0)
+    made = openai.OpenAI(base_url=f"{worker.url}/v1", api_key=api_key, max_retries=0)
+    OPENED.append(made)
+    return made
 
 
 USER = [{"role": "user", "content": "How do I reset my password?"}]
