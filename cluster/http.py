@@ -13,8 +13,10 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from cluster.errors import BadRequest, FlowfleetError, Unavailable, json_type
+from cluster.names import InvalidName, check_flow_name, unrouted_flow_name
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,24 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "internal error; see the server log")
+
+
+async def handle_not_found(request: Request, exc: Exception) -> Response:
+    """The 404 handler of both servers: a path that a flow route would match if the name could hold `/`
+    (`/v1/flows/a%2Fb/run`, `POST /v1/flows/a/b/activate`) is a 400 invalid_name naming the rule, not a
+    bare 404."""
+    templates = [
+        route.path
+        for route in request.app.routes
+        if isinstance(route, Route) and (route.methods is None or request.method in route.methods)
+    ]
+    name = unrouted_flow_name(request.scope["path"], templates)
+    try:
+        if name is not None:
+            check_flow_name(name)
+    except InvalidName as e:
+        return await handle_flowfleet_error(request, e)
+    return await handle_http_exception(request, exc)
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

@@ -24,8 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cluster.egress.policy import OutboundPolicy
 from cluster.errors import Unauthorized
-from cluster.http import EXCEPTION_HANDLERS, error_response, handle_flowfleet_error, handle_http_exception
-from cluster.names import InvalidName, check_flow_name, check_raw_flow_name, unrouted_flow_name
+from cluster.http import EXCEPTION_HANDLERS, error_response, handle_not_found
+from cluster.names import check_raw_flow_name
 from cluster.settings import Settings
 from cluster.store.conversations import ConversationStore
 from cluster.store.keys import Keys
@@ -111,21 +111,7 @@ async def redis_unavailable(request: Request, exc: Exception) -> Response:
     )  # fmt: skip
 
 
-async def not_found(request: Request, exc: Exception) -> Response:
-    """No route: a path that a flow route would match if the name could hold `/` (`POST
-    /v1/flows/a/b/activate`, `GET /v1/flows/a%2Fb`) is a 400 invalid_name naming the rule."""
-    templates = [
-        route.path
-        for route in request.app.routes
-        if isinstance(route, Route) and (route.methods is None or request.method in route.methods)
-    ]
-    name = unrouted_flow_name(request.scope["path"], templates)
-    try:
-        if name is not None:
-            check_flow_name(name)
-    except InvalidName as e:
-        return await handle_flowfleet_error(request, e)
-    return await handle_http_exception(request, exc)
+not_found = handle_not_found
 
 
 def build_routes() -> list[BaseRoute]:

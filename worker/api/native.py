@@ -14,17 +14,15 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from cluster.errors import BadRequest, FlowfleetError, RunInputError, json_type
 from cluster.http import (
     FastJSONResponse,
     JSONResponse,
-    handle_flowfleet_error,
-    handle_http_exception,
+    handle_not_found,
     read_json_object,
 )
-from cluster.names import InvalidName, check_flow_name, check_raw_flow_name, unrouted_flow_name
+from cluster.names import check_raw_flow_name
 from worker.api.errors import run_error_response
 from worker.replica import Replica
 from worker.routing import run_keys
@@ -143,18 +141,4 @@ async def show_flow(request: Request) -> Response:
     return JSONResponse(shown)
 
 
-async def not_found(request: Request, exc: Exception) -> Response:
-    """The app's 404 handler: a path that a flow route would match if the name could hold `/`
-    (`/v1/flows/a%2Fb/run`) is a 400 invalid_name naming the rule, not a bare 404."""
-    templates = [
-        route.path
-        for route in request.app.routes
-        if isinstance(route, Route) and (route.methods is None or request.method in route.methods)
-    ]
-    name = unrouted_flow_name(request.scope["path"], templates)
-    try:
-        if name is not None:
-            check_flow_name(name)
-    except InvalidName as e:
-        return await handle_flowfleet_error(request, e)
-    return await handle_http_exception(request, exc)
+not_found = handle_not_found
