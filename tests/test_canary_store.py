@@ -76,8 +76,16 @@ async def test_start_set_promote_write_record_history_audit_and_events(
     )
     assert release.action == "canary_start" and release.canary_by == "ci" and release.previous_hash == v1
     assert await store.get_release(FLOW) == release
-    # The event is exactly what events.encode gives for the release it announces.
-    assert raw_events == [encode(ReleaseChanged(FLOW, v1, 2, "ci", release.activated_at, "canary_start"))]
+    # The event is what events.encode gives for the release it announces, then what it carries: the
+    # record as written and the canary version's bytes.
+    announced = ReleaseChanged(FLOW, v1, 2, "ci", release.activated_at, "canary_start")
+    [raw] = raw_events
+    assert raw.startswith(encode(announced)[:-1] + b',"record":{')
+    event = decode(raw)
+    assert event == announced and isinstance(event, ReleaseChanged) and event.carried is not None
+    record = await redis_client.hgetall(store.keys.release(FLOW))
+    assert event.carried.record == {k.decode(): v.decode() for k, v in record.items()}
+    assert (event.carried.blob_hash, event.carried.blob) == (v2, await store.get_blob(FLOW, v2))
 
     resized = await writer.change(FLOW, "set", by="bob", reason="more", percent=50)
     assert (resized.generation, resized.canary_percent, resized.canary_hash) == (3, 50.0, v2)

@@ -223,15 +223,22 @@ async def test_subscriber_sees_every_activation_after_its_release_record(store: 
     assert [e.generation for e in seen] == list(range(1, count + 1))
 
 
-async def test_the_published_payload_is_exactly_what_encode_produces(store: Store) -> None:
+async def test_the_published_payload_is_what_encode_produces_then_what_it_carries(store: Store) -> None:
     v1 = await put(store, 1)
     async with store.redis.pubsub() as pubsub:
         await pubsub.subscribe(store.keys.channel())
         release = await store.activate(FLOW, v1, by='o\'brien "ops" / ünïcode', reason="r")
         [raw] = await next_messages(pubsub, 1)
     expected = ReleaseChanged(FLOW, v1, release.generation, 'o\'brien "ops" / ünïcode', release.activated_at)
-    assert decode(raw) == expected
-    assert raw == encode(expected)
+    event = decode(raw)
+    assert event == expected and isinstance(event, ReleaseChanged)
+    # The fields exactly as encode writes them, then the record and the version's bytes.
+    assert raw.startswith(encode(expected)[:-1] + b',"record":{')
+    assert event.carried is not None
+    record = await store.redis.hgetall(store.keys.release(FLOW))
+    assert event.carried.record == {k.decode(): v.decode() for k, v in record.items()}
+    assert (event.carried.blob_hash, event.carried.blob) == (v1, await store.get_blob(FLOW, v1))
+    assert raw.endswith(b',"blob":' + doc(1)[0] + b"}")
 
 
 async def roll_back(store: Store, *, to_generation: int | None = None) -> Release:

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from cluster.errors import FlowValidationError, MissingSearchProvider, MissingSecret
 from cluster.flow.hashing import sha256_hex
 from cluster.logfmt import logfmt_value
+from worker.carried import OfferedBlobs
 from worker.metrics import WorkerMetrics
 from worker.ports import Compiler, ReleaseReader, Runnable, Target
 from worker.state import CanaryVersion, LoadedFlow, LoadError, WorkerState, serving_versions
@@ -70,6 +71,8 @@ class Loader:
         cache: VersionCache | None = None,
     ) -> None:
         self.store = store
+        # Verified bytes carried by release events (worker/carried.py): taken instead of a fetch.
+        self.offered = OfferedBlobs()
         # Compiled versions by hash, so canaries, promotions and pinned sessions reuse them.
         self.cache = cache if cache is not None else VersionCache(idle_s=1800.0, clock=monotonic)
         self.state = state
@@ -177,8 +180,9 @@ class Loader:
 
     async def prepare(self, target: Target) -> LoadedFlow:
         """Fetch, verify and compile `target` without serving it. Raises LoadFailure."""
+        data = self.offered.take(target.flow, target.hash)
         try:
-            data = await self.store.get_blob(target.flow, target.hash)
+            data = data if data is not None else await self.store.get_blob(target.flow, target.hash)
         except (RedisError, OSError) as e:
             raise LoadFailure("redis_error", f"fetching the blob failed: {e}") from e
         if data is None:

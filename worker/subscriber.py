@@ -21,6 +21,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from cluster.names import FLOW_NAME
 from cluster.store import redis_conn
 from cluster.store.events import Abort, Ping, Prepare, ReleaseChanged, decode
+from worker.carried import carried_blob, carried_release, read_release
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
 from worker.ports import ReleaseReader
@@ -238,28 +239,26 @@ class Subscriber:
 
     async def _apply_release(self, event: ReleaseChanged) -> None:
         """Apply the release record the event points at: it also names the canary, the unpin mark and
-        the revoked versions, which the event does not carry (docs/protocol.md, rule 7). The record
-        wins: an event newer than the record read for it is checked once more, then the record is
-        applied whatever the event said (after a restore, an old event may name a lost release)."""
+        the revoked versions (docs/protocol.md, rule 7). The event carries the record, and a small
+        version's bytes (worker/carried.py); without them the record is read, and the version fetched."""
+        offered = carried_blob(event)
+        if offered is not None:
+            self.loader.offered.put(event.flow, *offered)
         try:
-            record = await self.store.get_release(event.flow)
-            if record is None or record.generation < event.generation:
-                record = await self.store.get_release(event.flow)
+            record = carried_release(event) or await read_release(self.store, event)
         except EXPECTED as e:
             # Fetching the version would fail the same way; the next reconcile reads the record.
             log.warning("reading the release of flow=%s after an event failed (%s)", event.flow, e)
             self.request_reconcile("event")
             return
-        if record is None or record.generation < event.generation:
-            log.warning(
-                "release event flow=%s generation=%d hash=%s is newer than its release record (%s); "
-                "following the record", event.flow, event.generation, event.hash[:12],
-                "none" if record is None else f"generation {record.generation}",
-            )  # fmt: skip
-        if record is not None:
-            await self.loader.apply(
-                record, triggered_by=f"event:{event.action}", forced=True, authoritative=True
-            )
+        try:
+            if record is not None:
+                await self.loader.apply(
+                    record, triggered_by=f"event:{event.action}", forced=True, authoritative=True
+                )
+        finally:
+            if offered is not None:  # not needed after all (held already, or superseded): dropped
+                self.loader.offered.take(event.flow, offered[0])
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -19,7 +19,7 @@ from cluster.errors import FlowfleetError, GenerationConflict, VersionNotFound
 from cluster.store.events import release_payload_parts
 from cluster.store.release import Release, parse_revoked
 from cluster.store.replication import run_script
-from cluster.store.scripts import load
+from cluster.store.scripts import load_with_prelude
 from cluster.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class CanaryWriter:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._script = store.redis.register_script(load("canary"))
+        self._script = store.redis.register_script(load_with_prelude("canary", "carry"))
 
     async def change(
         self,
@@ -72,7 +72,7 @@ class CanaryWriter:
             [op, flow, digest, "" if percent is None else repr(float(percent)),
              "" if expected_generation is None else expected_generation, by, reason, at_text,
              store.history_keep, store.audit_keep, k.channel(), before, after, tail,
-             orjson.dumps(by), orjson.dumps(reason)],
+             orjson.dumps(by), orjson.dumps(reason), store.carry_max_bytes],
             store.replica_wait,
         )  # fmt: skip
         status, generation = _text(reply[0]), int(reply[1])

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
@@ -27,6 +28,21 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 """Payload version. Adding fields or event types keeps it; only an incompatible change bumps it."""
+
+CARRY_MAX_BYTES = 64 * 1024
+"""A release event carries the bytes of a version up to this size (docs/protocol.md, *What a release
+event carries*); a bigger one is fetched by each consumer."""
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a release event may carry besides its own fields, written in the same atomic step as the
+    record: the record itself (its HASH fields as text) and a small version's stored bytes. Unverified:
+    the bytes count only once they hash to `blob_hash`, like bytes fetched from Redis."""
+
+    record: dict[str, str] | None = None
+    blob_hash: str | None = None
+    blob: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,8 @@ class ReleaseChanged:
     by: str
     at: float
     action: str = "activate"
+    # Not a checked wire field: decode fills it from the payload's `record` and `blob*` fields.
+    carried: Carried | None = field(default=None, compare=False, repr=False, metadata={"wire": False})
 
 
 @dataclass(frozen=True)
@@ -121,14 +139,55 @@ def encode(event: Event) -> bytes:
         head, tail = release_payload_parts(
             flow=event.flow, hash=event.hash, by=event.by, at=event.at, action=event.action
         )
-        return head + str(event.generation).encode() + tail
+        return head + str(event.generation).encode() + _carried_bytes(event.carried) + tail
     payload: dict[str, Any] = {"v": VERSION, "type": event.TYPE}
     payload.update(dataclasses.asdict(event))
     return orjson.dumps(payload)
 
 
+def _carried_bytes(carried: Carried | None) -> bytes:
+    """The `record` and `blob*` fields as the activation scripts append them (the blob last, raw)."""
+    if carried is None:
+        return b""
+    out = b"" if carried.record is None else b',"record":' + orjson.dumps(carried.record)
+    if carried.blob is not None and carried.blob_hash is not None:
+        out += b',"blob_hash":"%s","blob_size":%d,"blob":%s' % (
+            carried.blob_hash.encode(),
+            len(carried.blob),
+            carried.blob,
+        )
+    return out
+
+
+# The blob trailer: `,"blob_hash":"<hex>","blob_size":N,"blob":<N raw bytes>}`. It is the payload's last
+# field and its first occurrence is structural: every `"` before it sits inside a JSON string, escaped.
+_TRAILER = re.compile(rb',"blob_hash":"([0-9a-f]{64})","blob_size":([0-9]{1,9}),"blob":')
+
+
+def _split_blob(raw: bytes) -> tuple[bytes, tuple[str, bytes] | None]:
+    """`raw` without its blob trailer, and the blob; `raw` whole and None when there is none usable."""
+    at = raw.find(b',"blob_hash":')
+    match = _TRAILER.match(raw, at) if at >= 0 else None
+    if match is None or not raw.endswith(b"}"):
+        return raw, None
+    blob = raw[match.end() : -1]
+    if len(blob) != int(match.group(2)):
+        return raw, None
+    return raw[:at] + b"}", (match.group(1).decode(), blob)
+
+
+def _carried(payload: dict[str, Any], blob: tuple[str, bytes] | None) -> Carried | None:
+    record = payload.get("record")
+    if not (isinstance(record, dict) and all(isinstance(v, str) for v in record.values())):
+        record = None
+    if record is None and blob is None:
+        return None
+    return Carried(record, *(blob or (None, None)))
+
+
 def decode(raw: bytes | str) -> Event | None:
     """The event in `raw`, or None when it is not one this version understands (logged, never raised)."""
+    raw, blob = _split_blob(raw.encode() if isinstance(raw, str) else raw)
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -150,25 +209,27 @@ def decode(raw: bytes | str) -> Event | None:
         # Newer publishers may send types this replica does not know yet: normal, not an error.
         log.debug("ignoring event of unknown type %.50r", payload.get("type"))
         return None
-    return _build(cls, payload)
+    event = _build(cls, payload)
+    if isinstance(event, ReleaseChanged):
+        carried = _carried(payload, blob)
+        return event if carried is None else dataclasses.replace(event, carried=carried)
+    return event
 
 
 def _build(cls: type[Event], payload: dict[str, Any]) -> Event | None:
     values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        if field.name not in payload:
-            if field.default is dataclasses.MISSING:
-                log.warning("dropping %s event without field %r", cls.TYPE, field.name)
+    for f in dataclasses.fields(cls):
+        if f.name not in payload or not f.metadata.get("wire", True):
+            if f.default is dataclasses.MISSING:
+                log.warning("dropping %s event without field %r", cls.TYPE, f.name)
                 return None
             continue
-        value = payload[field.name]
-        if not _accepts(str(field.type), value):
-            log.warning("dropping %s event: field %r has unusable value %.100r", cls.TYPE, field.name, value)
+        value = payload[f.name]
+        if not _accepts(str(f.type), value):
+            log.warning("dropping %s event: field %r has unusable value %.100r", cls.TYPE, f.name, value)
             return None
         # JSON has one number type: an `at` of 1700000000 arrives as int and is still a float field.
-        values[field.name] = (
-            float(value) if str(field.type).startswith("float") and value is not None else value
-        )
+        values[f.name] = float(value) if str(f.type).startswith("float") and value is not None else value
     if cls in (ReleaseChanged, Prepare) and not _valid_release(values):
         log.warning("dropping %s event with invalid hash or generation: %.200r", cls.TYPE, payload)
         return None

@@ -25,7 +25,7 @@ import orjson
 from cluster.errors import GenerationConflict, VersionNotFound
 from cluster.flow.hashing import is_full_hash
 from cluster.store import audit, fleet, gc
-from cluster.store.events import Event, encode, release_payload_parts
+from cluster.store.events import CARRY_MAX_BYTES, Event, encode, release_payload_parts
 from cluster.store.keys import Keys
 from cluster.store.release import (
     CorruptRecord,
@@ -37,7 +37,7 @@ from cluster.store.release import (
     VersionMeta,
 )
 from cluster.store.replication import NO_WAIT, ReplicaWait, run_script
-from cluster.store.scripts import load
+from cluster.store.scripts import load, load_with_prelude
 from cluster.store.versions import RedisClient, VersionStore, as_text
 
 # The value types are re-exported so callers can import the whole store API from this module.
@@ -60,11 +60,14 @@ class Store(VersionStore):
         audit_keep: int = 10_000,
         clock: Callable[[], float] = time.time,
         replica_wait: ReplicaWait = NO_WAIT,
+        carry_max_bytes: int = CARRY_MAX_BYTES,
     ) -> None:
         super().__init__(redis, keys, history_keep=history_keep, audit_keep=audit_keep, clock=clock)
+        # A release event carries its record, and the version's bytes up to this size (0: never).
+        self.carry_max_bytes = carry_max_bytes
         # Release changes wait for this many Redis replicas (cluster.store.replication).
         self.replica_wait = replica_wait
-        self._activate = redis.register_script(load("activate"))
+        self._activate = redis.register_script(load_with_prelude("activate", "carry"))
         self._gc = redis.register_script(load("gc"))
 
     # -- releases ---------------------------------------------------------------------------------
@@ -121,7 +124,7 @@ class Store(VersionStore):
             [k.release(flow), k.history(flow), k.blob(flow, digest), k.flow_audit(flow)],
             [flow, digest, "" if expected_generation is None else expected_generation, by, reason,
              action, repr(now), self.history_keep, self.audit_keep, k.channel(), head, tail, body,
-             "1" if unpin else "0"],
+             "1" if unpin else "0", self.carry_max_bytes],
             self.replica_wait,
         )  # fmt: skip
         status, generation = as_text(reply[0]), int(reply[1])

@@ -13,3 +13,8 @@ from importlib import resources
 def load(name: str) -> str:
     """Source of `<name>.lua`; raises FileNotFoundError for an unknown script."""
     return resources.files(__name__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def load_with_prelude(name: str, *preludes: str) -> str:
+    """`<name>.lua` with the shared functions of `preludes` (e.g. carry.lua) defined before it."""
+    return "".join(load(prelude) for prelude in preludes) + load(name)

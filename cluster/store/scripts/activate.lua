@@ -8,6 +8,7 @@
 -- ARGV[11] event head    ARGV[12] event tail    (payload = head .. generation .. tail, see events.py)
 -- ARGV[13] history body: JSON object of the release fields except generation and previous_hash
 -- ARGV[14] '1' to unpin every session of the flow (unpin_generation = the new generation); optional
+-- ARGV[15] the most bytes of the version the event carries ('0' or absent: none; see carry.lua)
 --
 -- Returns {'ok', generation, previous_hash, unpin_generation, revoked}
 --       | {'conflict', actual generation} | {'missing', generation}
@@ -67,5 +68,6 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
   'previous_hash', previous, 'by', ARGV[4], 'reason', ARGV[5], 'at', ARGV[7],
   'unpin', ARGV[14] == '1' and '1' or '0')
 
-redis.call('PUBLISH', ARGV[10], ARGV[11] .. new .. ARGV[12])
+local extras = release_extras(KEYS[1], KEYS[3], ARGV[2], tonumber(ARGV[15]) or 0)
+redis.call('PUBLISH', ARGV[10], ARGV[11] .. new .. extras .. ARGV[12])
 return {'ok', generation + 1, previous, tonumber(unpin), revoked}

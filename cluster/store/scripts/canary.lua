@@ -9,6 +9,7 @@
 -- ARGV[9] history_keep   ARGV[10] audit_keep   ARGV[11] event channel
 -- ARGV[12], ARGV[13], ARGV[14]: event payload = ARGV[12] .. hash .. ARGV[13] .. generation .. ARGV[14]
 -- ARGV[15] by as a JSON string   ARGV[16] reason as a JSON string
+-- ARGV[17] the most bytes of the canary version a start's event carries ('0' or absent: none; carry.lua)
 --
 -- Returns {'ok', generation, previous hash, hash, canary hash, percent, started_at, canary_by, unpin_gen,
 --         revoked}
@@ -104,5 +105,6 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*',
   'canary_hash', (op == 'promote' or op == 'abort') and canary or c_hash, 'canary_percent', c_percent,
   'by', ARGV[6], 'reason', ARGV[7], 'at', ARGV[8])
 
-redis.call('PUBLISH', ARGV[11], ARGV[12] .. hash .. ARGV[13] .. new .. ARGV[14])
+local extras = release_extras(KEYS[1], KEYS[3], op == 'start' and ARGV[3] or '', tonumber(ARGV[17]) or 0)
+redis.call('PUBLISH', ARGV[11], ARGV[12] .. hash .. ARGV[13] .. new .. extras .. ARGV[14])
 return {'ok', generation + 1, stable, hash, c_hash, c_percent, c_started, c_by, tonumber(unpin), revoked}
