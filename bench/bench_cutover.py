@@ -3,8 +3,10 @@ against the floor measured in the same run: a bare Redis PUBLISH to as many subs
 
     python -m bench.bench_cutover [--mode one-phase|two-phase|both] [--activations 50] [--quick]
 
-Each activation alternates between two versions of the 3-node flow, so every one is a real fetch +
-verify + compile + swap. For each, the replicas' own swap timestamps (`loaded_at` in their status in
+Each activation releases a version of the 3-node flow no replica has seen yet (published beforehand, a
+new prompt each time), so every one is a real verify + compile + swap: a version a replica still holds
+compiled (the previous one, kept for pinned sessions) would swap without compiling. For each, the
+replicas' own swap timestamps (`loaded_at` in their status in
 Redis, taken at the swap) and the first probing request that a replica answers with the new generation
 (every replica is probed on its own port every ~2 ms throughout) are compared with the moment the activate
 call returned (and was sent). Skew: first to last replica swap of one activation. The floor does the same
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from typing import Any
 
@@ -84,9 +87,47 @@ class Prober:
         await asyncio.gather(*self._tasks)
 
 
+# The replica's one line per reload (worker/loader.py): its generation and how long the apply took.
+_RELOAD = re.compile(
+    r"reload flow=(\S+) .*?generation=(\d+) .*?duration_ms=([0-9.]+) result=loaded replica=([^\s\"]+)"
+)
+
+
+def apply_durations(fleet: Fleet) -> dict[tuple[str, int], float]:
+    """(replica, generation) -> ms from the start of its apply to its swap, from the replicas' logs."""
+    found: dict[tuple[str, int], float] = {}
+    for worker in fleet.workers:
+        for m in _RELOAD.finditer(worker.log()):
+            if m.group(1) == FLOW:
+                found[(m.group(4), int(m.group(2)))] = float(m.group(3))
+    return found
+
+
+def breakdown(swaps: list[tuple[int, float, dict[str, float]]], applies: dict[tuple[str, int], float]) -> Any:
+    """Where the time from the release record to a swap goes: before the replica's apply starts (the
+    script, the PUBLISH, waking the replica, decoding) and the apply itself; for every replica and for
+    the last one of each activation."""
+    before, apply, last_before, last_apply = [], [], [], []
+    for generation, recorded_at, swapped in swaps:
+        timed = [(at, applies[(r, generation)]) for r, at in swapped.items() if (r, generation) in applies]
+        for at, ms in timed:
+            before.append((at - recorded_at) * 1000 - ms)
+            apply.append(ms)
+        if timed:
+            at, ms = max(timed)
+            last_before.append((at - recorded_at) * 1000 - ms)
+            last_apply.append(ms)
+    return {
+        "before_apply_ms": dist(before),
+        "apply_ms": dist(apply),
+        "last_before_apply_ms": dist(last_before),
+        "last_apply_ms": dist(last_apply),
+    }
+
+
 async def measure(replicas: int, activations: int, mode: str) -> dict[str, Any]:
     async with Fleet(replicas) as fleet:
-        versions = [await fleet.publish(qa_doc("a")), await fleet.publish(qa_doc("b"))]
+        versions = [await fleet.publish(qa_doc(f"v{i}")) for i in range(activations + 1)]
         try:
             first = await fleet.activate(versions[0], mode)
         except ModeUnavailable as e:
@@ -97,18 +138,21 @@ async def measure(replicas: int, activations: int, mode: str) -> dict[str, Any]:
         swaps: list[Round] = []
         recorded: list[Round] = []  # from the release record's timestamp, taken just before the PUBLISH
         probes: list[Round] = []
+        timed: list[tuple[int, float, dict[str, float]]] = []
         try:
             await prober.wait_seen(first.generation)
             for i in range(activations):
-                act = await fleet.activate(versions[(i + 1) % 2], mode)
+                act = await fleet.activate(versions[i + 1], mode)
                 swapped = await fleet.wait_swapped(act.generation)
                 seen = await prober.wait_seen(act.generation)
                 swaps.append(Round(act.started, act.returned, list(swapped.values())))
                 recorded.append(Round(act.activated_at, act.activated_at, list(swapped.values())))
+                timed.append((act.generation, act.activated_at, swapped))
                 probes.append(Round(act.started, act.returned, seen))
                 await asyncio.sleep(random.uniform(0.05, 0.1))  # spacing, not synchronisation
         finally:
             await prober.stop()
+        split = breakdown(timed, apply_durations(fleet))
         assert fleet.redis is not None and fleet.client is not None
         async with FloorProcesses(fleet.redis.url, f"{fleet.namespace}:floor", replicas) as floor:
             floor_rounds = []
@@ -125,6 +169,7 @@ async def measure(replicas: int, activations: int, mode: str) -> dict[str, Any]:
             "activations": activations,
             "swaps": rounds_summary(swaps),
             "swaps_from_record": rounds_summary(recorded),
+            "from_record_breakdown": split,
             "probes": rounds_summary(probes),
             "probe_round_trip_ms": dist(prober.periods),
             "probe_errors": prober.errors,
@@ -138,8 +183,9 @@ def _markdown(results: dict[str, Any]) -> str:
         "",
         header(results),
         "",
-        "Activations through the control plane's HTTP API (`POST /v1/flows/{flow}/activate`), alternating "
-        "two versions of a 3-node flow, each replica a real `flowfleet worker` process on its own port, "
+        "Activations through the control plane's HTTP API (`POST /v1/flows/{flow}/activate`), each of a "
+        "version of a 3-node flow no replica has compiled yet (a new prompt each time), each replica a "
+        "real `flowfleet worker` process on its own port, "
         "probed with runs every ~2 ms throughout. *Swap* = the replica's own swap timestamp (`loaded_at` in "
         "its status); *probe* = the first probing response carrying the new generation (late by up to one "
         "probe round trip, listed). All times in ms, measured from the moment the activate call returned "
@@ -170,6 +216,18 @@ def _markdown(results: dict[str, Any]) -> str:
         "| floor PUBLISH call p50 |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    split_lines = [
+        "",
+        "Where the time from the release record to a swap goes, from each replica's own reload log line "
+        "(`duration_ms`: from the start of its apply to its swap): *before the apply* = the script, the "
+        "PUBLISH, the replica waking up and decoding the event; *apply* = everything the replica then "
+        "does up to the swap (with the record and the bytes carried in the event, no Redis read). Each "
+        "replica, and the last one of each activation.",
+        "",
+        "| replicas | before the apply, each p50 / p99 | apply, each p50 / p99 | last replica: before "
+        "the apply p50 / p99 | last replica: apply p50 / p99 |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
     for run in results["runs"]:
         if not run["available"]:
             lines.append(f"| {run['replicas']} | {run['mode']} | not available: {run['why']} | | | | | | | |")
@@ -192,6 +250,16 @@ def _markdown(results: dict[str, Any]) -> str:
             f"| {r['p50'] / max(fa['p50'], 1e-6):.1f}× | {fmt(s['skew_ms'])} / {fmt(s['skew_ms'], 'p99')} "
             f"| {fmt(f['skew_ms'])} / {fmt(f['skew_ms'], 'p99')} | {fmt(f['call_ms'])} |"
         )
+        b = run.get("from_record_breakdown")
+        if b:
+            split_lines.append(
+                f"| {run['replicas']} ({run['mode']}) "
+                + " ".join(
+                    f"| {fmt(b[k])} / {fmt(b[k], 'p99')}"
+                    for k in ("before_apply_ms", "apply_ms", "last_before_apply_ms", "last_apply_ms")
+                )
+                + " |"
+            )
     apis = {r.get("activation_api") for r in results["runs"] if r["available"]}
     note = [
         "",
@@ -205,7 +273,7 @@ def _markdown(results: dict[str, Any]) -> str:
             else "Both are requested through the activate body's `prepare` field."
         ),
     ]
-    return "\n".join(lines + floor_lines + note)
+    return "\n".join(lines + floor_lines + split_lines + note)
 
 
 async def run(args: Any) -> dict[str, Any]:
