@@ -114,3 +114,26 @@ async def test_poke_writes_the_status_without_waiting_for_the_next_beat(redis_cl
     finally:
         beat.stop()
         await asyncio.wait_for(task, timeout=5)
+
+
+async def test_swaps_reported_soon_are_one_write_after_the_delay(redis_client, namespace):
+    import asyncio
+
+    keys = Keys(namespace)
+    state = WorkerState("r-soon")
+    beat = Heartbeat(Store(redis_client, keys), state, interval_s=3600.0, ttl_s=5.0, subscribed=lambda: True)
+    task = asyncio.create_task(beat.run())
+    try:
+        await wait_for(lambda: beat.beats == 1, what="first beat")
+        loop = asyncio.get_running_loop()
+        poked = loop.time()
+        for generation in (1, 2, 3):
+            state.commit(LoadedFlow("qa", object(), H1, generation, 50.0))  # type: ignore[arg-type]
+            beat.poke_soon(0.05)
+        await wait_for(lambda: beat.beats == 2, timeout=5, what="the delayed beat")
+        assert loop.time() - poked >= 0.05
+        status = orjson.loads(await redis_client.get(keys.replica("r-soon")))
+        assert status["flows"]["qa"]["generation"] == 3
+    finally:
+        beat.stop()
+        await asyncio.wait_for(task, timeout=5)

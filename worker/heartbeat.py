@@ -27,6 +27,10 @@ from worker.state import WorkerState
 
 log = logging.getLogger(__name__)
 
+# A swap is reported this much later (`poke_soon`): when a whole fleet swaps together on shared CPUs, the
+# swaps come first, and one status write covers every change made meanwhile.
+REPORT_DELAY_S = 0.02
+
 
 def build_status(
     state: WorkerState,
@@ -94,6 +98,7 @@ class Heartbeat:
         self._failing = False
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._soon: asyncio.TimerHandle | None = None
 
     def status(self) -> dict[str, Any]:
         status = build_status(
@@ -136,6 +141,22 @@ class Heartbeat:
         fleet view shows a change within milliseconds instead of up to `interval_s` later."""
         self._wake.set()
 
+    def poke_soon(self, delay_s: float = REPORT_DELAY_S) -> None:
+        """`poke` within `delay_s`; pokes meanwhile are one write. Without a running loop: `poke`."""
+        if self._soon is not None:
+            return
+        try:
+            self._soon = asyncio.get_running_loop().call_later(delay_s, self._poke_now)
+        except RuntimeError:
+            self.poke()
+
+    def _poke_now(self) -> None:
+        self._soon = None
+        self.poke()
+
     def stop(self) -> None:
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         self._stop.set()
         self._wake.set()

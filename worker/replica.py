@@ -177,7 +177,7 @@ class Replica:
             self.state,
             compiler or engine_compiler(self.runtime),
             self.metrics,
-            on_change=self.heartbeat.poke,
+            on_change=self.heartbeat.poke_soon,  # a swap; a prepare's reply is awaited: poked at once
             take_prepared=self.prepared.take,
             cache=VersionCache(idle_s=s.session_ttl_s, close_after_s=s.run_timeout_s + 5.0),
         )
