@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cluster.egress.runtime import Runtime
-from cluster.http import EXCEPTION_HANDLERS, JSONResponse, error_response
+from cluster.http import EXCEPTION_HANDLERS, FastJSONResponse, JSONResponse, error_response
 from cluster.settings import Settings
 from worker.api import native
 from worker.api.langflow.routes import ROUTES as LANGFLOW_ROUTES
@@ -84,17 +85,18 @@ async def metrics_endpoint(request: Request) -> Response:
 class ReplicaHeader:
     """Adds X-Flowfleet-Replica to every response, errors included, so a client knows who answered.
 
-    It also serves the hot route, `POST /v1/flows/{name}/run`, without the router: the same endpoint,
-    path params and exception handlers the router would use (an unhandled exception still reaches
-    Starlette's server-error middleware), minus route matching and two exception-handling wrappers
-    per request. Any other path, or a name the route's `{name}` would not match, goes to the app.
+    It also serves the hot route, `POST /v1/flows/{name}/run`, without the router: `run(scope,
+    receive)` is what the route's endpoint does (worker.api.native.serve_run), with the same path
+    params and exception handlers the router would use (an unhandled exception still reaches
+    Starlette's server-error middleware), minus route matching, two exception-handling wrappers and a
+    Request per request. Any other path, or a name the route's `{name}` would not match, goes to the app.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         replica_id: str,
-        run: Callable[[Request], Awaitable[Response]] | None = None,
+        run: Callable[[Scope, Receive], Awaitable[Response]] | None = None,
         handlers: Mapping[Any, Any] | None = None,
         direct: Mapping[str, ASGIApp] | None = None,
     ) -> None:
@@ -137,17 +139,24 @@ class ReplicaHeader:
             await endpoint(scope, receive, send_with_header)
             return
         scope["path_params"] = {"name": name}
-        request = Request(scope, receive, send_with_header)
         try:
-            response = await self.run(request)  # type: ignore[misc]
-            await response(scope, receive, send_with_header)
+            response = await self.run(scope, receive)  # type: ignore[misc]
+            if type(response) is FastJSONResponse:
+                # What Response.__call__ would send, with the header added here rather than per message.
+                started = True
+                response.raw_headers.append(header)
+                status, headers = response.status_code, response.raw_headers
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": response.body})
+            else:
+                await response(scope, receive, send_with_header)
         except Exception as exc:
             handler = self._handler(exc)
             if handler is None:
                 raise
             if started:
                 raise RuntimeError("Caught handled exception, but response already started.") from exc
-            response = await handler(request, exc)
+            response = await handler(Request(scope, receive, send_with_header), exc)
             await response(scope, receive, send_with_header)
 
     def _handler(self, exc: Exception) -> Any:
@@ -218,7 +227,7 @@ def create_app(
     app.add_middleware(
         ReplicaHeader,
         replica_id=settings.replica_id,
-        run=native.run_flow,
+        run=partial(native.serve_run, replica),
         handlers=app.exception_handlers,
         direct=direct,
     )

@@ -24,7 +24,11 @@ class RunOutcome(Protocol):
 
 
 class Runnable(Protocol):
-    """A compiled flow: immutable, shared by every concurrent run of one version."""
+    """A compiled flow: immutable, shared by every concurrent run of one version.
+
+    One that also has `check_inputs(inputs)` (the engine's CompiledFlow) is asked to check a run's
+    inputs before it runs, and is then run with `inputs_checked=True`: it need not check them again.
+    """
 
     async def run(
         self,
@@ -34,6 +38,7 @@ class Runnable(Protocol):
         trace: bool = False,
         conversation: Any = None,
         stream: Any = None,
+        inputs_checked: bool = False,
     ) -> RunOutcome: ...
 
 

@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cluster.traffic.canary import BUCKETS, bucket, check_request_key, check_session_id, threshold
-from worker.ports import Runnable
+from worker.served import Served
 from worker.state import LoadedFlow
 
+__all__ = ["KEY_HEADER", "RunKeys", "Served", "request_keys", "route", "run_keys", "variant_of"]
+
 KEY_HEADER = "x-flowfleet-key"
-
-
-@dataclass(frozen=True)
-class Served:
-    """The version a run uses. `variant`: "stable", "canary", or "pinned" (an older version a session
-    still runs); `pinned` is True when the session's pin chose it."""
-
-    compiled: Runnable
-    hash: str
-    generation: int
-    variant: str
-    pinned: bool = False
-    # The response headers naming hash and variant, when precomputed for the version (worker.state).
-    headers: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -43,23 +31,27 @@ class RunKeys:
 
 def run_keys(headers: Mapping[str, str], body: Mapping[str, Any]) -> RunKeys:
     """The routing key and session id of a run request (422 for unusable values)."""
+    return RunKeys(*request_keys(headers.get(KEY_HEADER), body))
+
+
+def request_keys(header: str | None, body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """`run_keys` given the X-Flowfleet-Key header's value: (routing key, session id)."""
     session = body.get("session_id")
     session_id = None if session is None else check_session_id(session)
     user = body.get("user_id")
     user_id = None if user is None else check_request_key(user, "user_id")
-    header = headers.get(KEY_HEADER)
     header_key = None if header is None else check_request_key(header, "X-Flowfleet-Key")
-    return RunKeys(header_key or user_id or session_id, session_id)
+    return header_key or user_id or session_id, session_id
 
 
 def route(loaded: LoadedFlow, key: str | None, rng: random.Random | None = None) -> Served:
     """Stable or canary for this key; the same key gets the same answer on every replica."""
-    canary = loaded.canary
-    if canary is not None:
+    canary, served = loaded.canary, loaded.canary_served
+    if canary is not None and served is not None:
         spot = bucket(loaded.flow, key) if key is not None else (rng or random).randrange(BUCKETS)
         if spot < threshold(canary.percent):
-            return Served(canary.compiled, canary.hash, loaded.generation, "canary", False, canary.headers)
-    return Served(loaded.compiled, loaded.hash, loaded.generation, "stable", False, loaded.headers)
+            return served
+    return loaded.stable
 
 
 def variant_of(loaded: LoadedFlow, digest: str) -> str:

@@ -33,14 +33,17 @@ from worker.disconnect import unless_disconnected
 from worker.ports import Runnable, RunOutcome
 from worker.replica import Replica
 from worker.routing import Served, route
-from worker.state import LoadedFlow, version_header_pairs
+from worker.served import version_header_pairs
+from worker.state import LoadedFlow
 
 Sink = Callable[[dict[str, Any]], None]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunCall:
-    """What a caller asks for, in any API's terms translated to ours.
+    """What a caller asks for, in any API's terms translated to ours. Treat it as immutable (change it
+    with `dataclasses.replace`): not frozen only because a frozen dataclass of ten fields costs about
+    a microsecond more to make, once per run.
 
     `history`: the conversation given by the caller itself (OpenAI's `messages`): the run reads it
     instead of the stored conversation and stores nothing. `session_id` otherwise names the stored
@@ -59,8 +62,10 @@ class RunCall:
     history: tuple[ChatMessage, ...] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Finished:
+    """How a run ended (treat it as immutable, like RunCall)."""
+
     served: Served
     result: RunOutcome
     # What degraded in the conversation's memory, if anything (worker.memory.Conversations.finish).
@@ -104,13 +109,15 @@ def admit(replica: Replica, call: RunCall) -> Run:
 class Run:
     """An admitted run; use as `async with` so it is settled exactly once."""
 
-    __slots__ = ("replica", "call", "loaded", "served", "compiled", "started", "outcome")
+    __slots__ = ("replica", "call", "loaded", "served", "compiled", "started", "outcome", "checked")
 
     def __init__(self, replica: Replica, call: RunCall, loaded: LoadedFlow, served: Served) -> None:
         self.replica, self.call, self.loaded, self.served = replica, call, loaded, served
         self.compiled: Runnable = served.compiled
         self.started = time.monotonic()
         self.outcome = "internal_error"
+        # Whether `prepare` checked `call.inputs` against `compiled` (the engine then skips its check).
+        self.checked = False
 
     async def __aenter__(self) -> Run:
         return self
@@ -118,7 +125,11 @@ class Run:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if kind is None:
+        self.end(error)
+
+    def end(self, error: BaseException | None) -> None:
+        """Settle the run (what leaving `async with` does): it ended with `error`, or None if it ran."""
+        if error is None:
             outcome = "ok"
         elif isinstance(error, FlowfleetError):
             outcome = error.code
@@ -142,10 +153,11 @@ class Run:
             if tweaked is None:
                 raise FlowfleetError("this version cannot take tweaks")
             compiled = await tweaked(call.tweaks)
+        self.checked = False
         check = getattr(compiled, "check_inputs", None)
         if check is not None:
             check(call.inputs)
-        self.compiled = compiled
+        self.compiled, self.checked = compiled, check is not None
         return self.served
 
     async def execute(self, receive: Any, sink: Sink | None = None) -> Finished:
@@ -163,6 +175,8 @@ class Run:
         options: dict[str, Any] = {"conversation": conversation} if conversation is not None else {}
         if sink is not None:
             options["stream"] = sink
+        if self.checked:  # a Runnable with check_inputs takes inputs_checked (worker.ports.Runnable)
+            options["inputs_checked"] = True
         running = compiled.run(
             call.inputs, timeout=replica.settings.run_timeout_s, trace=call.trace, **options
         )

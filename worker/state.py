@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from worker.ports import Runnable, Target
+from worker.served import Served, version_header_pairs
 from worker.versions import extras_of
 
 # Failures that come from the version itself: every replica would fail it the same way, so retrying
@@ -21,11 +22,6 @@ CONTENT_REASONS = frozenset({"hash_mismatch", "invalid_document", "missing_blob"
 
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0
-
-
-def version_header_pairs(digest: str, variant: str) -> tuple[tuple[bytes, bytes], ...]:
-    """The X-Flowfleet-Version / -Variant headers of a run response, encoded for ASGI."""
-    return ((b"x-flowfleet-version", digest.encode()), (b"x-flowfleet-variant", variant.encode()))
 
 
 @dataclass(frozen=True)
@@ -61,11 +57,18 @@ class LoadedFlow:
     unpin_generation: int = 0
     stamp: float = 0.0
     revoked: frozenset[str] = frozenset()
-    # The stable version's response headers, encoded once per version (see version_header_pairs).
+    # The stable version's response headers, encoded once per version (see version_header_pairs), and
+    # what routing hands a run of the stable version or of the canary (made once, not per run).
     headers: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False, compare=False)
+    stable: Served = field(init=False, repr=False, compare=False)
+    canary_served: Served | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "headers", version_header_pairs(self.hash, "stable"))
+        c, headers = self.canary, version_header_pairs(self.hash, "stable")
+        stable = Served(self.compiled, self.hash, self.generation, "stable", False, headers)
+        canary = c and Served(c.compiled, c.hash, self.generation, "canary", False, c.headers)
+        for name, value in (("headers", headers), ("stable", stable), ("canary_served", canary)):
+            object.__setattr__(self, name, value)
 
     @property
     def epoch(self) -> float:

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from cluster.components.base import RunContext
-from cluster.engine.budget import within
-from cluster.engine.steps import Step
+from cluster.engine.budget import start as start_budget
+from cluster.engine.steps import Step, checked, node_failure
 from cluster.engine.trace import summarize
-from cluster.errors import ComponentError, FlowfleetError, NodeFailed, RunTimeout
+from cluster.errors import FlowfleetError, NodeFailed
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Execution:
         if trace:
             ctx.trace = self.trace
         self._order = order
-        self._started = time.perf_counter()
+        self._started = time.perf_counter() if trace else 0.0  # only traces show when nodes started
 
     async def run(self, timeout: float | None) -> None:
         """Run every step; raises NodeFailed or RunTimeout (carrying the partial trace when one is kept),
@@ -63,7 +63,14 @@ class Execution:
             if timeout is None:
                 await self._schedule()
             else:
-                await within(self._schedule, timeout)
+                # The budget inlined here (cluster.engine.budget): no frame or timer of its own per run.
+                budget = start_budget(timeout)
+                try:
+                    await self._schedule()
+                except BaseException as e:
+                    budget.failed(e)
+                    raise
+                budget.finished()
         except FlowfleetError as e:
             if self.trace is not None:
                 e.details["trace"] = self.trace
@@ -81,21 +88,26 @@ class Execution:
         tracing = self.trace is not None
         for index in order:
             step = steps[index]
-            if step.feeds and self._skippable(step):
-                if tracing:
-                    self._record(index, "skipped", time.perf_counter())
-            elif tracing:
-                await self._run_step(step)
-            elif step.timeout_s is None:
-                # _call inlined for the usual node (no budget of its own): no coroutine of ours per node.
+            edges = step.edges
+            if edges is not None and not tracing and step.timeout_s is None:
+                # The usual node: _skippable and _inputs in one pass, _call inlined (no coroutine of ours).
+                values = gather(step, edges, results, ctx.inputs)
+                if values is None:
+                    continue
                 try:
-                    produced = await step.component.run(self._inputs(step), ctx)
+                    produced = await step.component.run(values, ctx)
                 except Exception as e:
                     failure = node_failure(step, e, None)
                     if failure is None:
                         raise
                     raise failure from e
-                results[index] = checked(step, produced)
+                fits = type(produced) is dict and step.outputs.issuperset(produced)
+                results[index] = produced if fits else checked(step, produced)
+            elif step.feeds and self._skippable(step):
+                if tracing:
+                    self._record(index, "skipped", time.perf_counter())
+            elif tracing:
+                await self._run_step(step)
             else:  # _run_step without the trace bookkeeping, one coroutine fewer per node
                 results[index] = await self._call(step, self._inputs(step))
 
@@ -249,33 +261,28 @@ class Execution:
         self.trace.append(entry)
 
 
-def node_failure(step: Step, error: Exception, budget: asyncio.Timeout | None) -> FlowfleetError | None:
-    """What a node's exception fails the run with; None when it already says what went wrong (a
-    FlowfleetError such as RunInputError from an input node) and is raised as it is."""
-    if isinstance(error, TimeoutError):
-        timeout = step.timeout_s
-        if timeout is not None and budget is not None and budget.expired():
-            message = f"node {step.node_id!r} exceeded its timeout of {timeout:g}s"
-            return RunTimeout(message, node_id=step.node_id, timeout_s=timeout)
-        return NodeFailed(step.node_id, f"TimeoutError: {error}")
-    if isinstance(error, ComponentError):
-        return NodeFailed(step.node_id, str(error))
-    if isinstance(error, FlowfleetError):
-        return None
-    logger.warning("node %s (%s) raised unexpectedly", step.node_id, step.type_name, exc_info=error)
-    return NodeFailed(step.node_id, f"{type(error).__name__}: {error}")
-
-
-def checked(step: Step, produced: Any) -> Mapping[str, Any]:
-    """A node's result, refused (NodeFailed) unless it is a mapping of the node's own output ports."""
-    if type(produced) is not dict and not isinstance(produced, Mapping):  # skip the ABC check for dicts
-        raise NodeFailed(step.node_id, f"returned {type(produced).__name__}, not a mapping of output ports")
-    if not step.outputs.issuperset(produced):
-        unknown = produced.keys() - step.outputs
-        raise NodeFailed(
-            step.node_id, f"returned unknown output port(s): {', '.join(sorted(map(str, unknown)))}"
-        )
-    return produced
+def gather(
+    step: Step,
+    edges: tuple[tuple[str, int, str, bool], ...],
+    results: list[Mapping[str, Any] | None],
+    given: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """The inputs of a step whose fed ports have one edge each (`step.edges`), or None when it is
+    skipped: as `_skippable` and `_inputs` decide, in one pass."""
+    values: dict[str, Any] = {}
+    if step.run_inputs:
+        for port, name in step.run_inputs.items():
+            if name in given:
+                values[port] = given[name]
+    fed, silent = 0, False
+    for port, source, source_port, required in edges:
+        result = results[source]
+        if result is not None and source_port in result:
+            values[port] = result[source_port]
+            fed += 1
+        elif required:
+            silent = True  # a required input none of whose edges carried a value
+    return None if edges and (silent or not fed) else values
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -1,14 +1,20 @@
-"""A node as the scheduler sees it (`Step`), how a flow's analysis becomes steps, and the order of steps
-that can only run one at a time."""
+"""A node as the scheduler sees it (`Step`), how a flow's analysis becomes steps, the order of steps
+that can only run one at a time, and what a step's result or exception means for its run."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from cluster.components.base import Component
+from cluster.errors import ComponentError, FlowfleetError, NodeFailed, RunTimeout
 from cluster.flow.analysis import Analysis
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,6 +35,9 @@ class Step:
     successors: tuple[int, ...]
     predecessor_count: int
     timeout_s: float | None = None
+    # (port, source step, source port, required) per fed port, when every fed port has one edge (the
+    # usual node: the sequential scheduler then reads its inputs in one pass); None otherwise.
+    edges: tuple[tuple[str, int, str, bool], ...] | None = None
 
 
 def sequential_order(steps: tuple[Step, ...]) -> tuple[int, ...] | None:
@@ -87,9 +96,20 @@ def build_steps(analysis: Analysis, components: list[Component], kept: list[int]
             successors=tuple(successors[i]),
             predecessor_count=predecessor_count[i],
             timeout_s=nodes[node].timeout_s,
+            edges=_single_edges(fed, ports[node].required),
         )
         for i, (node, fed) in enumerate(zip(kept, feeds, strict=True))
     )
+
+
+def _single_edges(
+    fed: dict[str, list[tuple[int, str]]] | None, required: frozenset[str]
+) -> tuple[tuple[str, int, str, bool], ...] | None:
+    if fed is None:
+        return ()
+    if any(len(sources) != 1 for sources in fed.values()):
+        return None
+    return tuple((port, *sources[0], port in required) for port, sources in fed.items())
 
 
 def bind_tools(analysis: Analysis, components: list[Component]) -> None:
@@ -99,3 +119,32 @@ def bind_tools(analysis: Analysis, components: list[Component]) -> None:
         tools.setdefault(edge.target, []).append(components[edge.source])
     for target, attached in tools.items():
         components[target].bind_tools(attached)
+
+
+def node_failure(step: Step, error: Exception, budget: asyncio.Timeout | None) -> FlowfleetError | None:
+    """What a node's exception fails the run with; None when it already says what went wrong (a
+    FlowfleetError such as RunInputError from an input node) and is raised as it is."""
+    if isinstance(error, TimeoutError):
+        timeout = step.timeout_s
+        if timeout is not None and budget is not None and budget.expired():
+            message = f"node {step.node_id!r} exceeded its timeout of {timeout:g}s"
+            return RunTimeout(message, node_id=step.node_id, timeout_s=timeout)
+        return NodeFailed(step.node_id, f"TimeoutError: {error}")
+    if isinstance(error, ComponentError):
+        return NodeFailed(step.node_id, str(error))
+    if isinstance(error, FlowfleetError):
+        return None
+    logger.warning("node %s (%s) raised unexpectedly", step.node_id, step.type_name, exc_info=error)
+    return NodeFailed(step.node_id, f"{type(error).__name__}: {error}")
+
+
+def checked(step: Step, produced: Any) -> Mapping[str, Any]:
+    """A node's result, refused (NodeFailed) unless it is a mapping of the node's own output ports."""
+    if type(produced) is not dict and not isinstance(produced, Mapping):  # skip the ABC check for dicts
+        raise NodeFailed(step.node_id, f"returned {type(produced).__name__}, not a mapping of output ports")
+    if not step.outputs.issuperset(produced):
+        unknown = produced.keys() - step.outputs
+        raise NodeFailed(
+            step.node_id, f"returned unknown output port(s): {', '.join(sorted(map(str, unknown)))}"
+        )
+    return produced

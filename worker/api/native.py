@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope
 
 from cluster.errors import BadRequest, FlowfleetError, RunInputError, json_type
 from cluster.http import (
@@ -23,9 +26,10 @@ from cluster.http import (
     read_json_object,
 )
 from cluster.names import check_raw_flow_name
+from worker.api.auth import ANONYMOUS_CALLER
 from worker.api.errors import run_error_response
 from worker.replica import Replica
-from worker.routing import run_keys
+from worker.routing import request_keys
 from worker.runs import RunCall, admit, not_loaded, run_payload, version_headers
 from worker.stream import NativeFraming, StreamedRun, wants_stream
 
@@ -38,14 +42,15 @@ def replica_of(request: Request) -> Replica:
     return replica
 
 
-def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if not isinstance(value, bool):
-        raise BadRequest(f"'{name}' must be true or false", field=name)
-    return value
+def _not_a_flag(name: str) -> BadRequest:
+    return BadRequest(f"'{name}' must be true or false", field=name)
 
 
-def parse_run(request: Request, name: str, body: dict[str, Any], principal: str) -> tuple[RunCall, bool]:
+def parse_run(
+    name: str, body: dict[str, Any], principal: str, accept: str | None, key_header: str | None
+) -> tuple[RunCall, bool]:
+    """The run a request body asks for, and whether as a stream; `accept` and `key_header` are the
+    request's Accept and X-Flowfleet-Key headers."""
     if not RUN_FIELDS.issuperset(body):
         unknown = sorted(set(body) - RUN_FIELDS)
         raise BadRequest(
@@ -53,26 +58,34 @@ def parse_run(request: Request, name: str, body: dict[str, Any], principal: str)
             unknown=unknown,
             fields=sorted(RUN_FIELDS),
         )
-    inputs = body.get("inputs", {})
-    if not isinstance(inputs, dict):
+    get = body.get
+    inputs = get("inputs", {})
+    if type(inputs) is not dict:  # JSON objects decode to dicts, never to a subclass
         raise RunInputError(f"'inputs' must be a JSON object, not {json_type(inputs)}", field="inputs")
-    trace = _flag(body, "trace", False)
+    trace = get("trace", False)
+    if type(trace) is not bool:
+        raise _not_a_flag("trace")
     # An explicit `stream` in the body wins over the Accept header.
-    stream = _flag(body, "stream", False) if "stream" in body else wants_stream(request.headers.get("accept"))
-    version = body.get("version")
-    if version is not None and not isinstance(version, str):
+    if "stream" in body:
+        stream = body["stream"]
+        if type(stream) is not bool:
+            raise _not_a_flag("stream")
+    else:
+        stream = wants_stream(accept)
+    version = get("version")
+    if version is not None and type(version) is not str:
         raise BadRequest("'version' must be a version hash or prefix", field="version")
-    tweaks = body.get("tweaks")
-    if tweaks is not None and not isinstance(tweaks, dict):
+    tweaks = get("tweaks")
+    if tweaks is not None and type(tweaks) is not dict:
         raise BadRequest("'tweaks' must be an object of node id -> {param: value}", field="tweaks")
-    keys = run_keys(request.headers, body)
-    user_id = body.get("user_id")
+    key, session_id = request_keys(key_header, body)
+    user_id = get("user_id")
     call = RunCall(
         flow=name,
         inputs=inputs,
-        key=keys.key,
-        session_id=keys.session_id,
-        user_id=user_id if isinstance(user_id, str) else None,
+        key=key,
+        session_id=session_id,
+        user_id=user_id if type(user_id) is str else None,
         principal=principal,
         trace=trace,
         version=version,
@@ -81,24 +94,74 @@ def parse_run(request: Request, name: str, body: dict[str, Any], principal: str)
     return call, stream
 
 
+def run_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, bytes | None]:
+    """Accept, X-Flowfleet-Key and (raw) Content-Length of a run request, in one pass over its ASGI
+    headers (names come lower-cased); the first of each counts, as with Starlette's `Headers.get`."""
+    accept = key = length = None
+    for name, value in headers:
+        if name == b"content-length":
+            length = value if length is None else length
+        elif name == b"accept":
+            accept = value.decode("latin-1") if accept is None else accept
+        elif name == b"x-flowfleet-key":
+            key = value.decode("latin-1") if key is None else key
+    return accept, key, length
+
+
+async def read_run_body(scope: Scope, receive: Receive, length: bytes | None, limit: int) -> dict[str, Any]:
+    """`read_json_object(request, limit)` given the raw Content-Length: a body that arrives in one
+    message, within the limit, and is a JSON object is taken as it is; anything else goes through
+    `read_json_object` (with the message already read handed to it first), which raises its errors."""
+    if length is not None and length.isdigit() and int(length) > limit:
+        return await read_json_object(Request(scope, receive), limit)  # refused by its declared length
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body = message.get("body", b"")
+        if len(body) <= limit:
+            try:
+                value = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                value = None
+            if type(value) is dict:
+                return value
+    pending = [message]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return await read_json_object(Request(scope, replay), limit)
+
+
 async def run_flow(request: Request) -> Response:
-    replica = replica_of(request)
-    name = request.path_params["name"]
-    caller = replica.run_auth.authenticate(request.headers)
-    check_raw_flow_name(request.scope.get("raw_path"))
+    return await serve_run(replica_of(request), request.scope, request.receive)
+
+
+async def serve_run(replica: Replica, scope: Scope, receive: Receive) -> Response:
+    """`POST /v1/flows/{name}/run` on `replica`: worker.app serves it before the router, with no
+    Request unless something needs one."""
+    name = scope["path_params"]["name"]
+    accept, key_header, length = run_headers(scope["headers"])
+    auth = replica.run_auth
+    caller = auth.authenticate(Headers(scope=scope)) if auth.enabled else ANONYMOUS_CALLER
+    raw_path = scope.get("raw_path")
+    if raw_path and b"%" in raw_path:  # only a percent-encoded name can hold a '/' the path hides
+        check_raw_flow_name(raw_path)
     caller.may_run(name)
-    body = await read_json_object(request, replica.settings.max_body_bytes)
-    call, stream = parse_run(request, name, body, caller.name)
+    body = await read_run_body(scope, receive, length, replica.settings.max_body_bytes)
+    call, stream = parse_run(name, body, caller.name, accept, key_header)
     # The one read of the snapshot for this run: everything below uses what `admit` took.
     run = admit(replica, call)
     if stream:
         return StreamedRun(run, NATIVE)
     try:
-        async with run:
-            await run.prepare()
-            finished = await run.execute(request.receive)
-    except FlowfleetError as e:
-        return run_error_response(e, run.served)
+        await run.prepare()
+        finished = await run.execute(receive)
+    except BaseException as e:
+        run.end(e)  # what leaving `async with run` does, without its two coroutines
+        if isinstance(e, FlowfleetError):
+            return run_error_response(e, run.served)
+        raise
+    run.end(None)
     return FastJSONResponse(run_payload(call, finished), headers=version_headers(finished.served))
 
 
