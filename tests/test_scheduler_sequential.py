@@ -1,6 +1,7 @@
 """Flows in which no two nodes can run at once take the scheduler's sequential path; it must behave
 exactly like the concurrent scheduler (outputs, skipping, traces, failures, timeouts, cancellation).
-The run's time budget (Execution._within) must behave like `asyncio.timeout` on either path."""
+The run's time budget (cluster/engine/budget.py, inline in Execution.run) must behave like
+`asyncio.timeout` on either path."""
 
 from __future__ import annotations
 
