@@ -82,6 +82,7 @@ class Loader:
         self._monotonic = monotonic
         self._thread_compile_bytes = thread_compile_bytes
         self._locks: dict[str, asyncio.Lock] = {}
+        self.swapped_at = 0.0  # monotonic time of the last swap
         # Called after every swap and every failed load (the heartbeat reports it at once).
         self.on_change = on_change or (lambda: None)
         # A version compiled ahead by a two-phase prepare (worker/prepared.py), taken on its commit.
@@ -126,8 +127,9 @@ class Loader:
                 prepared = await self.prepare_release(target, current)
             except LoadFailure as e:
                 return self._failed(target, old_hash, e, started, triggered_by)
-            self.commit(prepared, allow_regression=replacing)
-            duration = self._monotonic() - started
+            swapped = self.commit(prepared, allow_regression=replacing)
+            # Until the swap: the bookkeeping after it (cache, metrics, status) is not the reload.
+            duration = (self.swapped_at if swapped else self._monotonic()) - started
             self.metrics.reload_total.labels(target.flow, "loaded").inc()
             self.metrics.reload_duration.labels(target.flow).observe(duration)
             outcome = ReloadOutcome(
@@ -236,6 +238,7 @@ class Loader:
             return False
         loaded = replace(prepared, loaded_at=self._clock())
         self.state.commit(loaded)
+        self.swapped_at = self._monotonic()
         self._keep_versions(current, loaded)
         self.state.record_success(prepared.flow)
         self.metrics.set_version(
