@@ -12,19 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope
+from starlette.types import Receive, Scope
 
 from cluster.errors import BadRequest, FlowfleetError, RunInputError, json_type
-from cluster.http import (
-    FastJSONResponse,
-    JSONResponse,
-    handle_not_found,
-    read_json_object,
-)
+from cluster.http import FastJSONResponse, JSONResponse, handle_not_found, read_json_body
 from cluster.names import check_raw_flow_name
 from worker.api.auth import ANONYMOUS_CALLER
 from worker.api.errors import run_error_response
@@ -108,30 +102,6 @@ def run_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | N
     return accept, key, length
 
 
-async def read_run_body(scope: Scope, receive: Receive, length: bytes | None, limit: int) -> dict[str, Any]:
-    """`read_json_object(request, limit)` given the raw Content-Length: a body that arrives in one
-    message, within the limit, and is a JSON object is taken as it is; anything else goes through
-    `read_json_object` (with the message already read handed to it first), which raises its errors."""
-    if length is not None and length.isdigit() and int(length) > limit:
-        return await read_json_object(Request(scope, receive), limit)  # refused by its declared length
-    message = await receive()
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body = message.get("body", b"")
-        if len(body) <= limit:
-            try:
-                value = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                value = None
-            if type(value) is dict:
-                return value
-    pending = [message]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return await read_json_object(Request(scope, replay), limit)
-
-
 async def run_flow(request: Request) -> Response:
     return await serve_run(replica_of(request), request.scope, request.receive)
 
@@ -147,7 +117,7 @@ async def serve_run(replica: Replica, scope: Scope, receive: Receive) -> Respons
     if raw_path and b"%" in raw_path:  # only a percent-encoded name can hold a '/' the path hides
         check_raw_flow_name(raw_path)
     caller.may_run(name)
-    body = await read_run_body(scope, receive, length, replica.settings.max_body_bytes)
+    body = await read_json_body(scope, receive, length, replica.settings.max_body_bytes)
     call, stream = parse_run(name, body, caller.name, accept, key_header)
     # The one read of the snapshot for this run: everything below uses what `admit` took.
     run = admit(replica, call)

@@ -37,18 +37,20 @@ class TokenCount:
         self.completion += usage.get("completion_tokens", 0)
 
     def __enter__(self) -> TokenCount:
-        self._token = _COUNTER.set(self)
+        self._token = COUNTER.set(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _COUNTER.reset(self._token)
+        COUNTER.reset(self._token)
 
 
-_COUNTER: ContextVar[TokenCount | None] = ContextVar("flowfleet_run_tokens", default=None)
+# The counter of the run the current context belongs to. `with TokenCount()` sets it; a hot path may
+# set and reset it itself (`token = COUNTER.set(tokens)` ... `COUNTER.reset(token)`), two calls fewer.
+COUNTER: ContextVar[TokenCount | None] = ContextVar("flowfleet_run_tokens", default=None)
 
 
 def count_tokens(usage: Mapping[str, int]) -> None:
     """Add one model reply's usage to the counter of the run it belongs to, if its caller counts."""
-    counter = _COUNTER.get()
+    counter = COUNTER.get()
     if counter is not None and usage:
         counter.add(usage)

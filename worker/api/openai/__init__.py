@@ -15,12 +15,12 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from worker.api.openai.chat import chat_completions
-from worker.api.openai.errors import OpenAIEndpoint
+from worker.api.openai.errors import OpenAIEndpoint, ScopeEndpoint
 from worker.api.openai.models import list_models, retrieve_model
 from worker.api.openai.responses import create_response
 
 ROUTES = (
-    Route("/v1/chat/completions", OpenAIEndpoint(chat_completions), methods=["POST"]),
+    Route("/v1/chat/completions", ScopeEndpoint(chat_completions), methods=["POST"]),
     Route("/v1/responses", OpenAIEndpoint(create_response), methods=["POST"]),
     Route("/v1/models", OpenAIEndpoint(list_models), methods=["GET"]),
     Route("/v1/models/{model:path}", OpenAIEndpoint(retrieve_model), methods=["GET"]),

@@ -14,62 +14,125 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from starlette.requests import Request
+import orjson
+from starlette.datastructures import Headers
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
-from cluster.errors import FlowfleetError
-from cluster.http import FastJSONResponse, read_json_object
-from worker.api.openai.chat_stream import ChatFraming, chat_usage, completion_id, fingerprint
-from worker.api.openai.errors import error_response
+from cluster.components.conversation import ChatMessage
+from cluster.components.providers.usage import COUNTER, TokenCount
+from cluster.errors import FlowfleetError, FlowNotFound, Forbidden, RunInputError
+from cluster.http import read_json_body
+from worker.api.auth import ANONYMOUS_CALLER
+from worker.api.openai.chat_stream import ID_COUNT, ID_PREFIX, ChatFraming, fingerprint
+from worker.api.openai.errors import ModelNotFound, error_response
+from worker.api.openai.mapping import answer_text, chat_input, parse_model
 from worker.api.openai.messages import chat_turn
-from worker.api.openai.params import CHAT_FIELDS, CHAT_REFUSED, check_fields, common, include_usage
-from worker.api.openai.run import StreamingRun, may_run, open_run, replica_of, routing_key, run_plain
-from worker.runs import RunCall, version_headers
+from worker.api.openai.params import (
+    CHAT_FIELDS,
+    CHAT_REFUSED,
+    CHAT_USUAL,
+    check_fields,
+    common,
+    include_usage,
+)
+from worker.api.openai.run import StreamingRun, prepare_renamed, replica_at
+from worker.api.openai.wire import EncodedJSON, routing_key, run_headers
+from worker.runs import Run, RunCall, admit, version_headers
 from worker.stream import StreamedRun
 
+# A `chat.completion` as orjson writes it, made without building and walking its dicts
+# (tests/test_openai_wire.py holds the two side by side). The id: chat_stream.completion_id's.
+COMPLETION = (
+    b'{"id":"%s%012x","object":"chat.completion","created":%d,%s,'
+    b'"choices":[{"index":0,"message":{"role":"assistant","content":%s,"refusal":null,"annotations":[]},'
+    b'"logprobs":null,"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}'
+)
+PREFIX = ID_PREFIX.encode()
+NO_HISTORY: tuple[ChatMessage, ...] = ()
+# `"model":…,"system_fingerprint":…` by (model, version): a replica answers few of either.
+_NAMED: dict[tuple[str, str], bytes] = {}
+NAMED_KEPT = 1024
 
-async def chat_completions(request: Request) -> Response:
-    replica = replica_of(request)
-    caller = replica.run_auth.authenticate(request.headers)
-    body = await read_json_object(request, replica.settings.max_body_bytes)
-    check_fields(body, CHAT_FIELDS, CHAT_REFUSED)
-    asked = common(body)
-    turn = chat_turn(body.get("messages"))
-    with_usage = asked.stream and include_usage(body)
-    may_run(caller, asked.model)
+
+def completion(model: str, digest: str, text: str, tokens: TokenCount) -> bytes:
+    """The JSON body of a new chat completion that version `digest` answered with `text`."""
+    named = _NAMED.get((model, digest))
+    if named is None:
+        named = b'"model":%s,"system_fingerprint":%s' % (
+            orjson.dumps(model),
+            orjson.dumps(fingerprint(digest)),
+        )
+        if len(_NAMED) >= NAMED_KEPT:
+            _NAMED.clear()
+        _NAMED[model, digest] = named
+    prompt, done = tokens.prompt, tokens.completion
+    made = (PREFIX, next(ID_COUNT), int(time.time()), named, orjson.dumps(text))
+    return COMPLETION % (*made, prompt, done, prompt + done)
+
+
+async def chat_completions(scope: Scope, receive: Receive) -> Response:
+    """The route's handler (errors.ScopeEndpoint): a run route, so no Request is made for it."""
+    replica = replica_at(scope)
+    length, key_header = run_headers(scope["headers"])
+    auth = replica.run_auth
+    caller = auth.authenticate(Headers(scope=scope)) if auth.enabled else ANONYMOUS_CALLER
+    body = await read_json_body(scope, receive, length, replica.settings.max_body_bytes)
+    if CHAT_USUAL.issuperset(body):  # what check_fields and common would find, found sooner
+        model, stream, user = parse_model(body.get("model")), False, None
+    else:
+        check_fields(body, CHAT_FIELDS, CHAT_REFUSED)
+        model, stream, user = common(body)
+    messages = body.get("messages")
+    only: Any = messages[0] if type(messages) is list and len(messages) == 1 else None
+    content = only.get("content") if type(only) is dict and len(only) == 2 else None
+    if type(content) is str and only.get("role") == "user":  # one user message of text, no more
+        message, history = content, NO_HISTORY  # what chat_turn finds, found sooner
+    else:
+        message, history = chat_turn(messages)
+    with_usage = stream and include_usage(body)
+    try:  # run.may_run
+        caller.may_run(model.flow)
+    except Forbidden as e:
+        raise ModelNotFound(model.name) from e
     call = RunCall(
-        flow=asked.model.flow,
+        flow=model.flow,
         inputs={},  # named once the serving version is known (run.py)
-        key=routing_key(request, asked.user),
-        user_id=asked.user,
+        key=user if key_header is None else routing_key(key_header, user),
+        user_id=user,
         principal=caller.name,
-        version=asked.model.version,
-        history=turn.history or None,
+        version=model.version,
+        history=history or None,
     )
     # Nothing may fail between admission (a place in the gate) and the run that settles it.
-    run = open_run(replica, call, asked.model)
-    if asked.stream:
-        streaming = StreamingRun.adopt(run, turn.message)
-        return StreamedRun(streaming, ChatFraming(streaming, asked.model.name, with_usage))
+    try:  # run.open_run
+        run = admit(replica, call)
+    except FlowNotFound as e:
+        raise ModelNotFound(model.name) from e
+    if stream:
+        streaming = StreamingRun.adopt(run, message)
+        return StreamedRun(streaming, ChatFraming(streaming, model.name, with_usage))
+    # run.run_plain, inline: the request's one coroutine runs the flow too.
+    tokens = TokenCount()
     try:
-        finished, text, tokens = await run_plain(run, turn.message, request.receive)
-    except FlowfleetError as e:
-        return error_response(e, run.served)
+        name = chat_input(run.served.compiled)
+        call.inputs[name] = message
+        try:
+            await Run.prepare(run)
+        except RunInputError as e:
+            await prepare_renamed(run, name, message, e)
+        counting = COUNTER.set(tokens)  # tasks the run starts copy the context, and the counter
+        try:
+            finished = await run.execute(receive)
+        finally:
+            COUNTER.reset(counting)
+    except BaseException as e:
+        run.end(e)  # settled exactly once, as leaving `async with run` does
+        if isinstance(e, FlowfleetError):
+            return error_response(e, run.served)
+        raise
+    run.end(None)
+    text = answer_text(run.compiled, finished.result.outputs)
     served = finished.served
-    answer: dict[str, Any] = {
-        "id": completion_id(),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": asked.model.name,
-        "system_fingerprint": fingerprint(served.hash),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": chat_usage(tokens),
-    }
-    return FastJSONResponse(answer, headers=version_headers(served))
+    return EncodedJSON(completion(model.name, served.hash, text, tokens), version_headers(served))

@@ -43,12 +43,12 @@ def fingerprint(digest: str) -> str:
 
 
 # Completion ids need to be unique, not secret: a random prefix per process and a counter.
-_PREFIX = "chatcmpl-" + os.urandom(6).hex()
-_COUNT = itertools.count()
+ID_PREFIX = "chatcmpl-" + os.urandom(6).hex()
+ID_COUNT = itertools.count()
 
 
 def completion_id() -> str:
-    return f"{_PREFIX}{next(_COUNT):012x}"
+    return f"{ID_PREFIX}{next(ID_COUNT):012x}"
 
 
 def chat_usage(tokens: TokenCount) -> dict[str, int]:

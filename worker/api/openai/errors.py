@@ -23,12 +23,14 @@ from starlette.types import Receive, Scope, Send
 
 from cluster.errors import FlowfleetError, Unauthorized, Unavailable
 from cluster.http import FastJSONResponse
+from worker.api.openai.wire import PLAIN
 from worker.routing import Served
 from worker.runs import version_headers
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
+ScopeHandler = Callable[[Scope, Receive], Awaitable[Response]]
 NOT_RETRYABLE = frozenset({409, 502, 504})
 
 
@@ -111,15 +113,34 @@ class OpenAIEndpoint:
         self.handler = handler
         functools.update_wrapper(self, handler)
 
+    def respond(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[Response]:
+        return self.handler(Request(scope, receive, send))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, send)
         try:
-            response = await self.handler(request)
+            response = await self.respond(scope, receive, send)
         except FlowfleetError as e:
             response = error_response(e)
         except ClientDisconnect:
             return  # nobody to answer
         except Exception:
-            logger.exception("unhandled error on %s %s", request.method, request.url.path)
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
             response = error_response(None)
+        if type(response) in PLAIN:  # what Response.__call__ would send, without its coroutine
+            status, headers = response.status_code, response.raw_headers
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": response.body})
+            return
         await response(scope, receive, send)
+
+
+class ScopeEndpoint(OpenAIEndpoint):
+    """An OpenAIEndpoint whose handler takes the ASGI scope and receive, with no Request made for it:
+    for the run routes, where a Request is more than they need."""
+
+    def __init__(self, handler: ScopeHandler) -> None:
+        self.scope_handler = handler
+        functools.update_wrapper(self, handler)
+
+    def respond(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[Response]:
+        return self.scope_handler(scope, receive)

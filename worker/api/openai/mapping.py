@@ -56,16 +56,28 @@ class Model(NamedTuple):
     version: str | None = None
 
 
+# Valid model names seen lately: requests name the same few flows over and over.
+_MODELS: dict[str, Model] = {}
+MODELS_KEPT = 1024
+
+
 def parse_model(model: Any) -> Model:
     """>>> parse_model("qa@6af6fe80")
     Model(name='qa@6af6fe80', flow='qa', version='6af6fe80')
     """
+    known = _MODELS.get(model) if type(model) is str else None
+    if known is not None:
+        return known
     if not isinstance(model, str) or not model:
         raise OpenAIRequestError("'model' must name a flow (`flow` or `flow@<version hash>`)", "model")
     flow, at, version = model.partition("@")
     if not FLOW_NAME.match(flow) or (at and not version):
         raise ModelNotFound(model)
-    return Model(model, flow, version or None)
+    parsed = Model(model, flow, version or None)
+    if len(_MODELS) >= MODELS_KEPT:  # names that only pass through (a version each) do not pile up
+        _MODELS.clear()
+    _MODELS[model] = parsed
+    return parsed
 
 
 @per_version

@@ -157,4 +157,7 @@ def include_usage(body: Mapping[str, Any]) -> bool:
 
 
 CHAT_FIELDS = frozenset(CHAT_HONOURED | CHAT_IGNORED | CHAT_REFUSED.keys())
+# A chat request naming only these asks for nothing `check_fields` and `common` could refuse but its
+# model: no stream, no user, no refused field (the usual request: a model and its messages).
+CHAT_USUAL = frozenset(CHAT_IGNORED | {"model", "messages"})
 RESPONSES_FIELDS = frozenset(RESPONSES_HONOURED | RESPONSES_IGNORED | RESPONSES_REFUSED.keys())

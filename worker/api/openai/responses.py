@@ -34,8 +34,10 @@ from worker.api.openai.errors import OpenAIRequestError, error_response
 from worker.api.openai.messages import responses_turn
 from worker.api.openai.params import RESPONSES_FIELDS, RESPONSES_REFUSED, check_fields, common, flag
 from worker.api.openai.responses_stream import ResponsesFraming, Shape
-from worker.api.openai.run import StreamingRun, may_run, open_run, replica_of, routing_key, run_plain
+from worker.api.openai.run import StreamingRun, may_run, open_run, replica_of, run_plain
+from worker.api.openai.wire import routing_key
 from worker.replica import Replica
+from worker.routing import KEY_HEADER
 from worker.runs import RunCall, version_headers
 from worker.stream import StreamedRun
 
@@ -109,7 +111,7 @@ async def create_response(request: Request) -> Response:
     call = RunCall(
         flow=asked.model.flow,
         inputs={},  # named once the serving version is known (run.py)
-        key=routing_key(request, asked.user) or conversation,
+        key=routing_key(request.headers.get(KEY_HEADER), asked.user) or conversation,
         session_id=conversation,
         user_id=asked.user,
         principal=caller.name,

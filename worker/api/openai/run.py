@@ -10,7 +10,8 @@
     finished, text, tokens = await run_plain(run, turn.message, request.receive)
     StreamedRun(StreamingRun.adopt(run, turn.message), framing)      # or streamed
 
-A plain run is the `Run` that `admit` made, driven here; a streamed one is driven by worker.stream's
+A plain run is the `Run` that `admit` made, driven here (chat.py, the hot route, does what `open_run`
+and `run_plain` do in its own coroutine); a streamed one is driven by worker.stream's
 `StreamedRun`, so `StreamingRun` does the same in its `prepare` and `execute`, and first hands the
 framing an `opened` event, so that its opening events (the role chunk, `response.created`) leave with
 the head instead of waiting for the first token.
@@ -21,22 +22,38 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Scope
 
-from cluster.components.providers.usage import TokenCount
+from cluster.components.providers.usage import COUNTER, TokenCount
 from cluster.errors import FlowNotFound, Forbidden, RunInputError
-from cluster.traffic.canary import check_request_key
 from worker.api.auth import Caller
 from worker.api.openai.errors import ModelNotFound
 from worker.api.openai.mapping import Model, answer_text, chat_input
 from worker.replica import Replica
-from worker.routing import KEY_HEADER, Served
+from worker.routing import Served
 from worker.runs import Finished, Run, RunCall, Sink, admit
 
 OPENED = "opened"
 
 
 def replica_of(request: Request) -> Replica:
-    replica: Replica = request.app.state.replica
+    return replica_at(request.scope)
+
+
+# The app last asked and its replica: a process serves one app (tests make several, one at a time),
+# and `app.state.replica` is a Python-level __getattr__ per request.
+_last: tuple[Any, Replica] | None = None
+
+
+def replica_at(scope: Scope) -> Replica:
+    """The replica of the app serving `scope`."""
+    global _last
+    app = scope["app"]
+    last = _last
+    if last is not None and last[0] is app:
+        return last[1]
+    replica: Replica = app.state.replica
+    _last = (app, replica)
     return replica
 
 
@@ -46,12 +63,6 @@ def may_run(caller: Caller, model: Model) -> None:
         caller.may_run(model.flow)
     except Forbidden as e:
         raise ModelNotFound(model.name) from e
-
-
-def routing_key(request: Request, user: str | None) -> str | None:
-    """`X-Flowfleet-Key`, else the request's `user`: the same key gets the same canary answer."""
-    header = request.headers.get(KEY_HEADER)
-    return user if header is None else check_request_key(header, "X-Flowfleet-Key")
 
 
 def open_run(replica: Replica, call: RunCall, model: Model) -> Run:
@@ -64,29 +75,57 @@ def open_run(replica: Replica, call: RunCall, model: Model) -> Run:
         raise ModelNotFound(model.name) from e
 
 
+def name_input(run: Run, message: str) -> str:
+    """Put the message in the run's inputs as the chat input of the version admission chose."""
+    name = chat_input(run.served.compiled)
+    run.call.inputs[name] = message
+    return name
+
+
+async def prepare_renamed(run: Run, name: str, message: str, refused: RunInputError) -> Served:
+    """After `Run.prepare` refused the inputs: prepare again with the message renamed if the version
+    it chose names its chat input otherwise; else the refusal stands."""
+    chosen = chat_input(run.served.compiled)  # the version prepare chose
+    if chosen == name:
+        raise refused
+    inputs = run.call.inputs
+    del inputs[name]
+    inputs[chosen] = message
+    return await Run.prepare(run)
+
+
 async def prepare_chat(run: Run, message: str) -> Served:
     """`Run.prepare`, with the message as the chat input of the version that serves."""
-    inputs = run.call.inputs
-    name = chat_input(run.served.compiled)
-    inputs[name] = message
+    name = name_input(run, message)
     try:
         return await Run.prepare(run)
-    except RunInputError:
-        chosen = chat_input(run.served.compiled)  # the version prepare chose
-        if chosen == name:
-            raise
-        del inputs[name]
-        inputs[chosen] = message
-        return await Run.prepare(run)
+    except RunInputError as e:
+        return await prepare_renamed(run, name, message, e)
 
 
 async def run_plain(run: Run, message: str, receive: Any) -> tuple[Finished, str, TokenCount]:
-    """Run to the end (settled when it leaves): the result, the answer's text and the tokens used."""
-    async with run:
-        await prepare_chat(run, message)
+    """Run to the end (settled when it leaves): the result, the answer's text and the tokens used.
+
+    What `async with run`, `prepare_chat` and `with TokenCount()` would do, without their coroutines
+    and calls (chat.py has the same steps inline)."""
+    tokens = TokenCount()
+    try:
+        name = chat_input(run.served.compiled)
+        run.call.inputs[name] = message
+        try:
+            await Run.prepare(run)
+        except RunInputError as e:
+            await prepare_renamed(run, name, message, e)
         # Tasks the run starts copy the context, and with it this run's counter.
-        with TokenCount() as tokens:
+        counting = COUNTER.set(tokens)
+        try:
             finished = await run.execute(receive)
+        finally:
+            COUNTER.reset(counting)
+    except BaseException as e:
+        run.end(e)
+        raise
+    run.end(None)
     return finished, answer_text(run.compiled, finished.result.outputs), tokens
 
 
