@@ -73,6 +73,9 @@ def test_cutover_quick(tmp_path: Path) -> None:
     assert one["available"] and one["swaps"]["rounds"] == 3 and one["floor"]["rounds"] == 3
     assert one["swaps"]["each_after_return_ms"]["n"] == 3 * one["replicas"]
     assert one["probe_errors"] == 0
+    assert one["floor_under_probes"]["rounds"] == 3
+    # Every swap is matched with its replica's reload line (where the time went).
+    assert one["from_record_breakdown"]["apply_ms"]["n"] == 3 * one["replicas"]
 
 
 def test_hotreload_quick_has_no_errors_and_no_stale_responses(tmp_path: Path) -> None:
