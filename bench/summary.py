@@ -32,9 +32,14 @@ def _cutover(data: dict[str, Any]) -> list[str]:
             f"(p99) after the activate call returned, {s['last_after_start_ms']['p50']:.1f} / "
             f"{s['last_after_start_ms']['p99']:.1f} ms after it was sent; skew "
             f"{s['skew_ms']['p50']:.1f} / {s['skew_ms']['p99']:.1f} ms. From the release record to the last "
-            f"swap {r['last_after_start_ms']['p50']:.1f} ms p50 against {f['last_after_start_ms']['p50']:.1f}"
-            f" ms for a bare PUBLISH to {run['replicas']} subscribers "
-            f"({r['last_after_start_ms']['p50'] / max(f['last_after_start_ms']['p50'], 1e-9):.1f}×)."
+            f"swap {r['last_after_start_ms']['p50']:.1f} / {r['last_after_start_ms']['p99']:.1f} ms (p50 / "
+            f"p99) against {f['last_after_start_ms']['p50']:.1f} / {f['last_after_start_ms']['p99']:.1f} ms "
+            f"for a bare PUBLISH to {run['replicas']} subscribers"
+            + (
+                f" on the idle machine, {fp['p50']:.1f} / {fp['p99']:.1f} ms under the same probes."
+                if (fp := run.get("floor_under_probes", {}).get("last_after_start_ms", {})).get("n")
+                else "."
+            )
         )
     return lines
 

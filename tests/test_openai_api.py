@@ -391,6 +391,7 @@ async def test_a_streamed_answer_adds_up_to_the_plain_one(redis_server: Any, nam
                 json=ask(text, model=model, stream=True, stream_options={"include_usage": True}),
             )
             assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["x-flowfleet-replica"]  # a stream gets it too
             lines = [line for line in r.text.split("\n\n") if line]
             assert lines[-1] == "data: [DONE]"
             chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]

@@ -136,7 +136,11 @@ class ReplicaHeader:
                 await self.app(scope, receive, send_with_header)
                 return
             scope["path_params"] = {}
-            await endpoint(scope, receive, send_with_header)
+            serve = getattr(endpoint, "serve", None)  # worker.api.openai.errors.OpenAIEndpoint
+            if serve is None:
+                await endpoint(scope, receive, send_with_header)
+            else:
+                await serve(scope, receive, send, send_with_header, header)
             return
         scope["path_params"] = {"name": name}
         try:

@@ -117,8 +117,21 @@ class OpenAIEndpoint:
         return self.handler(Request(scope, receive, send))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.serve(scope, receive, send, send)
+
+    async def serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        tagged: Send,
+        header: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """Answer. worker.app serves the run routes without the router and adds its replica header:
+        `tagged` is its `send` that adds `header` to any answer; a plain answer gets `header` here and
+        goes out through `send` itself (from `__call__`: `tagged` is `send`, and no `header`)."""
         try:
-            response = await self.respond(scope, receive, send)
+            response = await self.respond(scope, receive, tagged)
         except FlowfleetError as e:
             response = error_response(e)
         except ClientDisconnect:
@@ -128,10 +141,12 @@ class OpenAIEndpoint:
             response = error_response(None)
         if type(response) in PLAIN:  # what Response.__call__ would send, without its coroutine
             status, headers = response.status_code, response.raw_headers
+            if header is not None:
+                headers.append(header)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": response.body})
             return
-        await response(scope, receive, send)
+        await response(scope, receive, tagged)
 
 
 class ScopeEndpoint(OpenAIEndpoint):
