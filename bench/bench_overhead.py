@@ -128,16 +128,16 @@ async def measure(duration: float, rounds: int, concurrencies: list[int]) -> dic
 # The request path before and after it was trimmed, measured in one session (this benchmark, default
 # settings), kept here because the section is rewritten on every run.
 HISTORY = (
-    "Against the previous request path, both on the fast stack and measured with this benchmark in one "
-    "session on 2026-12-05 (8 s x 3 rounds each, one after the other): at 1 connection the replica went "
-    "from 3,659 to 3,957 runs/s (bare 4,333 and 4,452), the throughput ratio from 0.84 to 0.89; at 32 "
-    "connections from 8,514 to 9,719 runs/s (bare 11,694 and 11,834), the ratio from 0.73 to 0.82. The "
-    "0.9 target is not reached yet at either. (A shorter run of the old path earlier that session, with "
-    "the machine busier, gave 0.82 and 0.93: the 32-connection figure moves most with the machine's "
-    "load.) The trim before that (2026-11-26, on the stack installed then): 0.79 to 0.82 at 1 connection, "
-    "0.72 to 0.80 at 32. "
-    "In process (the ASGI app called directly, no sockets, uvloop) a run went from 60.4 to 48.3 µs "
-    "against 17.8 µs for the bare app: what flowfleet adds fell from 42.6 to 30.5 µs per run (-28%)."
+    "Against the previous request path (`407db9a`), both on the fast stack and measured with this "
+    "benchmark in one session on 2026-12-06, one after the other on an idle machine (8 s x 3 rounds "
+    "each): at 32 connections the replica went from 10,107 to 13,360 runs/s (bare 12,128 and 12,390), "
+    "the throughput ratio from 0.83 to 1.08; at 1 connection from 1,955 to 2,349 runs/s (bare 1,986 "
+    "and 2,196), the ratio from 0.98 to 1.07. (The machine ran every 1-connection round at about half "
+    "its earlier speed that hour, both targets alike; the previous session measured the old path at "
+    "0.89 at 1 connection and 0.82 at 32.) In process (the ASGI app called directly, no sockets, "
+    "uvloop) a run went from 49.6 to 31.9 µs against 18.7 µs for the bare app: what flowfleet adds fell "
+    "from 30.9 to 13.2 µs per run (-57%). Earlier trims: 0.84 to 0.89 and 0.73 to 0.82 (2026-12-05), "
+    "0.79 to 0.82 and 0.72 to 0.80 (2026-11-26)."
 )
 
 # Where a run's time goes, before and after (cProfile of the in-process loop above, 20,000 runs; the
@@ -147,41 +147,43 @@ REQUEST_PATH = "\n".join(
         "### Request path",
         "",
         "Profile of `POST /v1/flows/{flow}/run` in process (cProfile, 20,000 runs of the ASGI app, self "
-        "time grouped by part, µs per run under the profiler):",
+        "time grouped by part, µs per run under the profiler), before (`407db9a`) and after, measured "
+        "in one session:",
         "",
         "```text",
         "part                                         before   after",
-        "Starlette (middleware, router, request)        29.0    12.8   hot route served before the router",
-        "replica request path (parse, admit, render)    40.6    44.8   now includes the fast path itself",
-        "engine (compiler.run, budget, scheduler)       26.1    26.9",
-        "metrics + run stats                             8.7     2.6   no lock per observation",
-        "components (the same work as the bare app)     15.9    16.7",
-        "builtins and other                             26.1    24.3",
-        "total                                         145.0   128.1",
+        "Starlette (middleware, router, request)        13.4     2.8   no Request or Headers on the route",
+        "replica request path (parse, admit, render)    47.9    34.5   headers in one pass, body direct",
+        "engine (compiler.run, budget, scheduler)       26.9    20.6   one budget timer, inputs once",
+        "metrics + run stats                             3.2     2.9",
+        "components (the same work as the bare app)     14.4    12.7",
+        "builtins and other                             25.9    15.8",
+        "total                                         131.7    89.3",
+        "unprofiled, µs per run                         51.5    31.7   (bare app: 18.7)",
         "",
         "top self time, before                 top self time, after",
-        " 5.4% native.run_flow                  6.3% native.run_flow",
-        " 3.5% native.parse_run                 4.1% scheduler._sequential (inlined node calls)",
-        " 3.1% echo._reply (component)          3.8% echo._reply (component)",
-        " 2.6% budget.within                    3.7% native.parse_run",
-        " 2.6% scheduler._sequential            3.3% budget.within",
-        " 2.6% scheduler._inputs (3 per run)    3.1% compiler.run",
-        " 2.6% compiler.run                     3.0% scheduler._inputs (3 per run)",
-        " 2.4% http.read_body                   2.7% llm.run (component)",
-        " 2.3% llm.run (component)              2.7% http.read_body",
-        " 2.2% starlette Headers.__getitem__    2.5% starlette Headers.__getitem__",
+        " 6.1% native.run_flow                  6.7% native.serve_run",
+        " 4.1% scheduler._sequential            5.2% scheduler._sequential",
+        " 3.8% echo._reply (component)          4.8% echo._reply (component)",
+        " 3.6% native.parse_run                 3.7% app.ReplicaHeader.__call__",
+        " 3.1% budget.within                    3.6% compiler.run",
+        " 2.9% scheduler._inputs (3 per run)    3.6% llm.run (component)",
+        " 2.9% compiler.run                     3.5% native.parse_run",
+        " 2.8% llm.run (component)              3.3% runs.execute",
+        " 2.8% http.read_body                   3.1% scheduler.gather",
+        " 2.7% starlette Headers.__getitem__    2.3% http.read_json_body",
         "```",
         "",
-        "What went: the router and two exception-handling wrappers on the hot route (`worker/app.py` "
-        "serves `POST /v1/flows/{name}/run` itself, with the router's endpoint, path params and "
-        "exception handlers; the route stays in the list), the lock per run-metric observation (the "
-        "cached label children's values are added to directly; multiprocess mode keeps the API), the "
-        "version headers encoded per response (once per loaded version now), a coroutine per node in "
-        "chains, a syscall per run for the run id, and the unknown-field check's set and sort on valid "
-        "bodies. Left, in order of size: the run budget's timer and the engine's three frames per run, "
-        "the run's frozen records (RunCall, Served, Run, RunResult, Finished: about 4 µs together), "
-        "header lookups through Starlette's `Headers`, and the inputs being checked twice (by "
-        "`Run.prepare` and again by `CompiledFlow.run`).",
+        "What went: the run budget's loop timer per run (every budget of a loop now shares one timer, a "
+        "heap by deadline: arming and cancelling a timer cost about 2.8 µs on uvloop), the second check "
+        "of the inputs (`Run.prepare` checks them and the engine is told so), Starlette's `Request` and "
+        "`Headers` on the run route (the three headers it needs are read in one pass over the ASGI list, "
+        "a one-message JSON body is taken as it is, anything else still goes through the shared checks), "
+        "the per-run `Served` record (made once per loaded version), a frame per run in the scheduler "
+        "(inputs and the skip decision gathered in one pass), and frozen records per run. Before that: "
+        "the router and its exception wrappers on the hot route, the lock per run-metric observation, "
+        "the version headers encoded per response. What is left is mostly uvicorn's own work and the "
+        "same component calls the bare app makes.",
     ]
 )
 
