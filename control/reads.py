@@ -145,9 +145,12 @@ class ReadService:
 
     async def load(self, flow: str, digest: str) -> Any:
         """The stored document, after checking its bytes still hash to their address."""
+        return orjson.loads(await self.load_bytes(flow, digest))
+
+    async def load_bytes(self, flow: str, digest: str) -> bytes:
+        """The stored bytes, after checking they still hash to their address."""
         try:
-            data = await self.store.get_verified_blob(flow, digest)
+            return await self.store.get_verified_blob(flow, digest)
         except CorruptBlob as e:
             log.error("corrupt stored version flow=%s version=%s: %s", flow, digest[:12], e)
             raise
-        return orjson.loads(data)

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
 from cluster import engine
 from cluster.egress.policy import OutboundPolicy
 from cluster.errors import (
@@ -251,8 +253,9 @@ class ControlService(ReadService):
         counter = self.metrics.activations
         try:
             # The stored version is checked again: the registry or the bytes may have changed since publish.
-            await self._compile(await self.load(request.flow, request.digest))
-            release = await self.cutover(request)
+            data = await self.load_bytes(request.flow, request.digest)
+            await self._compile(orjson.loads(data))
+            release = await self.cutover(replace(request, data=data))
         except Exception as e:
             label = next((name for kind, name in FAILURE_LABELS if isinstance(e, kind)), "error")
             counter.labels(request.action, label).inc()

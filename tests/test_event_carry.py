@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cluster.flow.hashing import content_address
 from cluster.store.canary_store import CanaryWriter
-from cluster.store.events import CARRY_MAX_BYTES, Carried, ReleaseChanged, decode, encode
+from cluster.store.events import CARRY_MAX_BYTES, Carried, Prepare, ReleaseChanged, decode, encode
 from cluster.store.keys import Keys
 from cluster.store.store import Store
 from tests.test_store import next_messages
@@ -200,3 +200,14 @@ async def test_a_carried_record_of_another_release_is_read_instead(
         await redis_client.publish(keys.channel(), encode(event))
         await wait_for(lambda: served(state, FLOW) == d3, what="the record read")
         assert "carried another release's record" in caplog.text
+
+
+def test_a_prepare_carries_bytes_the_same_way() -> None:
+    blob = b'{"nodes":[],"label":"\xc3\xbc"}'
+    prepare = Prepare(FLOW, HASH, "ro1", 4, "ci", 2.0, carried=Carried(None, HASH, blob))
+    raw = encode(prepare)
+    event = decode(raw)
+    assert event == Prepare(FLOW, HASH, "ro1", 4, "ci", 2.0) and isinstance(event, Prepare)
+    assert event.carried == Carried(None, HASH, blob)
+    assert orjson.loads(raw)["rollout"] == "ro1"  # one JSON object for a consumer that knows no more
+    assert decode(encode(Prepare(FLOW, HASH, "ro1", 4, "ci", 2.0))).carried is None  # type: ignore[union-attr]

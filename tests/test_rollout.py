@@ -22,7 +22,7 @@ from cluster.errors import GenerationConflict
 from cluster.flow.hashing import content_address
 from cluster.settings import Settings
 from cluster.store import rollouts
-from cluster.store.events import Abort, Prepare, decode
+from cluster.store.events import CARRY_MAX_BYTES, Abort, Prepare, decode
 from cluster.store.keys import Keys
 from cluster.store.store import Store
 from control.http.api import create_app
@@ -302,3 +302,19 @@ async def test_a_cancelled_activation_aborts_its_rollout(
     record = await rollouts.read_record(store.redis, store.keys, FLOW)
     assert record is not None and record["state"] == "aborted"
     assert (await store.get_release(FLOW)).generation == 1  # type: ignore[union-attr]
+
+
+async def test_the_prepare_carries_a_small_version_and_not_a_big_one(
+    store: Store, versions: tuple[str, str], redis_server: RedisServer
+) -> None:
+    v1, v2 = versions
+    small = await store.get_blob(FLOW, v2)
+    assert small is not None
+    async with AsyncExitStack() as stack:
+        [seen] = await fleet(stack, store, redis_server.url, {"a": "ok"})
+        await TwoPhaseCutover(store, ControlMetrics(), timeout_s=5)(request(v2, data=small))
+        big = b"x" * (CARRY_MAX_BYTES + 1)  # only its size matters here: the event leaves it out
+        await TwoPhaseCutover(store, ControlMetrics(), timeout_s=5)(request(v1, data=big))
+    first, second = [e for e in seen if isinstance(e, Prepare)]
+    assert first.carried is not None and (first.carried.blob_hash, first.carried.blob) == (v2, small)
+    assert second.hash == v1 and second.carried is None

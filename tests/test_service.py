@@ -50,4 +50,6 @@ async def test_a_custom_cutover_receives_the_verified_request(store: Store) -> N
         FLOW, json.dumps(flow_doc()).encode(), actor="ci", message="m", activate=True
     )
     assert outcome.release is not None and outcome.release.generation == 1
-    assert seen == [CutoverRequest(FLOW, outcome.hash, "ci", "m", "activate", None)]
+    # With the verified bytes, which a two-phase prepare event carries when the version is small.
+    data = await store.get_blob(FLOW, outcome.hash)
+    assert seen == [CutoverRequest(FLOW, outcome.hash, "ci", "m", "activate", None, data=data)]

@@ -4,10 +4,11 @@ recompiling, drop on abort, supersede and expiry, and the `prepared` field of th
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
-from cluster.store.events import Abort, Prepare, ReleaseChanged, encode
+from cluster.store.events import Abort, Carried, Prepare, ReleaseChanged, encode
 from cluster.store.keys import Keys
 from cluster.store.store import Store
 from tests.worker_support import ToyCompiler, publish_activate, toy_doc, wait_for
@@ -190,3 +191,27 @@ async def test_a_version_the_replica_holds_in_its_cache_is_prepared_without_comp
     outcome = await loader.apply(await store.get_release("qa"), triggered_by="event:rollback", forced=True)
     assert outcome.result == "loaded" and state.snapshot.get("qa").hash == v1
     assert compiler.compiled == ["v1", "v2"]
+
+
+async def test_a_prepare_that_carries_the_bytes_is_prepared_without_a_fetch(store, parts, caplog):
+    loader, state, prepared, preparer, compiler, _, _ = parts
+    await publish_activate(store, "qa", "v1")
+    v2 = await stored(store, "v2")
+    data, _ = toy_doc("v2")
+    fetched: list[str] = []
+    get_blob = store.get_blob
+
+    async def recording(flow: str, digest: str) -> bytes | None:
+        fetched.append(digest)
+        return await get_blob(flow, digest)
+
+    store.get_blob = recording
+    carried = Carried(None, v2, data)
+    reply = await preparer.prepare(replace(prepare_event(v2), carried=carried))
+    assert reply.ok and fetched == [] and prepared.held_hash("qa") == v2 and len(loader.offered) == 0
+    # Bytes that do not hash to the version are dropped and the stored ones fetched instead.
+    v3 = await stored(store, "v3")
+    forged, _ = toy_doc("forged")
+    reply = await preparer.prepare(replace(prepare_event(v3, "ro2"), carried=Carried(None, v3, forged)))
+    assert reply.ok and fetched == [v3] and compiler.compiled[-1] == "v3"
+    assert "do not hash to" in caplog.text

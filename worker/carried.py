@@ -12,7 +12,7 @@ import logging
 from collections import OrderedDict
 
 from cluster.flow.hashing import sha256_hex
-from cluster.store.events import ReleaseChanged
+from cluster.store.events import Prepare, ReleaseChanged
 from cluster.store.release import CorruptRecord, Release
 from worker.ports import ReleaseReader, Target
 
@@ -38,15 +38,16 @@ def carried_release(event: ReleaseChanged) -> Release | None:
     return release
 
 
-def carried_blob(event: ReleaseChanged) -> tuple[str, bytes] | None:
-    """(hash, bytes) of the version the event carries, once the bytes hash to that name."""
+def carried_blob(event: ReleaseChanged | Prepare) -> tuple[str, bytes] | None:
+    """(hash, bytes) of the version the event (a release or a prepare) carries, once the bytes hash
+    to that name."""
     carried = event.carried
     if carried is None or carried.blob is None or carried.blob_hash is None:
         return None
     if sha256_hex(carried.blob) != carried.blob_hash:
         log.warning(
-            "release event flow=%s carried bytes that do not hash to %s; fetching them instead",
-            event.flow, carried.blob_hash[:12],
+            "%s event flow=%s carried bytes that do not hash to %s; fetching them instead",
+            event.TYPE, event.flow, carried.blob_hash[:12],
         )  # fmt: skip
         return None
     return carried.blob_hash, carried.blob

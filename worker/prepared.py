@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.store.events import Abort, Prepare
+from worker.carried import carried_blob
 from worker.loader import Loader, LoadFailure
 from worker.state import LoadedFlow, WorkerState
 
@@ -138,11 +139,17 @@ class Preparer:
             loaded = LoadedFlow(event.flow, compiled, event.hash, event.generation, self._clock())
             self.prepared.hold(event.rollout, loaded, event.timeout_s)
             return self._reply(event, None)
+        offered = carried_blob(event)  # a small version rides on the event: no fetch
+        if offered is not None:
+            self.loader.offered.put(event.flow, *offered)
         try:
             loaded = await self.loader.prepare(event)
         except LoadFailure as e:
             self.prepared.drop(event.flow)
             return self._reply(event, e)
+        finally:
+            if offered is not None:
+                self.loader.offered.take(event.flow, offered[0])
         self.prepared.hold(event.rollout, loaded, event.timeout_s)
         return self._reply(event, None)
 

@@ -88,6 +88,8 @@ class Prepare:
     by: str
     at: float
     timeout_s: float = 10.0
+    # The version's bytes when small, like a release event's (not a checked wire field).
+    carried: Carried | None = field(default=None, compare=False, repr=False, metadata={"wire": False})
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,11 @@ Event = ReleaseChanged | Ping | Prepare | Abort
 
 # type name -> class. A new event type (canary ...) is one dataclass plus one entry here.
 EVENT_TYPES: dict[str, type[Event]] = {cls.TYPE: cls for cls in (ReleaseChanged, Ping, Prepare, Abort)}
+# The fields each type writes and reads as JSON (what it carries goes after them, see `encode`).
+WIRE_FIELDS = {
+    cls: tuple(f for f in dataclasses.fields(cls) if f.metadata.get("wire", True))
+    for cls in EVENT_TYPES.values()
+}
 
 # Field annotation (as written above, a string under `from __future__ import annotations`) -> accepted
 # JSON types. bool is excluded from numbers explicitly in _accepts.
@@ -141,8 +148,10 @@ def encode(event: Event) -> bytes:
         )
         return head + str(event.generation).encode() + _carried_bytes(event.carried) + tail
     payload: dict[str, Any] = {"v": VERSION, "type": event.TYPE}
-    payload.update(dataclasses.asdict(event))
-    return orjson.dumps(payload)
+    payload.update((f.name, getattr(event, f.name)) for f in WIRE_FIELDS[type(event)])
+    carried = event.carried if isinstance(event, Prepare) else None
+    body = orjson.dumps(payload)
+    return body if carried is None else body[:-1] + _carried_bytes(carried) + b"}"
 
 
 def _carried_bytes(carried: Carried | None) -> bytes:
@@ -210,7 +219,7 @@ def decode(raw: bytes | str) -> Event | None:
         log.debug("ignoring event of unknown type %.50r", payload.get("type"))
         return None
     event = _build(cls, payload)
-    if isinstance(event, ReleaseChanged):
+    if isinstance(event, ReleaseChanged | Prepare):
         carried = _carried(payload, blob)
         return event if carried is None else dataclasses.replace(event, carried=carried)
     return event

@@ -9,7 +9,7 @@ single atomic script (CAS on the generation, release record, history, audit, PUB
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from cluster.store.release import Release
@@ -28,6 +28,8 @@ class CutoverRequest:
     force: bool = False  # commit even if replicas NACK or time out (recorded in the audit log)
     timeout_s: float | None = None  # prepare timeout; None: the configured default
     unpin: bool = False  # move every pinned session of the flow to this version
+    # The version's verified bytes: a small one rides on the prepare event (docs/protocol.md).
+    data: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 from cluster.errors import FlowfleetError
 from cluster.store import rollouts
-from cluster.store.events import Abort, Prepare
+from cluster.store.events import CARRY_MAX_BYTES, Abort, Carried, Prepare
 from cluster.store.release import Release
 from cluster.store.replication import RedisUnreplicated
 from cluster.store.store import Store
@@ -133,7 +133,12 @@ class TwoPhaseCutover:
         # The commit is compare-and-set on the generation the replicas prepared against (or the caller's).
         expected = base if request.expected_generation is None else request.expected_generation
         started = self._monotonic()
-        event = Prepare(flow, digest, rollout_id, record["generation"], request.by, self._clock(), timeout)
+        data = request.data
+        small = data is not None and len(data) <= CARRY_MAX_BYTES  # replicas then skip the fetch
+        carried = Carried(None, digest, data) if small else None
+        event = Prepare(
+            flow, digest, rollout_id, record["generation"], request.by, self._clock(), timeout, carried
+        )
         await self.store.publish_event(event)
         log.info(
             "prepare flow=%s hash=%s rollout=%s replicas=%s", flow, digest[:12], rollout_id, ",".join(live)
