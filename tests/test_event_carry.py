@@ -72,12 +72,18 @@ def test_an_older_consumer_reads_a_carrying_event_as_a_plain_one() -> None:
     }
 
 
-def test_offered_blobs_are_taken_once_and_bounded() -> None:
+def test_offered_blobs_are_taken_once_verified_and_bounded() -> None:
     offered = OfferedBlobs(keep=2)
     for i in range(3):
         offered.put(FLOW, str(i), b"x")
     assert len(offered) == 2 and offered.take(FLOW, "0") is None
-    assert offered.take(FLOW, "2") == b"x" and offered.take(FLOW, "2") is None
+    # Taken only once they hash to their name; what was not needed is dropped unhashed.
+    assert offered.take(FLOW, "2") is None and offered.take(FLOW, "1") is None and len(offered) == 0
+    data, digest = toy_doc("v")
+    offered.put(FLOW, digest, data)
+    offered.put(FLOW, HASH, data)
+    offered.drop(FLOW, HASH)
+    assert offered.take(FLOW, digest) == data and offered.take(FLOW, digest) is None and len(offered) == 0
 
 
 # -- the scripts --------------------------------------------------------------------------------------

@@ -39,16 +39,10 @@ def carried_release(event: ReleaseChanged) -> Release | None:
 
 
 def carried_blob(event: ReleaseChanged | Prepare) -> tuple[str, bytes] | None:
-    """(hash, bytes) of the version the event (a release or a prepare) carries, once the bytes hash
-    to that name."""
+    """(hash, bytes) of the version the event (a release or a prepare) carries, unverified: they are
+    hashed only if the loader takes them (`OfferedBlobs.take`), as a held version needs none."""
     carried = event.carried
     if carried is None or carried.blob is None or carried.blob_hash is None:
-        return None
-    if sha256_hex(carried.blob) != carried.blob_hash:
-        log.warning(
-            "%s event flow=%s carried bytes that do not hash to %s; fetching them instead",
-            event.TYPE, event.flow, carried.blob_hash[:12],
-        )  # fmt: skip
         return None
     return carried.blob_hash, carried.blob
 
@@ -69,8 +63,8 @@ async def read_release(store: ReleaseReader, event: ReleaseChanged) -> Target | 
 
 
 class OfferedBlobs:
-    """Verified version bytes from events, waiting for the loader: taken once, at most `keep` held (the
-    oldest is dropped; the loader then fetches it as usual)."""
+    """Version bytes from events, waiting for the loader: taken once and verified then, at most `keep`
+    held (the oldest is dropped; the loader then fetches it as usual)."""
 
     def __init__(self, keep: int = 8) -> None:
         self.keep = keep
@@ -83,7 +77,19 @@ class OfferedBlobs:
             self._blobs.popitem(last=False)
 
     def take(self, flow: str, digest: str) -> bytes | None:
-        return self._blobs.pop((flow, digest), None)
+        """The bytes offered for `digest`, once they hash to it; None otherwise (then fetch them)."""
+        data = self._blobs.pop((flow, digest), None)
+        if data is not None and sha256_hex(data) != digest:
+            log.warning(
+                "flow=%s: the bytes an event carried do not hash to %s; fetching them instead",
+                flow, digest[:12],
+            )  # fmt: skip
+            return None
+        return data
+
+    def drop(self, flow: str, digest: str) -> None:
+        """Forget the bytes offered for `digest` (not needed after all), unhashed."""
+        self._blobs.pop((flow, digest), None)
 
     def __len__(self) -> int:
         return len(self._blobs)

@@ -149,7 +149,7 @@ class Preparer:
             return self._reply(event, e)
         finally:
             if offered is not None:
-                self.loader.offered.take(event.flow, offered[0])
+                self.loader.offered.drop(event.flow, offered[0])
         self.prepared.hold(event.rollout, loaded, event.timeout_s)
         return self._reply(event, None)
 

@@ -258,7 +258,7 @@ class Subscriber:
                 )
         finally:
             if offered is not None:  # not needed after all (held already, or superseded): dropped
-                self.loader.offered.take(event.flow, offered[0])
+                self.loader.offered.drop(event.flow, offered[0])
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
