@@ -11,46 +11,29 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from redis.exceptions import RedisError
 
-from cluster.errors import FlowValidationError, MissingSearchProvider, MissingSecret
 from cluster.flow.hashing import sha256_hex
-from cluster.logfmt import logfmt_value
 from worker.carried import OfferedBlobs
 from worker.metrics import WorkerMetrics
 from worker.ports import Compiler, ReleaseReader, Runnable, Target
+from worker.reloads import (
+    THREAD_COMPILE_BYTES,
+    LoadFailure,
+    ReloadOutcome,
+    compile_version,
+    log_reload,
+    recheck,
+)
+from worker.settle import SETTLE_S, Settler
 from worker.state import CanaryVersion, LoadedFlow, LoadError, WorkerState, serving_versions
-from worker.versions import VersionCache, VersionRef, extras_of
+from worker.versions import ReleaseExtras, VersionCache, VersionRef, extras_of
 
 log = logging.getLogger(__name__)
 
-# Documents above this size are compiled in a thread so a big compile never stalls running requests.
-THREAD_COMPILE_BYTES = 64 * 1024
-
-
-class LoadFailure(Exception):
-    """A version could not be prepared; `reason` is the metric label."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(frozen=True)
-class ReloadOutcome:
-    """What one `Loader.apply` did. `result`: loaded, ignored, skipped or failed."""
-
-    flow: str
-    result: str
-    old_hash: str | None
-    new_hash: str
-    generation: int
-    duration_ms: float
-    error: LoadError | None = None
+__all__ = ["THREAD_COMPILE_BYTES", "LoadFailure", "Loader", "ReloadOutcome"]
 
 
 class Loader:
@@ -69,6 +52,7 @@ class Loader:
         on_change: Callable[[], None] | None = None,
         take_prepared: Callable[[str, str], LoadedFlow | None] | None = None,
         cache: VersionCache | None = None,
+        settle_s: float = SETTLE_S,
     ) -> None:
         self.store = store
         # Verified bytes carried by release events (worker/carried.py): taken instead of a fetch.
@@ -87,13 +71,16 @@ class Loader:
         self.on_change = on_change or (lambda: None)
         # A version compiled ahead by a two-phase prepare (worker/prepared.py), taken on its commit.
         self.take_prepared = take_prepared or (lambda flow, digest: None)
+        # What a swap applied with `settle` owes (metrics, log line, cache sweep), run `settle_s` later.
+        self.after_swap = Settler(settle_s)
 
     def _lock(self, flow: str) -> asyncio.Lock:
         return self._locks.setdefault(flow, asyncio.Lock())
 
     async def apply(
-        self, target: Target, *, triggered_by: str, forced: bool = False, authoritative: bool = False
-    ) -> ReloadOutcome:
+        self, target: Target, *, triggered_by: str, forced: bool = False, authoritative: bool = False,
+        settle: bool = False,
+    ) -> ReloadOutcome:  # fmt: skip
         """Bring the flow to `target` unless this replica already serves exactly that release.
 
         `forced` (set for change events) retries a version that failed before its backoff expired.
@@ -115,7 +102,7 @@ class Loader:
             if superseded or behind:
                 # Not news by generation: a bare event is dropped; a record is checked against a fresh
                 # read, which also skips the compile of a release superseded while this one waited.
-                fresh = await self._recheck(target, current) if authoritative else None
+                fresh = await recheck(self.store, self.state, target, current) if authoritative else None
                 if fresh is None:
                     return ignored
                 target = fresh
@@ -127,16 +114,50 @@ class Loader:
                 prepared = await self.prepare_release(target, current)
             except LoadFailure as e:
                 return self._failed(target, old_hash, e, started, triggered_by)
-            swapped = self.commit(prepared, allow_regression=replacing)
-            # Until the swap: the bookkeeping after it (cache, metrics, status) is not the reload.
-            duration = (self.swapped_at if swapped else self._monotonic()) - started
-            self.metrics.reload_total.labels(target.flow, "loaded").inc()
-            self.metrics.reload_duration.labels(target.flow).observe(duration)
-            outcome = ReloadOutcome(
-                target.flow, "loaded", old_hash, target.hash, target.generation, duration * 1000
-            )
-            self._log(outcome, triggered_by)
-            return outcome
+            return self._swap(prepared, old_hash, started, triggered_by, replacing=replacing, settle=settle)
+
+    def apply_held(self, target: Target, *, triggered_by: str, settle: bool = True) -> ReloadOutcome | None:
+        """`apply` done at once, without waiting for anything, when it can be: no reload of the flow is
+        under way, `target` is news by generation, and this replica holds every version it serves
+        compiled (a two-phase commit, a canary's promotion or abort, a rollback to a cached version).
+        None: it cannot, and `apply` must run (nothing was changed)."""
+        lock = self._locks.get(target.flow)
+        if lock is not None and lock.locked():
+            return None
+        current = self.state.snapshot.get(target.flow)
+        latest = self.state.targets.get(target.flow)
+        if (latest is not None and latest.generation > target.generation) or (
+            current is not None and target.generation <= current.generation
+        ):
+            return None
+        started = self._monotonic()
+        if not self.state.health_of(target.flow).may_attempt(target, started, forced=True):
+            return None
+        prepared = self._from_held(target, current)
+        if prepared is None:
+            return None
+        self.state.note_target(target)
+        old_hash = current.hash if current else None
+        return self._swap(prepared, old_hash, started, triggered_by, replacing=False, settle=settle)
+
+    def _swap(
+        self, prepared: LoadedFlow, old_hash: str | None, started: float, triggered_by: str, *,
+        replacing: bool, settle: bool,
+    ) -> ReloadOutcome:  # fmt: skip
+        swapped = self.commit(prepared, allow_regression=replacing, settle=settle)
+        # Until the swap: the bookkeeping after it (cache, metrics, status) is not the reload.
+        duration = (self.swapped_at if swapped else self._monotonic()) - started
+        outcome = ReloadOutcome(
+            prepared.flow, "loaded", old_hash, prepared.hash, prepared.generation, duration * 1000
+        )
+
+        def report() -> None:
+            self.metrics.reload_total.labels(outcome.flow, "loaded").inc()
+            self.metrics.reload_duration.labels(outcome.flow).observe(duration)
+            log_reload(outcome, triggered_by, self.state.replica_id)
+
+        (self.after_swap.later if settle else self.after_swap.now)(report)
+        return outcome
 
     async def prepare_release(self, target: Target, current: LoadedFlow | None) -> LoadedFlow:
         """Everything `target` serves, compiled: its version and its canary's, reusing what is loaded
@@ -145,12 +166,36 @@ class Loader:
         compiled = await self.compiled(target.flow, target.hash, target.generation, current)
         canary = None
         if extras.canary_hash:
-            canary_compiled = await self.compiled(target.flow, extras.canary_hash, target.generation, current)
-            canary = CanaryVersion(
-                extras.canary_hash, canary_compiled, extras.canary_percent, extras.canary_started_at
+            canary = await self.compiled(target.flow, extras.canary_hash, target.generation, current)
+        return self._loaded_flow(target, extras, compiled, canary)
+
+    def _from_held(self, target: Target, current: LoadedFlow | None) -> LoadedFlow | None:
+        """`prepare_release` from versions held compiled only; None (nothing taken) if one is not."""
+        extras = extras_of(target)
+        canary = None
+        if extras.canary_hash:
+            canary = self.held(target.flow, extras.canary_hash, current)
+            if canary is None:
+                return None
+        compiled = self.held(target.flow, target.hash, current)
+        if compiled is None:
+            held = self.take_prepared(target.flow, target.hash)
+            if held is None:
+                return None
+            compiled = held.compiled
+            self.cache.put(target.flow, target.hash, compiled)
+        return self._loaded_flow(target, extras, compiled, canary)
+
+    def _loaded_flow(
+        self, target: Target, extras: ReleaseExtras, compiled: Runnable, canary: Runnable | None
+    ) -> LoadedFlow:
+        version = None
+        if extras.canary_hash and canary is not None:
+            version = CanaryVersion(
+                extras.canary_hash, canary, extras.canary_percent, extras.canary_started_at
             )
         return LoadedFlow(
-            target.flow, compiled, target.hash, target.generation, self._clock(), canary,
+            target.flow, compiled, target.hash, target.generation, self._clock(), version,
             extras.unpin_generation, extras.stamp, extras.revoked,
         )  # fmt: skip
 
@@ -195,70 +240,38 @@ class Loader:
                 "hash_mismatch",
                 f"stored bytes of {target.hash[:12]} hash to {actual[:12]}; refusing to load them",
             )
-        try:
-            if len(data) > self._thread_compile_bytes:
-                compiled = await asyncio.to_thread(self.compiler, data)
-            else:
-                compiled = self.compiler(data)
-        except MissingSecret as e:  # this replica's configuration, not the version, is at fault
-            raise LoadFailure("missing_secret", str(e)) from e
-        except MissingSearchProvider as e:  # the same: a WebSearch node and no provider configured here
-            raise LoadFailure("missing_search_provider", str(e)) from e
-        except FlowValidationError as e:
-            raise LoadFailure("invalid_document", f"invalid document: {e}") from e
-        except Exception as e:  # a component's build may raise anything; it must not kill the loader
-            log.exception("compiling %s %s failed", target.flow, target.hash[:12])
-            raise LoadFailure("compile_error", f"compile failed: {type(e).__name__}: {e}") from e
+        compiled = await compile_version(self.compiler, target, data, self._thread_compile_bytes)
         return LoadedFlow(target.flow, compiled, target.hash, target.generation, self._clock())
 
-    async def _recheck(self, target: Target, current: LoadedFlow | None) -> Target | None:
-        """The flow's release record read afresh, if this replica must move to it; None otherwise."""
-        try:
-            fresh = await self.store.get_release(target.flow)
-        except (RedisError, OSError):
-            return None  # the next reconcile reads it again
-        if fresh is None:
-            return None
-        self.state.targets[target.flow] = fresh  # the record, not the newest number seen, is the truth
-        if current is not None and current.serves(fresh):
-            return None  # a stale read raced a newer event; nothing to do
-        if current is not None and fresh.generation <= current.generation:
-            log.warning(
-                "flow=%s replica=%s release record generation %d (%s) replaces loaded generation %d (%s), "
-                "which is not older: store reset or restored? following the release record",
-                target.flow, self.state.replica_id, fresh.generation, fresh.hash[:12],
-                current.generation, current.hash[:12],
-            )  # fmt: skip
-        return fresh
+    def commit(self, prepared: LoadedFlow, *, allow_regression: bool = False, settle: bool = False) -> bool:
+        """Swap in a prepared version unless something newer is already serving. True if swapped.
 
-    def commit(self, prepared: LoadedFlow, *, allow_regression: bool = False) -> bool:
-        """Swap in a prepared version unless something newer is already serving. True if swapped."""
+        `settle`: the version metrics and the cache sweep run a moment later (worker/settle.py)."""
         current = self.state.snapshot.get(prepared.flow)
         if current is not None and prepared.generation <= current.generation and not allow_regression:
             return False
         loaded = replace(prepared, loaded_at=self._clock())
         self.state.commit(loaded)
         self.swapped_at = self._monotonic()
-        self._keep_versions(current, loaded)
-        self.state.record_success(prepared.flow)
-        self.metrics.set_version(
-            prepared.flow,
-            (current.hash, current.generation) if current else None,
-            (loaded.hash, loaded.generation),
-        )
-        self.on_change()
-        return True
-
-    def _keep_versions(self, old: LoadedFlow | None, new: LoadedFlow) -> None:
-        """Versions just swapped out stay cached for pinned sessions (until idle for the session TTL)."""
-        for version in (new, new.canary, old, old.canary if old else None):
+        # Versions just swapped out stay cached for pinned sessions (until idle for the session TTL).
+        for version in (loaded, loaded.canary, current, current.canary if current else None):
             if version is not None:
-                self.cache.put(new.flow, version.hash, version.compiled)
-        self.cache.sweep(serving_versions(self.state))
+                self.cache.put(loaded.flow, version.hash, version.compiled)
+        self.state.record_success(prepared.flow)
+        self.on_change()
+        old = (current.hash, current.generation) if current else None
+
+        def account() -> None:
+            self.metrics.set_version(loaded.flow, old, (loaded.hash, loaded.generation))
+            self.cache.sweep(serving_versions(self.state))
+
+        (self.after_swap.later if settle else self.after_swap.now)(account)
+        return True
 
     def _failed(
         self, target: Target, old_hash: str | None, e: LoadFailure, started: float, triggered_by: str
     ) -> ReloadOutcome:
+        self.after_swap.flush()  # what an earlier swap owes is reported first
         error = LoadError(target.flow, target.hash, target.generation, e.reason, e.message, self._clock())
         now = self._monotonic()
         health = self.state.record_failure(error, now)
@@ -268,29 +281,13 @@ class Loader:
         outcome = ReloadOutcome(
             target.flow, "failed", old_hash, target.hash, target.generation, (now - started) * 1000, error
         )
-        self._log(
+        log_reload(
             outcome,
             triggered_by,
+            self.state.replica_id,
             reason=e.reason,
             error=e.message,
             consecutive_failures=health.consecutive_failures,
             retry_in_s=round(max(0.0, health.retry_at - now), 1),
         )
         return outcome
-
-    def _log(self, outcome: ReloadOutcome, triggered_by: str, **failure: Any) -> None:
-        # One structured line per reload attempt (logfmt); `extra` carries the fields for JSON formatters.
-        fields: dict[str, Any] = {
-            "flow": outcome.flow,
-            "old_hash": outcome.old_hash or "-",
-            "new_hash": outcome.new_hash,
-            "generation": outcome.generation,
-            "triggered_by": triggered_by,
-            "duration_ms": round(outcome.duration_ms, 3),
-            "result": outcome.result,
-            "replica": self.state.replica_id,
-            **failure,
-        }
-        line = " ".join(f"{key}={logfmt_value(value)}" for key, value in fields.items())
-        level = logging.INFO if outcome.result == "loaded" else logging.WARNING
-        log.log(level, "reload %s", line, extra={"reload": fields})

@@ -280,6 +280,7 @@ class Replica:
             log.warning(
                 "replica=%s could not deregister (%s); its status expires on its own", s.replica_id, e
             )
+        self.loader.after_swap.flush()  # the last swaps' log lines and metrics
         await self.loader.cache.aclose()
         for client in self._clients:
             await client.aclose()

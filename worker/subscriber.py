@@ -13,7 +13,6 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
@@ -27,8 +26,11 @@ from worker.metrics import WorkerMetrics
 from worker.ports import ReleaseReader
 from worker.prepared import Preparer
 from worker.state import WorkerState
+from worker.timing import Timing, backoff_with_jitter
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Subscriber", "Timing", "backoff_with_jitter"]
 
 PING_TOKEN = b"flowfleet-watchdog"
 # Upper bound for one wait on the socket, so stop() and the ping timer are honoured promptly.
@@ -45,24 +47,6 @@ class ChannelSilent(Exception):
 
 # Failures that are part of life (restarts, failovers, network cuts); anything else gets a traceback.
 EXPECTED = (RedisError, RedisClusterException, OSError, ChannelSilent)
-
-
-@dataclass(frozen=True)
-class Timing:
-    reconcile_s: float = 5.0
-    watchdog_s: float = 15.0
-    ping_s: float = 5.0
-    backoff_base_s: float = 0.2
-    backoff_cap_s: float = 5.0
-    # A subscription must stay up this long before the reconnect backoff starts from the bottom again,
-    # so a server that drops every connection right after the subscribe is not hammered.
-    healthy_s: float = 10.0
-
-
-def backoff_with_jitter(failures: int, timing: Timing, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**failures)] so replicas spread their retries."""
-    ceiling = min(timing.backoff_cap_s, timing.backoff_base_s * 2 ** min(failures, 16))
-    return rng.uniform(timing.backoff_base_s / 2, max(ceiling, timing.backoff_base_s))
 
 
 class Subscriber:
@@ -164,12 +148,12 @@ class Subscriber:
                 now = time.monotonic()
                 self._maybe_healthy(now)
                 wait = min(POLL_S, next_ping - now, last_rx + self.timing.watchdog_s - now)
-                message = await pubsub.get_message(timeout=max(wait, 0.0))
+                reply = await redis_conn.read_pubsub_reply(pubsub, max(wait, 0.0))
                 now = time.monotonic()
-                if message is not None:
+                if reply is not None:
                     last_rx = self._last_rx = now
+                    self._handle(reply)
                     self.metrics.mark_event()
-                    self._handle(message)
                 if now - last_rx > self.timing.watchdog_s:
                     raise ChannelSilent(f"nothing received for {now - last_rx:.1f}s")
                 if now >= next_ping:
@@ -200,19 +184,21 @@ class Subscriber:
             )  # fmt: skip
             self._failures = 0
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "subscribe":
+    def _handle(self, reply: Any) -> None:
+        """One reply off the subscribed connection: `[kind, channel, data]` for a message (bytes, or
+        str on a client that decodes responses); anything else (a PONG) is liveness only."""
+        kind = reply[0] if isinstance(reply, list) and reply else None
+        if kind in (b"message", "message") and len(reply) == 3:
+            data = reply[2]
+            if isinstance(data, bytes | str):
+                self._on_event(data if isinstance(data, bytes) else data.encode())
+        elif kind in (b"subscribe", "subscribe"):
             self._subscribed_at = self._last_rx = time.monotonic()
             self.connected.set()
             self.metrics.subscriber_connected.set(1)
             log.info("subscriber replica=%s subscribed to %s", self.state.replica_id, self.channel)
             # Anything published while we were not subscribed is lost: re-read the truth.
             self.request_reconcile("subscribe")
-        elif kind == "message":
-            data = message.get("data")
-            if isinstance(data, bytes | str):
-                self._on_event(data if isinstance(data, bytes) else data.encode())
 
     def _on_event(self, data: bytes) -> None:
         event = decode(data)
@@ -220,7 +206,8 @@ class Subscriber:
             case ReleaseChanged() if not FLOW_NAME.match(event.flow):
                 log.warning("dropping release event for an invalid flow name %.100r", event.flow)
             case ReleaseChanged():
-                self._spawn(self._apply_release(event), f"flowfleet-load-{event.flow}")
+                if not self._swap_now(event):
+                    self._spawn(self._apply_release(event), f"flowfleet-load-{event.flow}")
             case Prepare() | Abort() if not FLOW_NAME.match(event.flow):
                 log.warning("dropping %s event for an invalid flow name %.100r", event.TYPE, event.flow)
             case Prepare() if self.preparer is not None:
@@ -236,6 +223,16 @@ class Subscriber:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    def _swap_now(self, event: ReleaseChanged) -> bool:
+        """The release the event carries, swapped in before anything else runs, when this replica holds
+        every version it names compiled (a two-phase commit, say): no task, no wait, and what the swap
+        owes is reported a moment later (worker/settle.py). False: `_apply_release` must run."""
+        record = carried_release(event)
+        if record is None:
+            return False
+        done = self.loader.apply_held(record, triggered_by=f"event:{event.action}", settle=True)
+        return done is not None
 
     async def _apply_release(self, event: ReleaseChanged) -> None:
         """Apply the release record the event points at: it also names the canary, the unpin mark and
@@ -254,8 +251,9 @@ class Subscriber:
         try:
             if record is not None:
                 await self.loader.apply(
-                    record, triggered_by=f"event:{event.action}", forced=True, authoritative=True
-                )
+                    record, triggered_by=f"event:{event.action}", forced=True, authoritative=True,
+                    settle=True,
+                )  # fmt: skip
         finally:
             if offered is not None:  # not needed after all (held already, or superseded): dropped
                 self.loader.offered.drop(event.flow, offered[0])

@@ -116,7 +116,7 @@ WIRE_FIELDS = {
 }
 
 # Field annotation (as written above, a string under `from __future__ import annotations`) -> accepted
-# JSON types. bool is excluded from numbers explicitly in _accepts.
+# JSON types, matched exactly (so a bool is never a number).
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int": (int,),
@@ -124,6 +124,17 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "str | None": (str, type(None)),
     "int | None": (int, type(None)),
     "float | None": (float, int, type(None)),
+}
+
+
+# Per event type, what `decode` checks of each wire field: (name, accepted JSON types, is a float,
+# required). Worked out once: an event reaches every replica at once, so decoding one is kept lean.
+_SPECS: dict[type[Event], tuple[tuple[str, tuple[type, ...], bool, bool], ...]] = {
+    cls: tuple(
+        (f.name, _FIELD_TYPES[str(f.type)], str(f.type).startswith("float"), f.default is dataclasses.MISSING)
+        for f in fields
+    )  # fmt: skip
+    for cls, fields in WIRE_FIELDS.items()
 }
 
 
@@ -218,40 +229,33 @@ def decode(raw: bytes | str) -> Event | None:
         # Newer publishers may send types this replica does not know yet: normal, not an error.
         log.debug("ignoring event of unknown type %.50r", payload.get("type"))
         return None
-    event = _build(cls, payload)
-    if isinstance(event, ReleaseChanged | Prepare):
-        carried = _carried(payload, blob)
-        return event if carried is None else dataclasses.replace(event, carried=carried)
-    return event
+    carries = cls is ReleaseChanged or cls is Prepare
+    return _build(cls, payload, _carried(payload, blob) if carries else None)
 
 
-def _build(cls: type[Event], payload: dict[str, Any]) -> Event | None:
+def _build(cls: type[Event], payload: dict[str, Any], carried: Carried | None) -> Event | None:
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in payload or not f.metadata.get("wire", True):
-            if f.default is dataclasses.MISSING:
-                log.warning("dropping %s event without field %r", cls.TYPE, f.name)
+    for name, accepted, is_float, required in _SPECS[cls]:
+        if name not in payload:
+            if required:
+                log.warning("dropping %s event without field %r", cls.TYPE, name)
                 return None
             continue
-        value = payload[f.name]
-        if not _accepts(str(f.type), value):
-            log.warning("dropping %s event: field %r has unusable value %.100r", cls.TYPE, f.name, value)
+        value = payload[name]
+        if type(value) not in accepted:  # JSON's exact types: a bool is no int here
+            log.warning("dropping %s event: field %r has unusable value %.100r", cls.TYPE, name, value)
             return None
         # JSON has one number type: an `at` of 1700000000 arrives as int and is still a float field.
-        values[f.name] = float(value) if str(f.type).startswith("float") and value is not None else value
+        values[name] = float(value) if is_float and value is not None else value
     if cls in (ReleaseChanged, Prepare) and not _valid_release(values):
         log.warning("dropping %s event with invalid hash or generation: %.200r", cls.TYPE, payload)
         return None
     if cls in (Prepare, Abort) and not (values["flow"] and values["rollout"]):
         log.warning("dropping %s event without flow or rollout id: %.200r", cls.TYPE, payload)
         return None
+    if carried is not None:
+        values["carried"] = carried
     return cls(**values)
-
-
-def _accepts(annotation: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, _FIELD_TYPES[annotation])
 
 
 def _valid_release(values: dict[str, Any]) -> bool:

@@ -133,6 +133,20 @@ async def open_pubsub(client: RedisClient, session: int = 0) -> Any:
     return client.pubsub(node=nodes[session % len(nodes)])
 
 
+async def read_pubsub_reply(pubsub: Any, timeout: float) -> Any:
+    """The next reply on a subscribed connection (a message, a subscribe confirmation, a PONG) as the
+    server sent it, e.g. `[b"message", channel, data]`; None when nothing came within `timeout` seconds.
+
+    Read straight off the connection: `PubSub.get_message` wraps every read in a health check, a retry
+    layer and a dict, which costs a replica more than the change event it delivers. Errors are raised as
+    they come; the subscriber ends the session and closes the connection on any of them.
+    """
+    conn = pubsub.connection
+    if conn is None:
+        raise ConnectionError("the pub/sub connection is not open")
+    return await conn.read_response(timeout=timeout, disconnect_on_error=False, push_request=True)
+
+
 def _single(target: Target, kwargs: dict[str, Any]) -> aioredis.Redis:
     url, safe = target.url, redact(target.url)
     try:
