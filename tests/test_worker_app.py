@@ -226,3 +226,13 @@ async def test_shutdown_gives_up_on_a_run_that_outlasts_the_grace(redis_server, 
         assert "shutdown grace 0.2s over with 1 run(s) still in flight" in caplog.text
         compiler.gates["stuck"].set()
         assert (await run).status_code == 200
+
+
+async def test_a_started_replica_leaves_what_it_loaded_out_of_the_collectors_view(redis_server, namespace):
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    async with worker(redis_server.url, namespace):
+        # Modules, settings and the app: a full collection no longer walks them.
+        assert gc.get_freeze_count() > 10_000
