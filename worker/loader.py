@@ -144,7 +144,8 @@ class Loader:
         self, prepared: LoadedFlow, old_hash: str | None, started: float, triggered_by: str, *,
         replacing: bool, settle: bool,
     ) -> ReloadOutcome:  # fmt: skip
-        swapped = self.commit(prepared, allow_regression=replacing, settle=settle)
+        # Stamped as it was built, just now: nothing awaited between there and here.
+        swapped = self.commit(prepared, allow_regression=replacing, settle=settle, stamped=True)
         # Until the swap: the bookkeeping after it (cache, metrics, status) is not the reload.
         duration = (self.swapped_at if swapped else self._monotonic()) - started
         outcome = ReloadOutcome(
@@ -243,14 +244,18 @@ class Loader:
         compiled = await compile_version(self.compiler, target, data, self._thread_compile_bytes)
         return LoadedFlow(target.flow, compiled, target.hash, target.generation, self._clock())
 
-    def commit(self, prepared: LoadedFlow, *, allow_regression: bool = False, settle: bool = False) -> bool:
+    def commit(
+        self, prepared: LoadedFlow, *, allow_regression: bool = False, settle: bool = False,
+        stamped: bool = False,
+    ) -> bool:  # fmt: skip
         """Swap in a prepared version unless something newer is already serving. True if swapped.
 
-        `settle`: the version metrics and the cache sweep run a moment later (worker/settle.py)."""
+        `settle`: the version metrics and the cache sweep run a moment later (worker/settle.py).
+        `stamped`: `prepared.loaded_at` is the time of the swap already (else it is stamped now)."""
         current = self.state.snapshot.get(prepared.flow)
         if current is not None and prepared.generation <= current.generation and not allow_regression:
             return False
-        loaded = replace(prepared, loaded_at=self._clock())
+        loaded = prepared if stamped else replace(prepared, loaded_at=self._clock())
         self.state.commit(loaded)
         self.swapped_at = self._monotonic()
         # Versions just swapped out stay cached for pinned sessions (until idle for the session TTL).
