@@ -5,8 +5,9 @@
 
 One replica process (`flowfleet worker --reuse-port`); the load generator (bench/loadgen.py) in its own
 process, keep-alive connections, closed loop. The two endpoints alternate round by round, in ABBA order
-(native first in even rounds, OpenAI first in odd ones), so drift in the machine's load hits both alike (more, shorter rounds than bench_overhead's: the two differ by a few per
-cent, less than a shared machine drifts in 8 s); each figure pools all rounds of one endpoint. Both
+(native first in even rounds, OpenAI first in odd ones), so drift in the machine's load hits both
+alike (more, shorter rounds than bench_overhead's: the two differ by a few per cent, less than a shared
+machine drifts in 8 s); each figure pools all rounds of one endpoint. Both
 answer the same text (checked first); the OpenAI request carries one user message, the native one the
 same text as its input. Next to throughput, the replica's own CPU time per request (user + system, from
 /proc): other processes on a shared machine move throughput much more than what a request costs.
@@ -150,7 +151,8 @@ def _markdown(results: dict[str, Any]) -> str:
         "`POST /v1/chat/completions` (one user message) against `POST /v1/flows/{flow}/run` (the same text "
         "as the input) on the 3-node flow PromptTemplate -> LLM(echo) -> ChatOutput, one `flowfleet worker "
         "--reuse-port` replica. Load: `bench/loadgen.py` in its own process, keep-alive connections, closed "
-        "loop; the endpoints alternate round by round in ABBA order. Errors count every non-2xx and transport failure. "
+        "loop; the endpoints alternate round by round in ABBA order. Errors count every non-2xx and "
+        "transport failure. "
         "Replica CPU is the replica process's user + system time over a round divided by its requests: "
         "what one request costs it, which other work on the machine moves much less than throughput. "
         f"Target: a throughput ratio OpenAI / native of at least {TARGET}.",
