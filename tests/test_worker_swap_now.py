@@ -122,6 +122,22 @@ async def test_a_release_whose_version_is_not_held_goes_the_usual_way(store: Sto
     assert replica.compiler.compiled == ["v2"]
 
 
+async def test_a_failure_of_the_swap_in_the_callback_falls_back_to_the_usual_path(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    replica = Replica(store)
+    _, v2, raw = await held_commit(store, replica)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    replica.loader.apply_held = broken  # type: ignore[method-assign]
+    replica.sub._on_event(raw)  # the subscription survives: nothing raised here
+    assert len(replica.sub._tasks) == 1 and "at once failed" in caplog.text
+    await wait_for(lambda: replica.served() == v2, what="the release, applied in a task")
+    assert replica.compiler.compiled == ["v1", "v2"], "the held version was still used"
+
+
 async def test_apply_held_declines_and_changes_nothing(store: Store) -> None:
     replica = Replica(store)
     _, v2, _ = await held_commit(store, replica)

@@ -225,13 +225,15 @@ class Subscriber:
         task.add_done_callback(self._task_done)
 
     def _swap_now(self, event: ReleaseChanged) -> bool:
-        """The release the event carries, swapped in before anything else runs, when this replica holds
-        every version it names compiled (a two-phase commit, say): no task, no wait, and what the swap
-        owes is reported a moment later (worker/settle.py). False: `_apply_release` must run."""
-        record = carried_release(event)
-        if record is None:
+        """The carried release, swapped in at once if this replica holds every version it names compiled
+        (a two-phase commit, say): no task, no wait (worker/settle.py). False: `_apply_release` runs."""
+        if (record := carried_release(event)) is None:
             return False
-        done = self.loader.apply_held(record, triggered_by=f"event:{event.action}", settle=True)
+        try:
+            done = self.loader.apply_held(record, triggered_by=f"event:{event.action}", settle=True)
+        except Exception:  # a bug here must not end the subscription: the usual path retries it
+            log.exception("swapping flow=%s at once failed; applying the release the usual way", event.flow)
+            return False
         return done is not None
 
     async def _apply_release(self, event: ReleaseChanged) -> None:
