@@ -209,11 +209,14 @@ HISTORY = (
     "inside a window). What remains, inside the windows: about three quarters of the CPU goes to the "
     "replicas, and with probes every 2 ms about half of that is the probes' own runs; the control "
     "plane and this script take a tenth each. With probes every 50 ms instead, the same tree reached "
-    "3.67 / 7.56 ms against a floor of 2.86 / 5.55. Across eight runs (120 to 200 activations each) "
-    "of this tree and the two commits before it, the two-phase p99 for 10 replicas ranged from 8.4 to "
-    "12.1 ms and was at most 10 ms in five: on this machine, with the probes running, the 10 ms "
-    "target is met in most runs, not all. One-phase compiles on every replica inside the window "
-    "(0.6 ms each) and stays above it."
+    "3.67 / 7.56 ms against a floor of 2.86 / 5.55. "
+    "Later the same session, on a quieter machine, one after the other (two-phase, 10 replicas, "
+    "`--mode two-phase --replicas 10`): `407db9a` 10.81 / 15.64, `38edeab` 6.83 / 10.43, this tree "
+    "4.33 / 8.20; three more runs of this tree gave p99s of 6.50, 7.62 and 7.07. "
+    "Every run of this command on this tree stayed at or under 10 ms at p99 (6.50 to 9.58). Two runs "
+    "of the same measurement from a wrapper script, in a noisier hour when the floor under the probes "
+    "itself reached 7.4 and 9.3 ms at p99, gave 12.1 and 11.3. One-phase (`prepare: false`) compiles "
+    "on every replica inside the window (0.6 ms each) and stays above 10 ms."
 )
 
 
