@@ -128,16 +128,18 @@ async def measure(duration: float, rounds: int, concurrencies: list[int]) -> dic
 # The request path before and after it was trimmed, measured in one session (this benchmark, default
 # settings), kept here because the section is rewritten on every run.
 HISTORY = (
-    "Against the previous request path (`407db9a`), both on the fast stack and measured with this "
-    "benchmark in one session on 2026-12-06, one after the other on an idle machine (8 s x 3 rounds "
+    "The table above: this tree on an AMD EPYC machine later on 2026-12-06, replica / bare 0.995 at 1 "
+    "connection (3,820 against 3,840 runs/s) and 1.13 at 32 (7,314 against 6,454). Against the "
+    "previous request path (`407db9a`), both on the fast stack and measured with this benchmark in "
+    "one session on 2026-12-06 (Intel Xeon), one after the other on an idle machine (8 s x 3 rounds "
     "each): at 32 connections the replica went from 10,107 to 13,360 runs/s (bare 12,128 and 12,390), "
     "the throughput ratio from 0.83 to 1.08; at 1 connection from 1,955 to 2,349 runs/s (bare 1,986 "
     "and 2,196), the ratio from 0.98 to 1.07. (The machine ran every 1-connection round at about half "
     "its earlier speed that hour, both targets alike; the previous session measured the old path at "
     "0.89 at 1 connection and 0.82 at 32.) In process (the ASGI app called directly, no sockets, "
-    "uvloop) a run went from 49.6 to 31.9 µs against 18.7 µs for the bare app: what flowfleet adds fell "
-    "from 30.9 to 13.2 µs per run (-57%). Earlier trims: 0.84 to 0.89 and 0.73 to 0.82 (2026-12-05), "
-    "0.79 to 0.82 and 0.72 to 0.80 (2026-11-26)."
+    "uvloop) a run went from 49.6 to 31.9 µs against 18.7 µs for the bare app: what flowfleet adds "
+    "fell from 30.9 to 13.2 µs per run (-57%). Earlier trims: 0.84 to 0.89 and 0.73 to 0.82 "
+    "(2026-12-05), 0.79 to 0.82 and 0.72 to 0.80 (2026-11-26)."
 )
 
 # Where a run's time goes, before and after (cProfile of the in-process loop above, 20,000 runs; the
