@@ -20,6 +20,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from cluster.names import FLOW_NAME
 from cluster.store import redis_conn
 from cluster.store.events import Abort, Ping, Prepare, ReleaseChanged, decode
+from cluster.store.release import Release
 from worker.carried import carried_blob, carried_release, read_release
 from worker.loader import Loader
 from worker.metrics import WorkerMetrics
@@ -206,8 +207,9 @@ class Subscriber:
             case ReleaseChanged() if not FLOW_NAME.match(event.flow):
                 log.warning("dropping release event for an invalid flow name %.100r", event.flow)
             case ReleaseChanged():
-                if not self._swap_now(event):
-                    self._spawn(self._apply_release(event), f"flowfleet-load-{event.flow}")
+                carried = carried_release(event)  # read once, for both paths
+                if carried is None or not self._swap_now(event, carried):
+                    self._spawn(self._apply_release(event, carried), f"flowfleet-load-{event.flow}")
             case Prepare() | Abort() if not FLOW_NAME.match(event.flow):
                 log.warning("dropping %s event for an invalid flow name %.100r", event.TYPE, event.flow)
             case Prepare() if self.preparer is not None:
@@ -224,11 +226,9 @@ class Subscriber:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    def _swap_now(self, event: ReleaseChanged) -> bool:
+    def _swap_now(self, event: ReleaseChanged, record: Release) -> bool:
         """The carried release, swapped in at once if this replica holds every version it names compiled
         (a two-phase commit, say): no task, no wait (worker/settle.py). False: `_apply_release` runs."""
-        if (record := carried_release(event)) is None:
-            return False
         try:
             done = self.loader.apply_held(record, triggered_by=f"event:{event.action}", settle=True)
         except Exception:  # a bug here must not end the subscription: the usual path retries it
@@ -236,7 +236,7 @@ class Subscriber:
             return False
         return done is not None
 
-    async def _apply_release(self, event: ReleaseChanged) -> None:
+    async def _apply_release(self, event: ReleaseChanged, carried: Release | None) -> None:
         """Apply the release record the event points at: it also names the canary, the unpin mark and
         the revoked versions (docs/protocol.md, rule 7). The event carries the record, and a small
         version's bytes (worker/carried.py); without them the record is read, and the version fetched."""
@@ -244,7 +244,7 @@ class Subscriber:
         if offered is not None:
             self.loader.offered.put(event.flow, *offered)
         try:
-            record = carried_release(event) or await read_release(self.store, event)
+            record = carried or await read_release(self.store, event)
         except EXPECTED as e:
             # Fetching the version would fail the same way; the next reconcile reads the record.
             log.warning("reading the release of flow=%s after an event failed (%s)", event.flow, e)
