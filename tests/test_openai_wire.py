@@ -21,7 +21,7 @@ from cluster.http import PayloadTooLarge, read_json_body
 from tests.test_openai_api import ask, chat_doc, replica
 from worker.api.openai import chat
 from worker.api.openai.chat import completion
-from worker.api.openai.chat_stream import chat_usage, fingerprint
+from worker.api.openai.chat_stream import ID_BATCH, ID_PREFIX, chat_usage, completion_id, fingerprint
 from worker.api.openai.errors import ModelNotFound, OpenAIRequestError, ScopeEndpoint
 from worker.api.openai.mapping import MODELS_KEPT, parse_model
 from worker.api.openai.params import CHAT_FIELDS, CHAT_REFUSED, CHAT_USUAL, check_fields, common
@@ -72,10 +72,24 @@ def test_made_answers_have_ids_of_their_own() -> None:
     assert len(ids) == 50 and all(i.startswith("chatcmpl-") and len(i) == 9 + 12 + 12 for i in ids)
 
 
+def test_ids_stay_unique_across_batches_plain_and_streamed_alike() -> None:
+    plain = [orjson.loads(completion("qa", H, "x", TokenCount()))["id"] for _ in range(ID_BATCH + 3)]
+    streamed = [completion_id() for _ in range(ID_BATCH + 3)]
+    assert len(set(plain + streamed)) == 2 * (ID_BATCH + 3)
+    assert {i[: 9 + 12] for i in plain + streamed} == {ID_PREFIX}
+
+
+def test_a_new_second_is_a_new_created() -> None:
+    before = orjson.loads(completion("qa", H, "x", TokenCount()))["created"]
+    stale = chat._MIDDLES["qa", H][1].replace(b":%d," % before, b":%d," % (before - 5))
+    chat._MIDDLES["qa", H] = (before - 5, stale)  # as if made five seconds ago
+    assert orjson.loads(completion("qa", H, "x", TokenCount()))["created"] >= before
+
+
 def test_the_names_an_answer_carries_are_kept_within_bounds() -> None:
-    for i in range(chat.NAMED_KEPT + 5):
+    for i in range(chat.MIDDLES_KEPT + 5):
         completion(f"m{i}", H, "x", TokenCount())
-    assert 0 < len(chat._NAMED) <= chat.NAMED_KEPT
+    assert 0 < len(chat._MIDDLES) <= chat.MIDDLES_KEPT
     assert orjson.loads(completion("m0", H[::-1], "x", TokenCount()))["system_fingerprint"] == (
         "fp_" + H[::-1][:12]
     )

@@ -24,7 +24,7 @@ from cluster.components.providers.usage import COUNTER, TokenCount
 from cluster.errors import FlowfleetError, FlowNotFound, Forbidden, RunInputError
 from cluster.http import read_json_body
 from worker.api.auth import ANONYMOUS_CALLER
-from worker.api.openai.chat_stream import ID_COUNT, ID_PREFIX, ChatFraming, fingerprint
+from worker.api.openai.chat_stream import COMPLETION_IDS, ChatFraming, fingerprint
 from worker.api.openai.errors import ModelNotFound, error_response
 from worker.api.openai.mapping import answer_text, chat_input, parse_model
 from worker.api.openai.messages import chat_turn
@@ -42,34 +42,37 @@ from worker.runs import Run, RunCall, admit, version_headers
 from worker.stream import StreamedRun
 
 # A `chat.completion` as orjson writes it, made without building and walking its dicts
-# (tests/test_openai_wire.py holds the two side by side). The id: chat_stream.completion_id's.
-COMPLETION = (
-    b'{"id":"%s%012x","object":"chat.completion","created":%d,%s,'
-    b'"choices":[{"index":0,"message":{"role":"assistant","content":%s,"refusal":null,"annotations":[]},'
-    b'"logprobs":null,"finish_reason":"stop"}],'
+# (tests/test_openai_wire.py holds the two side by side): the id (chat_stream.COMPLETION_IDS), the
+# middle, which changes only with the second, the model and the version, the text, and the close.
+ID_OPEN = b'{"id":"'
+MIDDLE = (
+    b'","object":"chat.completion","created":%d,"model":%s,"system_fingerprint":%s,'
+    b'"choices":[{"index":0,"message":{"role":"assistant","content":'
+)
+CLOSE = (
+    b',"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],'
     b'"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}'
 )
-PREFIX = ID_PREFIX.encode()
+NO_TOKENS = CLOSE % (0, 0, 0)
 NO_HISTORY: tuple[ChatMessage, ...] = ()
-# `"model":…,"system_fingerprint":…` by (model, version): a replica answers few of either.
-_NAMED: dict[tuple[str, str], bytes] = {}
-NAMED_KEPT = 1024
+# (second, middle) by (model, version): a replica answers few of either.
+_MIDDLES: dict[tuple[str, str], tuple[int, bytes]] = {}
+MIDDLES_KEPT = 1024
 
 
 def completion(model: str, digest: str, text: str, tokens: TokenCount) -> bytes:
     """The JSON body of a new chat completion that version `digest` answered with `text`."""
-    named = _NAMED.get((model, digest))
-    if named is None:
-        named = b'"model":%s,"system_fingerprint":%s' % (
-            orjson.dumps(model),
-            orjson.dumps(fingerprint(digest)),
-        )
-        if len(_NAMED) >= NAMED_KEPT:
-            _NAMED.clear()
-        _NAMED[model, digest] = named
+    now = int(time.time())
+    key = (model, digest)
+    middle = _MIDDLES.get(key)
+    if middle is None or middle[0] != now:
+        if middle is None and len(_MIDDLES) >= MIDDLES_KEPT:
+            _MIDDLES.clear()
+        made = MIDDLE % (now, orjson.dumps(model), orjson.dumps(fingerprint(digest)))
+        middle = _MIDDLES[key] = (now, made)
     prompt, done = tokens.prompt, tokens.completion
-    made = (PREFIX, next(ID_COUNT), int(time.time()), named, orjson.dumps(text))
-    return COMPLETION % (*made, prompt, done, prompt + done)
+    close = CLOSE % (prompt, done, prompt + done) if prompt or done else NO_TOKENS
+    return b"".join((ID_OPEN, next(COMPLETION_IDS), middle[1], orjson.dumps(text), close))
 
 
 async def chat_completions(scope: Scope, receive: Receive) -> Response:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -42,13 +42,23 @@ def fingerprint(digest: str) -> str:
     return "fp_" + digest[:12]
 
 
-# Completion ids need to be unique, not secret: a random prefix per process and a counter.
+# Completion ids need to be unique, not secret: a random prefix per process and a counter. They are
+# made a batch at a time, so that taking one on the request path is a single step of an iterator.
 ID_PREFIX = "chatcmpl-" + os.urandom(6).hex()
-ID_COUNT = itertools.count()
+ID_BATCH = 1024
+
+
+def _id_batch(start: int) -> list[bytes]:
+    prefix = ID_PREFIX.encode()
+    return [b"%s%012x" % (prefix, n) for n in range(start, start + ID_BATCH)]
+
+
+# Every completion id of this process, plain and streamed alike, as ASCII bytes.
+COMPLETION_IDS: Iterator[bytes] = itertools.chain.from_iterable(map(_id_batch, itertools.count(0, ID_BATCH)))
 
 
 def completion_id() -> str:
-    return f"{ID_PREFIX}{next(ID_COUNT):012x}"
+    return next(COMPLETION_IDS).decode()
 
 
 def chat_usage(tokens: TokenCount) -> dict[str, int]:
