@@ -44,7 +44,7 @@ async def start_load(url: str, body: bytes, duration: float, concurrency: int, o
     """bench/loadgen.py as a child process with this request body; returns once its connections are open."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.loadgen", url, "--duration", str(duration),
-        "--concurrency", str(concurrency), "--body", body.decode(), "--out", out,
+        "--concurrency", str(concurrency), "--body", body.decode(), "--out", out, "--no-parse",
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None

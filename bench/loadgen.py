@@ -27,8 +27,9 @@ DEFAULT_BODY = b'{"inputs": {"input": "the quarterly report"}}'
 
 
 class Connection:
-    def __init__(self, host: str, port: int, path: str, body: bytes) -> None:
+    def __init__(self, host: str, port: int, path: str, body: bytes, *, parse: bool = True) -> None:
         self.host, self.port = host, port
+        self.parse = parse
         self.request = (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
@@ -55,7 +56,7 @@ class Connection:
         if not status_line:
             raise ConnectionResetError("connection closed by the server")
         status = int(status_line.split(b" ", 2)[1])
-        length, replica, close = 0, None, False
+        length, replica, close, version = 0, None, False, None
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -63,15 +64,17 @@ class Connection:
                 length = int(value)
             elif name == b"x-flowfleet-replica":
                 replica = value.strip().decode()
+            elif name == b"x-flowfleet-version":
+                version = value.strip().decode()
             elif name == b"connection" and value.strip().lower() == b"close":
                 close = True
             elif name == b"transfer-encoding":
                 raise ValueError("chunked responses are not supported")
         body = await self.reader.readexactly(length)
         received = time.time()
-        generation = version = None
-        if 200 <= status < 300:
-            payload = orjson.loads(body)
+        generation = None
+        if self.parse:  # else the version is its header's, and the body is not read as JSON
+            payload = orjson.loads(body) if 200 <= status < 300 else {}
             generation, version = payload.get("generation"), payload.get("version")
         if close:
             self.close()
@@ -88,12 +91,16 @@ async def drive(
     started: asyncio.Event | None = None,
     until: asyncio.Event | None = None,
     records: list[Record] | None = None,
+    parse: bool = True,
 ) -> list[Record]:
     """Run the load for `duration` seconds or until `until` is set; returns every record (appended to
-    `records` as they come, when given, so a caller can watch the load while it runs)."""
+    `records` as they come, when given, so a caller can watch the load while it runs). With `parse`
+    false, answers are not read as JSON: the version comes from X-Flowfleet-Version, the generation is
+    None."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    connections = [Connection(host, port, parts.path or "/", body) for _ in range(concurrency)]
+    path = parts.path or "/"
+    connections = [Connection(host, port, path, body, parse=parse) for _ in range(concurrency)]
     await asyncio.gather(*(c.open() for c in connections))
     records = [] if records is None else records
     end = time.monotonic() + duration
@@ -205,6 +212,7 @@ async def _main(args: argparse.Namespace) -> None:
         concurrency=args.concurrency,
         body=args.body.encode(),
         started=started,
+        parse=not args.no_parse,
     )
     await announcer
     with open(args.out, "wb") as f:
@@ -218,6 +226,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--body", default=DEFAULT_BODY.decode())
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--no-parse",
+        action="store_true",
+        help="do not read answers as JSON: the version from X-Flowfleet-Version, no generation",
+    )
     asyncio.run(_main(parser.parse_args(argv)))
 
 
