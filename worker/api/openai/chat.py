@@ -55,6 +55,7 @@ CLOSE = (
 )
 NO_TOKENS = CLOSE % (0, 0, 0)
 NO_HISTORY: tuple[ChatMessage, ...] = ()
+NOTHING_COUNTED = TokenCount()  # never set as a counter, so never added to
 # (second, middle) by (model, version): a replica answers few of either.
 _MIDDLES: dict[tuple[str, str], tuple[int, bytes]] = {}
 MIDDLES_KEPT = 1024
@@ -117,7 +118,7 @@ async def chat_completions(scope: Scope, receive: Receive) -> Response:
         streaming = StreamingRun.adopt(run, message)
         return StreamedRun(streaming, ChatFraming(streaming, model.name, with_usage))
     # run.run_plain, inline: the request's one coroutine runs the flow too.
-    tokens = TokenCount()
+    tokens = NOTHING_COUNTED
     try:
         name = chat_input(run.served.compiled)
         call.inputs[name] = message
@@ -125,11 +126,17 @@ async def chat_completions(scope: Scope, receive: Receive) -> Response:
             await Run.prepare(run)
         except RunInputError as e:
             await prepare_renamed(run, name, message, e)
-        counting = COUNTER.set(tokens)  # tasks the run starts copy the context, and the counter
-        try:
+        # Tokens come back only from providers that are called (an echo model, templates and parsers
+        # alone use none): a version that calls nothing out answers 0 without setting a counter.
+        if getattr(run.compiled, "calls_out", True):
+            tokens = TokenCount()
+            counting = COUNTER.set(tokens)  # tasks the run starts copy the context, and the counter
+            try:
+                finished = await run.execute(receive)
+            finally:
+                COUNTER.reset(counting)
+        else:
             finished = await run.execute(receive)
-        finally:
-            COUNTER.reset(counting)
     except BaseException as e:
         run.end(e)  # settled exactly once, as leaving `async with run` does
         if isinstance(e, FlowfleetError):
