@@ -1,16 +1,18 @@
 """The OpenAI API's cost: throughput and latency of `POST /v1/chat/completions` against the native
 `POST /v1/flows/{flow}/run`, the same flow on the same replica, side by side in one run.
 
-    python -m bench.bench_openai [--duration 5] [--rounds 5] [--concurrency 1 32] [--quick]
+    python -m bench.bench_openai [--duration 3] [--rounds 10] [--concurrency 1 32] [--quick]
 
 One replica process (`flowfleet worker --reuse-port`); the load generator (bench/loadgen.py) in its own
-process, keep-alive connections, closed loop. The two endpoints alternate round by round, in ABBA order
-(native first in even rounds, OpenAI first in odd ones), so drift in the machine's load hits both
-alike (more, shorter rounds than bench_overhead's: the two differ by a few per cent, less than a shared
-machine drifts in 8 s); each figure pools all rounds of one endpoint. Both
-answer the same text (checked first); the OpenAI request carries one user message, the native one the
-same text as its input. Next to throughput, the replica's own CPU time per request (user + system, from
-/proc): other processes on a shared machine move throughput much more than what a request costs.
+process, keep-alive connections, closed loop, answers not parsed (`--no-parse`: an OpenAI answer is
+bigger than a native one, and parsing it would measure the load generator, which shares the machine's
+cores with the replica). The two endpoints alternate round by round, in ABBA order (native first in
+even rounds, OpenAI first in odd ones), so drift in the machine's load hits both alike; each figure
+pools all rounds of one endpoint, and the round-by-round ratios (each round's OpenAI rate over the
+native rate of the same pair) show how far one run can be trusted. Both answer the same text (checked
+first); the OpenAI request carries one user message, the native one the same text as its input. Next
+to throughput, the replica's own CPU time per request (user + system, from /proc). Last, both routes
+driven in process (bench/inprocess.py): the APIs' own cost, without sockets or the machine's drift.
 Target: the OpenAI endpoint keeps at least 0.95 of the native throughput.
 """
 
@@ -28,6 +30,7 @@ import httpx
 import orjson
 
 from bench.harness import FLOW, Fleet, qa_doc
+from bench.inprocess import per_request_us, replica_app
 from bench.loadgen import Record, finish_process, is_error, per_second, summarise
 from bench.report import load
 from bench.script import bench_args, header, save, start_results
@@ -95,6 +98,7 @@ async def measure(duration: float, rounds: int, concurrencies: list[int]) -> dic
             pooled: dict[str, list[Record]] = {name: [] for name in targets}
             seconds: dict[str, list[float]] = {name: [] for name in targets}
             cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
+            per_round: dict[str, list[float]] = {name: [] for name in targets}
             for index in range(rounds):
                 # ABBA: the order flips every round, so a drift of the machine within a pair of rounds
                 # weighs on both endpoints alike instead of always on the second one.
@@ -104,6 +108,7 @@ async def measure(duration: float, rounds: int, concurrencies: list[int]) -> dic
                     records = await load_once(url, body, duration, concurrency)
                     cpu[name] += cpu_seconds(pid) - before
                     pooled[name] += records
+                    per_round[name].append(sum(not is_error(r) for r in records) / duration)
                     seconds[name] += per_second([r for r in records if not is_error(r)])
             row: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds, "duration_s": duration}
             for name, records in pooled.items():
@@ -112,6 +117,9 @@ async def measure(duration: float, rounds: int, concurrencies: list[int]) -> dic
                 row[name]["replica_cpu_us_per_request"] = round(cpu[name] / max(len(records), 1) * 1e6, 1)
             o, n = row["openai"], row["native"]
             row["throughput_ratio"] = round(o["throughput_rps"] / max(n["throughput_rps"], 1e-9), 3)
+            # Each round's OpenAI rate over the native rate of the same round: drift between rounds cancels.
+            paired = [a / max(b, 1e-9) for a, b in zip(per_round["openai"], per_round["native"], strict=True)]
+            row["paired_ratio"] = {k: round(v, 3) for k, v in dist(paired).items() if k != "n"}
             row["p50_ratio"] = round(o["latency_ms"]["p50"] / max(n["latency_ms"]["p50"], 1e-9), 3)
             row["p99_ratio"] = round(o["latency_ms"]["p99"] / max(n["latency_ms"]["p99"], 1e-9), 3)
             cost = o["replica_cpu_us_per_request"] / max(n["replica_cpu_us_per_request"], 1e-9)
@@ -122,11 +130,28 @@ async def measure(duration: float, rounds: int, concurrencies: list[int]) -> dic
                 f"concurrency {concurrency}: openai {o['throughput_rps']:.0f} runs/s p50 "
                 f"{o['latency_ms']['p50']:.2f} ms, native {n['throughput_rps']:.0f} runs/s p50 "
                 f"{n['latency_ms']['p50']:.2f} ms (throughput ratio {row['throughput_ratio']}, "
-                f"target >= {TARGET}); replica CPU per request {o['replica_cpu_us_per_request']} µs "
-                f"against {n['replica_cpu_us_per_request']} µs",
+                f"target >= {TARGET}; round by round, median {row['paired_ratio']['p50']}); replica CPU "
+                f"per request {o['replica_cpu_us_per_request']} µs against "
+                f"{n['replica_cpu_us_per_request']} µs",
                 flush=True,
             )
-        return {"runs": runs, "target_throughput_ratio": TARGET}
+        in_process = await app_cost(fleet, targets, quick=concurrencies == [2])
+        return {"runs": runs, "in_process": in_process, "target_throughput_ratio": TARGET}
+
+
+async def app_cost(fleet: Fleet, targets: dict[str, tuple[str, bytes]], *, quick: bool) -> dict[str, Any]:
+    """The two routes' cost in the replica's app itself, driven in process (bench/inprocess.py)."""
+    assert fleet.redis is not None
+    routes = {name: (url.removeprefix(fleet.url), body) for name, (url, body) in targets.items()}
+    async with replica_app(fleet.redis.url, fleet.namespace, FLOW) as app:
+        timed = await per_request_us(app, routes, n=200 if quick else 2000, rounds=2 if quick else 30)
+    ratio = timed["native"]["median_us"] / max(timed["openai"]["median_us"], 1e-9)
+    print(
+        f"in process: openai {timed['openai']['median_us']} µs, native {timed['native']['median_us']} µs "
+        f"per request (rate ratio {ratio:.3f})",
+        flush=True,
+    )
+    return {**timed, "rate_ratio": round(ratio, 3)}
 
 
 # Runs of this benchmark in one session, kept here because the section is rewritten on every run.
@@ -154,8 +179,8 @@ def _markdown(results: dict[str, Any]) -> str:
         "`POST /v1/chat/completions` (one user message) against `POST /v1/flows/{flow}/run` (the same text "
         "as the input) on the 3-node flow PromptTemplate -> LLM(echo) -> ChatOutput, one `flowfleet worker "
         "--reuse-port` replica. Load: `bench/loadgen.py` in its own process, keep-alive connections, closed "
-        "loop; the endpoints alternate round by round in ABBA order. Errors count every non-2xx and "
-        "transport failure. "
+        "loop, answers not parsed; the endpoints alternate round by round in ABBA order. Errors count "
+        "every non-2xx and transport failure. "
         "Replica CPU is the replica process's user + system time over a round divided by its requests: "
         "what one request costs it, which other work on the machine moves much less than throughput. "
         f"Target: a throughput ratio OpenAI / native of at least {TARGET}.",
@@ -166,9 +191,9 @@ def _markdown(results: dict[str, Any]) -> str:
     ]
     ratios = [
         "",
-        "| connections | throughput OpenAI / native | p50 OpenAI / native | p99 OpenAI / native "
-        "| replica CPU OpenAI / native |",
-        "| ---: | ---: | ---: | ---: | ---: |",
+        "| connections | throughput OpenAI / native | round by round: median (min / max) "
+        "| p50 OpenAI / native | p99 OpenAI / native | replica CPU OpenAI / native |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results["runs"]:
         for name in ("openai", "native"):
@@ -180,11 +205,28 @@ def _markdown(results: dict[str, Any]) -> str:
                 f"| {s['throughput_rps']:.0f} | {second} | {fmt(s['latency_ms'])} "
                 f"| {fmt(s['latency_ms'], 'p99')} | {s['replica_cpu_us_per_request']:.0f} |"
             )
+        paired = row.get("paired_ratio") or {}
+        spread = f"{paired['p50']:.3f} ({paired['min']:.3f} / {paired['max']:.3f})" if paired else "–"
         ratios.append(
-            f"| {row['concurrency']} | {row['throughput_ratio']:.2f} | {row['p50_ratio']:.2f} "
+            f"| {row['concurrency']} | {row['throughput_ratio']:.3f} | {spread} | {row['p50_ratio']:.2f} "
             f"| {row['p99_ratio']:.2f} | {row['replica_cpu_ratio']:.2f} |"
         )
-    return "\n".join([*lines, *ratios, "", HISTORY])
+    return "\n".join([*lines, *ratios, *_in_process_lines(results.get("in_process")), "", HISTORY])
+
+
+def _in_process_lines(timed: dict[str, Any] | None) -> list[str]:
+    if not timed:
+        return []
+    o, n = timed["openai"], timed["native"]
+    return [
+        "",
+        "In process (bench/inprocess.py: the replica's ASGI app driven directly, no sockets, no other "
+        f"process; {len(o['rounds_us'])} alternating rounds of 2,000 requests per route, median of the "
+        f"rounds): the OpenAI route {o['median_us']:.1f} µs per request (fastest round {o['min_us']:.1f}), "
+        f"the native route {n['median_us']:.1f} µs ({n['min_us']:.1f}): a rate ratio OpenAI / native of "
+        f"**{timed['rate_ratio']:.3f}**. This is the two APIs' own difference, with the sockets, the HTTP "
+        "parser and the machine's drift left out.",
+    ]
 
 
 async def run(args: Any) -> dict[str, Any]:
@@ -201,8 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     args = bench_args(
         argv,
         __doc__,
-        duration={"type": float, "default": 5.0},
-        rounds={"type": int, "default": 5},
+        duration={"type": float, "default": 3.0},
+        rounds={"type": int, "default": 10},
         concurrency={"type": int, "nargs": "+", "default": [1, 32]},
     )
     results = asyncio.run(run(args))

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from bench import bench_cutover, bench_hotreload, bench_memory, bench_overhead, bench_reload, bench_scale
+from bench import (
+    bench_cutover,
+    bench_hotreload,
+    bench_memory,
+    bench_openai,
+    bench_overhead,
+    bench_reload,
+    bench_scale,
+)
 from bench.bench_hotreload import check_versions
 from bench.loadgen import summarise
 from bench.report import DOC
@@ -91,6 +99,17 @@ def test_overhead_quick(tmp_path: Path) -> None:
     for target in ("flowfleet", "bare"):
         assert row[target]["requests"] > 0 and row[target]["errors"] == 0
     assert row["throughput_ratio"] > 0
+
+
+def test_openai_quick(tmp_path: Path) -> None:
+    results = run_quick(bench_openai, "openai", tmp_path)
+    [row] = results["runs"]
+    for target in ("openai", "native"):
+        assert row[target]["requests"] > 0 and row[target]["errors"] == 0
+    assert row["throughput_ratio"] > 0 and row["paired_ratio"]["p50"] > 0
+    timed = results["in_process"]
+    assert len(timed["openai"]["rounds_us"]) == len(timed["native"]["rounds_us"]) == 2
+    assert timed["native"]["median_us"] > 0 and timed["rate_ratio"] > 0
 
 
 def test_reload_quick(tmp_path: Path) -> None:
