@@ -30,7 +30,7 @@ import httpx
 import orjson
 
 from bench.harness import FLOW, Fleet, qa_doc
-from bench.inprocess import per_request_us, replica_app
+from bench.inprocess import on_replica_loop
 from bench.loadgen import Record, finish_process, is_error, per_second, summarise
 from bench.report import load
 from bench.script import bench_args, header, save, start_results
@@ -143,8 +143,8 @@ async def app_cost(fleet: Fleet, targets: dict[str, tuple[str, bytes]], *, quick
     """The two routes' cost in the replica's app itself, driven in process (bench/inprocess.py)."""
     assert fleet.redis is not None
     routes = {name: (url.removeprefix(fleet.url), body) for name, (url, body) in targets.items()}
-    async with replica_app(fleet.redis.url, fleet.namespace, FLOW) as app:
-        timed = await per_request_us(app, routes, n=200 if quick else 2000, rounds=2 if quick else 30)
+    n, rounds = (200, 2) if quick else (2000, 30)
+    timed = await on_replica_loop(fleet.redis.url, fleet.namespace, FLOW, routes, n=n, rounds=rounds)
     ratio = timed["native"]["median_us"] / max(timed["openai"]["median_us"], 1e-9)
     print(
         f"in process: openai {timed['openai']['median_us']} µs, native {timed['native']['median_us']} µs "

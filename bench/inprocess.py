@@ -2,12 +2,16 @@
 parser, no load generator, so what differs between two routes is the app's own work, with little of
 the machine's noise (a shared machine moves throughput over sockets by several per cent between rounds).
 
-    async with replica_app(redis_url, namespace) as app:       # a replica of the fleet, in process
+    async with replica_app(redis_url, namespace, "f") as app:  # a replica of the fleet, in process
         timings = await per_request_us(app, {"a": ("/v1/flows/f/run", body)}, n=2000, rounds=20)
 
-The replica subscribes and loads like any other; the timed loop never yields to the event loop while a
-round runs, so its background tasks (heartbeat, subscriber) wait until the round ends. Rounds are short
-and alternate the routes' order, and each route's figure is the median of its rounds.
+    timings = await on_replica_loop(redis_url, namespace, "f", routes, n=2000, rounds=20)
+
+`on_replica_loop` does the same on an event loop of the kind a replica runs on (uvloop where it is
+installed, as uvicorn picks it), in a thread of its own. The replica subscribes and loads like any
+other; the timed loop never yields to the event loop while a round runs, so its background tasks
+(heartbeat, subscriber) wait until the round ends. Rounds are short and alternate the routes' order,
+and each route's figure is the median of its rounds.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message
@@ -107,3 +111,28 @@ async def per_request_us(
                "min_us": round(min(ts), 2)}
         for name, ts in times.items()
     }  # fmt: skip
+
+
+def replica_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """New event loops of the kind uvicorn's `loop="auto"` runs a replica on."""
+    try:
+        import uvloop
+    except ImportError:  # a platform without its wheels: uvicorn runs on asyncio too
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+async def on_replica_loop(
+    redis_url: str, namespace: str, flow: str, routes: dict[str, tuple[str, bytes]], *, n: int, rounds: int
+) -> dict[str, dict[str, Any]]:
+    """`per_request_us` for a replica started in process, on a replica's kind of event loop."""
+
+    async def timed() -> dict[str, dict[str, Any]]:
+        async with replica_app(redis_url, namespace, flow) as app:
+            return await per_request_us(app, routes, n=n, rounds=rounds)
+
+    def in_thread() -> dict[str, dict[str, Any]]:
+        with asyncio.Runner(loop_factory=replica_loop_factory()) as runner:
+            return runner.run(timed())
+
+    return await asyncio.to_thread(in_thread)
