@@ -109,6 +109,9 @@ class OpenAIEndpoint:
     answers its own errors; a failure while the response is being sent still reaches the server's.
     """
 
+    # A handler of (scope, receive) that serve calls itself, with no Request (ScopeEndpoint).
+    scope_handler: ScopeHandler | None = None
+
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         functools.update_wrapper(self, handler)
@@ -130,8 +133,12 @@ class OpenAIEndpoint:
         """Answer. worker.app serves the run routes without the router and adds its replica header:
         `tagged` is its `send` that adds `header` to any answer; a plain answer gets `header` here and
         goes out through `send` itself (from `__call__`: `tagged` is `send`, and no `header`)."""
+        direct = self.scope_handler
         try:
-            response = await self.respond(scope, receive, tagged)
+            if direct is not None:
+                response = await direct(scope, receive)
+            else:
+                response = await self.respond(scope, receive, tagged)
         except FlowfleetError as e:
             response = error_response(e)
         except ClientDisconnect:
@@ -154,8 +161,8 @@ class ScopeEndpoint(OpenAIEndpoint):
     for the run routes, where a Request is more than they need."""
 
     def __init__(self, handler: ScopeHandler) -> None:
-        self.scope_handler = handler
+        self.scope_handler = self._scoped = handler
         functools.update_wrapper(self, handler)
 
     def respond(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[Response]:
-        return self.scope_handler(scope, receive)
+        return self._scoped(scope, receive)
