@@ -66,6 +66,23 @@ def _overhead(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def _openai(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"- **OpenAI API, {row['concurrency']} connection(s)**: `/v1/chat/completions` "
+        f"{row['openai']['throughput_rps']:.0f} runs/s against the native run API's "
+        f"{row['native']['throughput_rps']:.0f} on the same flow: throughput ratio "
+        f"{row['throughput_ratio']:.3f} (target >= {data['target_throughput_ratio']})."
+        for row in data["runs"]
+    ]
+    timed = data.get("in_process")
+    if timed:
+        lines.append(
+            f"- **OpenAI API in process** (no sockets): {timed['openai']['median_us']:.1f} µs per request "
+            f"against {timed['native']['median_us']:.1f} µs native, rate ratio {timed['rate_ratio']:.3f}."
+        )
+    return lines
+
+
 def _reload(data: dict[str, Any]) -> list[str]:
     parts = [f"{row['nodes']} nodes {row['replica']['logged_ms']['p50']:.1f} ms" for row in data["rows"]]
     return [f"- **Reload cost on a replica** (fetch + verify + compile + swap, p50): {', '.join(parts)}."]
@@ -100,6 +117,7 @@ SECTIONS = {
     "cutover": _cutover,
     "hotreload": _hotreload,
     "overhead": _overhead,
+    "openai": _openai,
     "reload": _reload,
     "memory": _memory,
     "scale": _scale,
