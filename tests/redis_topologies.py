@@ -196,8 +196,8 @@ class SentinelTopology(_Topology):
         for _ in range(self.replica_count):
             self.nodes.append(RedisServer(*self._node_args(), "--replicaof", "127.0.0.1", str(primary.port)))
             self.nodes[-1].start()
-        for node in self.nodes[1:]:
-            wait_for(lambda n=node: _link_up(self.admin(n.port)), f"replica {node.port} in sync")
+        replicas = [node.port for node in self.nodes[1:]]
+        wait_for(lambda: in_sync(self.admin, primary.port, replicas), f"replicas {replicas} in sync")
         for _ in range(3):
             self.sentinels.append(SentinelProcess(self.dir, primary.port, self.passwords))
             self.sentinels[-1].start()
@@ -375,6 +375,22 @@ def _answers(port: int) -> bool:
 def _link_up(client: redis.Redis) -> bool:
     with contextlib.closing(client):
         return client.info("replication").get("master_link_status") == "up"
+
+
+def _acknowledged(primary: redis.Redis, replicas: int) -> bool:
+    """Whether `replicas` replicas acknowledge a write on the primary within 100 ms. A replica reports
+    its link up before it acknowledges anything (after a diskless sync it may not answer the primary's
+    GETACK until its own periodic ACK), and until then WAIT does not count it."""
+    with contextlib.closing(primary):
+        primary.incr("flowfleet-test:replication-probe")
+        return int(primary.execute_command("WAIT", replicas, 100)) >= replicas
+
+
+def in_sync(admin: Callable[[int], redis.Redis], primary_port: int, replica_ports: list[int]) -> bool:
+    """Every replica on `replica_ports` replicates the primary, as both sides see it."""
+    if not all(_link_up(admin(port)) for port in replica_ports):
+        return False
+    return _acknowledged(admin(primary_port), len(replica_ports))
 
 
 @contextlib.contextmanager

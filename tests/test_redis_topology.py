@@ -110,9 +110,9 @@ def test_how_many_replicas_must_acknowledge(url: str, setting: str, wanted: int)
 def primary_and_replica(make_redis_server: Callable[..., RedisServer]) -> tuple[RedisServer, RedisServer]:
     primary = make_redis_server("--repl-diskless-sync-delay", "0")
     replica = make_redis_server("--replicaof", "127.0.0.1", str(primary.port))
+    admin = redis_topologies._Topology(None).admin
     redis_topologies.wait_for(
-        lambda: redis_topologies._link_up(redis_topologies._Topology(None).admin(replica.port)),
-        "the replica in sync",
+        lambda: redis_topologies.in_sync(admin, primary.port, [replica.port]), "the replica in sync"
     )
     return primary, replica
 
